@@ -1,0 +1,111 @@
+//! The [`Broker`] trait: what every transport talks to, whatever stores the messages.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::cursor::{Cursor, Since};
+use crate::hub::{ChannelSubscription, Event};
+use crate::message::{Message, NotUtf8};
+use crate::name::{ChannelName, EventName};
+use crate::stats::BrokerStats;
+
+/// A boxed, `Send` future, as returned by [`Broker`] methods (so brokers can be chosen at run
+/// time as `Arc<dyn Broker>`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A message to publish.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    /// Where to publish.
+    pub channel: ChannelName,
+    /// The event name; `None` for the default `message`.
+    pub event: Option<EventName>,
+    /// The text, UTF-8.
+    pub data: Bytes,
+}
+
+/// Why a broker call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The data is not UTF-8 text.
+    #[error(transparent)]
+    NotUtf8(#[from] NotUtf8),
+    /// The broker's backing store cannot be reached (e.g. Redis is down). Retry later.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error("broker error: {0}")]
+    Internal(String),
+}
+
+/// What `GET /channels/{channel}` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// The channel.
+    pub channel: ChannelName,
+    /// Subscribers on this node.
+    pub subscribers: usize,
+    /// The newest message's cursor, if any was published in the current epoch.
+    pub last: Option<Cursor>,
+    /// Messages history holds.
+    pub history_len: usize,
+}
+
+/// A message store plus fan-out (DESIGN §3). The in-memory [`MemoryBroker`](crate::MemoryBroker)
+/// is the default and the test double; `comet-redis` provides one for several nodes.
+pub trait Broker: Send + Sync + fmt::Debug + 'static {
+    /// Publishes one message: assigns its cursor, appends it to history, fans it out.
+    ///
+    /// # Errors
+    /// [`BrokerError::NotUtf8`] for non-text data; [`BrokerError::Unavailable`] when the store
+    /// is down (nothing was published).
+    fn publish(&self, msg: Publish) -> BoxFuture<'_, Result<Arc<Message>, BrokerError>>;
+
+    /// Subscribes to one channel from `since`: replays what follows it from history, then live
+    /// messages, with no gap and no duplicate at the seam; a gap notice first when history no
+    /// longer reaches `since`.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the store is down.
+    fn subscribe(&self, channel: ChannelName, since: Since) -> BoxFuture<'_, Result<ChannelSubscription, BrokerError>>;
+
+    /// Channel facts.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the store is down.
+    fn channel_info(&self, channel: ChannelName) -> BoxFuture<'_, Result<ChannelInfo, BrokerError>>;
+
+    /// Whether the broker can serve (its store is reachable). Backs `GET /readyz`.
+    fn ready(&self) -> BoxFuture<'_, bool>;
+
+    /// The broker's counters.
+    fn stats(&self) -> &BrokerStats;
+
+    /// Up to `limit` events of `channel`'s history after `since` (a gap notice first when
+    /// history does not reach it), without waiting for new ones.
+    ///
+    /// # Errors
+    /// As [`subscribe`](Self::subscribe).
+    fn history(
+        &self,
+        channel: ChannelName,
+        since: Since,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Event>, BrokerError>> {
+        Box::pin(async move {
+            let mut sub = self.subscribe(channel, since).await?;
+            let mut out = Vec::new();
+            while out.len() < limit {
+                let room = limit - out.len();
+                if sub.try_read(&mut out, room) == 0 {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+}

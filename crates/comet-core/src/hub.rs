@@ -1,0 +1,509 @@
+//! The local fan-out: every channel's history log, and the subscriptions that read it by cursor.
+//!
+//! Each channel has one log (its [`History`]) behind a short `std::sync::Mutex` and one
+//! [`Notify`]. Publishing appends under the lock and wakes the channel's waiting subscribers;
+//! each subscriber then copies what follows its own cursor out of the shared log. So:
+//! - the seam between replay and live delivery cannot lose or double a message: there is one
+//!   log, and a subscriber is nothing but a cursor into it;
+//! - a subscriber's queue is its window on the shared log: fan-out allocates nothing per
+//!   subscriber and a slow subscriber slows nobody. One more than `queue_len` messages behind is
+//!   *lagged* (counted) and keeps reading history; one that history no longer reaches gets a gap
+//!   notice.
+//!
+//! Every broker (memory, Redis) fans out through this code.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::cursor::{Cursor, Position, Since};
+use crate::history::{History, HistoryLimits};
+use crate::message::{Message, NotUtf8, now_millis};
+use crate::name::{ChannelName, EventName};
+use crate::stats::BrokerStats;
+
+const SHARDS: usize = 32;
+
+type Shard = HashMap<ChannelName, Arc<ChannelLog>>;
+
+/// Settings of the local fan-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubConfig {
+    /// Per-channel history bounds.
+    pub history: HistoryLimits,
+    /// How far (in messages) a subscriber may trail the live edge before it counts as lagged.
+    /// Defaults to 64.
+    pub queue_len: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            history: HistoryLimits::default(),
+            queue_len: 64,
+        }
+    }
+}
+
+/// What a subscription yields.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The next message.
+    Message(Arc<Message>),
+    /// History no longer reaches the subscriber's cursor on `channel` (too old, or another
+    /// epoch). What follows is everything history still holds, then live messages.
+    Gap(Gap),
+}
+
+/// A gap notice: messages between `after` and `resumed_at` cannot be delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    /// The channel with the gap.
+    pub channel: ChannelName,
+    /// The cursor the subscriber asked to resume after.
+    pub after: Option<Cursor>,
+    /// Where delivery resumes: the next message delivered follows this cursor.
+    pub resumed_at: Cursor,
+}
+
+/// One channel's log.
+#[derive(Debug)]
+struct ChannelLog {
+    name: ChannelName,
+    /// Short critical sections only, never held across `.await`.
+    state: Mutex<LogState>,
+    notify: Notify,
+    subscribers: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct LogState {
+    epoch: u64,
+    /// Offset of the newest message of this epoch (0: none yet).
+    head: u64,
+    history: History,
+}
+
+impl ChannelLog {
+    fn lock(&self) -> MutexGuard<'_, LogState> {
+        // A panic while holding this lock leaves consistent data (every update is a single
+        // push or pop), so poisoning is ignored.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The channels of one node and their subscribers.
+#[derive(Debug)]
+pub struct Hub {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    config: HubConfig,
+    stats: Arc<BrokerStats>,
+}
+
+/// A fresh epoch: 48 random bits, so cursor text stays short.
+fn new_epoch() -> u64 {
+    rand::random::<u64>() >> 16
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(config: HubConfig) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            config,
+            stats: Arc::new(BrokerStats::default()),
+        }
+    }
+
+    /// The hub's counters.
+    pub fn stats(&self) -> &BrokerStats {
+        &self.stats
+    }
+
+    /// The hub's settings.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    fn shard(&self, name: &ChannelName) -> MutexGuard<'_, Shard> {
+        let i = (self.hasher.hash_one(name) as usize) % SHARDS;
+        self.shards[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn log(&self, name: &ChannelName, subscribe: bool) -> Arc<ChannelLog> {
+        let mut shard = self.shard(name);
+        let log = shard.entry(name.clone()).or_insert_with(|| {
+            Arc::new(ChannelLog {
+                name: name.clone(),
+                state: Mutex::new(LogState {
+                    epoch: new_epoch(),
+                    head: 0,
+                    history: History::new(self.config.history),
+                }),
+                notify: Notify::new(),
+                subscribers: AtomicUsize::new(0),
+            })
+        });
+        if subscribe {
+            // Counted under the shard lock so that `sweep` never drops a channel being joined.
+            log.subscribers.fetch_add(1, Ordering::Relaxed);
+        }
+        Arc::clone(log)
+    }
+
+    fn existing(&self, name: &ChannelName) -> Option<Arc<ChannelLog>> {
+        self.shard(name).get(name).cloned()
+    }
+
+    /// Publishes on this node: assigns the next cursor, appends to history, wakes subscribers.
+    ///
+    /// # Errors
+    /// [`NotUtf8`] when `data` is not UTF-8 text.
+    pub fn publish(
+        &self,
+        channel: &ChannelName,
+        event: Option<EventName>,
+        data: Bytes,
+    ) -> Result<Arc<Message>, NotUtf8> {
+        std::str::from_utf8(&data).map_err(|e| NotUtf8 {
+            valid_up_to: e.valid_up_to(),
+        })?;
+        let log = self.log(channel, false);
+        let msg = {
+            let mut state = log.lock();
+            let cursor = Cursor::new(state.epoch, state.head + 1);
+            let msg = Arc::new(Message::new(channel.clone(), cursor, event, data, now_millis())?);
+            state.head = cursor.offset;
+            state.history.trim_age(msg.appended_at);
+            state.history.push(Arc::clone(&msg));
+            msg
+        };
+        log.notify.notify_waiters();
+        BrokerStats::add(&self.stats.published, 1);
+        Ok(msg)
+    }
+
+    /// Appends a message whose cursor was assigned elsewhere (e.g. by Redis) and wakes
+    /// subscribers. A message of a new epoch starts a new history; a message at or before the
+    /// head is a duplicate and ignored (returns false).
+    pub fn append(&self, msg: Arc<Message>) -> bool {
+        let Some(log) = self.existing(&msg.channel) else {
+            return false;
+        };
+        {
+            let mut state = log.lock();
+            if msg.cursor.epoch != state.epoch {
+                state.epoch = msg.cursor.epoch;
+                state.history.clear();
+            } else if msg.cursor.offset <= state.head {
+                return false;
+            }
+            state.head = msg.cursor.offset;
+            state.history.push(msg);
+        }
+        log.notify.notify_waiters();
+        true
+    }
+
+    /// Subscribes to `channel` from `since`. The first read replays what follows `since`, then
+    /// live messages follow with nothing lost or doubled at the seam.
+    pub fn subscribe(&self, channel: &ChannelName, since: Since) -> ChannelSubscription {
+        let log = self.log(channel, true);
+        let (epoch, position, gap) = {
+            let mut state = log.lock();
+            state.history.trim_age(Instant::now());
+            let oldest = state.history.first_offset().map_or(state.head, |o| o - 1);
+            match since {
+                Since::Live => (state.epoch, state.head, None),
+                Since::Earliest => (state.epoch, oldest, None),
+                Since::Cursor(c) if c.epoch == state.epoch && c.offset <= state.head => (state.epoch, c.offset, None),
+                // Another epoch, or a cursor from this epoch's future: not ours to resume.
+                Since::Cursor(c) => (state.epoch, oldest, Some(c)),
+            }
+        };
+        let mut sub = ChannelSubscription {
+            log,
+            epoch,
+            position,
+            pending_gap: None,
+            lagging: false,
+            stats: Arc::clone(&self.stats),
+            queue_len: self.config.queue_len,
+        };
+        if let Some(after) = gap {
+            sub.note_gap(Some(after));
+        }
+        sub
+    }
+
+    /// Channel facts: subscribers, newest cursor, history length. `None` for a channel this
+    /// node does not know.
+    pub fn info(&self, channel: &ChannelName) -> Option<(usize, Option<Cursor>, usize)> {
+        let log = self.existing(channel)?;
+        let subscribers = log.subscribers.load(Ordering::Relaxed);
+        let state = log.lock();
+        let last = (state.head > 0).then(|| Cursor::new(state.epoch, state.head));
+        Some((subscribers, last, state.history.len()))
+    }
+
+    /// Trims history by age and forgets channels with no subscribers and no history left.
+    /// Returns how many channels remain. Call it every few seconds.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let mut remaining = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            shard.retain(|_, log| {
+                let empty = {
+                    let mut state = log.lock();
+                    state.history.trim_age(now);
+                    state.history.is_empty()
+                };
+                !(empty && log.subscribers.load(Ordering::Relaxed) == 0)
+            });
+            remaining += shard.len();
+        }
+        remaining
+    }
+
+    /// How many channels this node holds.
+    pub fn channel_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len())
+            .sum()
+    }
+}
+
+/// A subscription to one channel: a cursor into the channel's log.
+///
+/// # Cancel safety
+/// [`recv`](Self::recv) is cancel-safe: a cancelled call has delivered nothing and moved no
+/// cursor. Dropping the subscription unsubscribes.
+#[derive(Debug)]
+pub struct ChannelSubscription {
+    log: Arc<ChannelLog>,
+    epoch: u64,
+    /// Offset of the last message delivered (or skipped by a gap).
+    position: u64,
+    pending_gap: Option<Gap>,
+    lagging: bool,
+    stats: Arc<BrokerStats>,
+    queue_len: usize,
+}
+
+impl Drop for ChannelSubscription {
+    fn drop(&mut self) {
+        self.log.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ChannelSubscription {
+    /// The channel.
+    pub fn channel(&self) -> &ChannelName {
+        &self.log.name
+    }
+
+    /// The cursor to resume from: the last message delivered (or the live edge it started at).
+    pub fn cursor(&self) -> Cursor {
+        Cursor::new(self.epoch, self.position)
+    }
+
+    /// Whether the subscription starts with a gap notice not yet read.
+    pub fn has_pending_gap(&self) -> bool {
+        self.pending_gap.is_some()
+    }
+
+    fn note_gap(&mut self, after: Option<Cursor>) {
+        BrokerStats::add(&self.stats.gaps, 1);
+        self.pending_gap = Some(Gap {
+            channel: self.log.name.clone(),
+            after,
+            resumed_at: self.cursor(),
+        });
+    }
+
+    /// Moves what is ready (at most `max` events) into `out` without waiting; returns how many.
+    pub fn try_read(&mut self, out: &mut Vec<Event>, max: usize) -> usize {
+        let start = out.len();
+        let limit = start + max;
+        if let Some(gap) = self.pending_gap.take() {
+            out.push(Event::Gap(gap));
+        }
+        let mut delivered = 0u64;
+        let mut gap_after = None;
+        {
+            let state = self.log.lock();
+            if state.epoch != self.epoch {
+                gap_after = Some(Some(self.cursor()));
+                self.epoch = state.epoch;
+                self.position = state.history.first_offset().map_or(state.head, |o| o - 1);
+            } else if self.position < state.head {
+                let oldest = state.history.first_offset().map_or(state.head, |o| o - 1);
+                if self.position < oldest {
+                    gap_after = Some(Some(self.cursor()));
+                    self.position = oldest;
+                }
+            }
+            let behind = state.head.saturating_sub(self.position);
+            if behind > self.queue_len as u64 {
+                if !self.lagging {
+                    self.lagging = true;
+                    BrokerStats::add(&self.stats.lagged, 1);
+                }
+            } else {
+                self.lagging = false;
+            }
+            if let Some(after) = gap_after {
+                // The notice goes before the messages that follow it.
+                BrokerStats::add(&self.stats.gaps, 1);
+                out.push(Event::Gap(Gap {
+                    channel: self.log.name.clone(),
+                    after,
+                    resumed_at: Cursor::new(self.epoch, self.position),
+                }));
+            }
+            for msg in state.history.after(self.position) {
+                if out.len() >= limit {
+                    break;
+                }
+                self.position = msg.cursor.offset;
+                out.push(Event::Message(Arc::clone(msg)));
+                delivered += 1;
+            }
+        }
+        BrokerStats::add(&self.stats.delivered, delivered);
+        out.len() - start
+    }
+
+    /// Waits until at least one event is ready, then moves up to `max` into `out`; returns how
+    /// many. Never returns 0 for `max > 0`.
+    pub async fn recv(&mut self, out: &mut Vec<Event>, max: usize) -> usize {
+        let log = Arc::clone(&self.log);
+        loop {
+            let mut notified = pin!(log.notify.notified());
+            notified.as_mut().enable();
+            let n = self.try_read(out, max);
+            if n > 0 {
+                return n;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Several [`ChannelSubscription`]s read as one, fairly (round-robin), e.g. `GET /sub/a,b` or a
+/// WebSocket's subscriptions.
+///
+/// # Cancel safety
+/// [`recv`](Self::recv) is cancel-safe, like [`ChannelSubscription::recv`].
+#[derive(Debug, Default)]
+pub struct SubscriptionSet {
+    members: Vec<ChannelSubscription>,
+    next: usize,
+}
+
+impl SubscriptionSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `sub`, replacing an earlier subscription to the same channel.
+    pub fn insert(&mut self, sub: ChannelSubscription) {
+        match self.members.iter_mut().find(|m| m.channel() == sub.channel()) {
+            Some(slot) => *slot = sub,
+            None => self.members.push(sub),
+        }
+    }
+
+    /// Removes the subscription to `channel`; returns whether there was one.
+    pub fn remove(&mut self, channel: &ChannelName) -> bool {
+        let before = self.members.len();
+        self.members.retain(|m| m.channel() != channel);
+        before != self.members.len()
+    }
+
+    /// Whether `channel` is in the set.
+    pub fn contains(&self, channel: &ChannelName) -> bool {
+        self.members.iter().any(|m| m.channel() == channel)
+    }
+
+    /// How many channels.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The members.
+    pub fn members(&self) -> &[ChannelSubscription] {
+        &self.members
+    }
+
+    /// The position of the whole set, one cursor per channel.
+    pub fn position(&self) -> Position {
+        let mut p = Position::new();
+        for m in &self.members {
+            p.set(m.channel(), m.cursor());
+        }
+        p
+    }
+
+    /// Moves what is ready (at most `max` events) into `out` without waiting; returns how many.
+    pub fn try_read(&mut self, out: &mut Vec<Event>, max: usize) -> usize {
+        let n = self.members.len();
+        let mut total = 0;
+        for i in 0..n {
+            if total >= max {
+                break;
+            }
+            let idx = (self.next + i) % n;
+            total += self.members[idx].try_read(out, max - total);
+        }
+        if n > 0 {
+            self.next = (self.next + 1) % n;
+        }
+        total
+    }
+
+    /// Waits until at least one event is ready on any member, then moves up to `max` into
+    /// `out`. Pends forever on an empty set (select it against something else).
+    pub async fn recv(&mut self, out: &mut Vec<Event>, max: usize) -> usize {
+        if self.members.len() == 1 {
+            return self.members[0].recv(out, max).await;
+        }
+        loop {
+            let logs: Vec<Arc<ChannelLog>> = self.members.iter().map(|m| Arc::clone(&m.log)).collect();
+            let mut waits: Vec<_> = logs.iter().map(|l| Box::pin(l.notify.notified())).collect();
+            for w in &mut waits {
+                w.as_mut().enable();
+            }
+            let n = self.try_read(out, max);
+            if n > 0 {
+                return n;
+            }
+            std::future::poll_fn(|cx| {
+                for w in &mut waits {
+                    if w.as_mut().poll(cx).is_ready() {
+                        return std::task::Poll::Ready(());
+                    }
+                }
+                std::task::Poll::Pending
+            })
+            .await;
+        }
+    }
+}

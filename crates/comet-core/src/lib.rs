@@ -1,0 +1,35 @@
+//! Comet's core model, with no network I/O (DESIGN §3): [`ChannelName`], [`Message`],
+//! [`Cursor`] and [`Position`], [`History`], the [`Broker`] trait, the local fan-out [`Hub`] and
+//! the embedded [`MemoryBroker`].
+//!
+//! ```
+//! # tokio_test();
+//! # fn tokio_test() { tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! use comet_core::{Broker, ChannelName, Event, MemoryBroker, Publish, Since};
+//! let broker = MemoryBroker::default();
+//! let chat = ChannelName::new("chat:lobby").unwrap();
+//! let mut sub = broker.subscribe(chat.clone(), Since::Live).await.unwrap();
+//! broker.publish(Publish { channel: chat, event: None, data: "hi".into() }).await.unwrap();
+//! let mut events = Vec::new();
+//! sub.recv(&mut events, 16).await;
+//! assert!(matches!(&events[0], Event::Message(m) if m.data() == "hi"));
+//! # }) }
+//! ```
+
+mod broker;
+mod cursor;
+mod history;
+mod hub;
+mod memory;
+mod message;
+mod name;
+mod stats;
+
+pub use broker::{BoxFuture, Broker, BrokerError, ChannelInfo, Publish};
+pub use cursor::{Cursor, CursorError, Position, Since};
+pub use history::{History, HistoryLimits};
+pub use hub::{ChannelSubscription, Event, Gap, Hub, HubConfig, SubscriptionSet};
+pub use memory::MemoryBroker;
+pub use message::{ENCODING_SLOTS, EncodingSlot, Message, NotUtf8, now_millis};
+pub use name::{ChannelName, EventName, MAX_CHANNEL_LEN, MAX_EVENT_LEN, NameError, RESERVED_EVENT_PREFIX};
+pub use stats::{BrokerStats, StatsSnapshot};

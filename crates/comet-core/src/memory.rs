@@ -1,0 +1,74 @@
+//! [`MemoryBroker`]: the embedded default broker, one node, history in memory.
+
+use std::sync::Arc;
+
+use crate::broker::{BoxFuture, Broker, BrokerError, ChannelInfo, Publish};
+use crate::cursor::Since;
+use crate::hub::{ChannelSubscription, Hub, HubConfig};
+use crate::message::Message;
+use crate::name::ChannelName;
+use crate::stats::BrokerStats;
+
+/// The in-memory broker: a [`Hub`] whose cursors are assigned locally. A restart (or a channel
+/// forgotten by [`sweep`](Self::sweep) after its history expired) starts a new epoch, so old
+/// cursors get a gap notice, never a silent gap.
+#[derive(Debug)]
+pub struct MemoryBroker {
+    hub: Hub,
+}
+
+impl MemoryBroker {
+    /// A broker with `config`.
+    pub fn new(config: HubConfig) -> Self {
+        Self { hub: Hub::new(config) }
+    }
+
+    /// The local hub.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Trims history by age and forgets idle, empty channels; returns the channel count. The
+    /// server calls this every few seconds.
+    pub fn sweep(&self) -> usize {
+        self.hub.sweep()
+    }
+}
+
+impl Default for MemoryBroker {
+    fn default() -> Self {
+        Self::new(HubConfig::default())
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn publish(&self, msg: Publish) -> BoxFuture<'_, Result<Arc<Message>, BrokerError>> {
+        let result = self
+            .hub
+            .publish(&msg.channel, msg.event, msg.data)
+            .map_err(BrokerError::from);
+        Box::pin(std::future::ready(result))
+    }
+
+    fn subscribe(&self, channel: ChannelName, since: Since) -> BoxFuture<'_, Result<ChannelSubscription, BrokerError>> {
+        Box::pin(std::future::ready(Ok(self.hub.subscribe(&channel, since))))
+    }
+
+    fn channel_info(&self, channel: ChannelName) -> BoxFuture<'_, Result<ChannelInfo, BrokerError>> {
+        let (subscribers, last, history_len) = self.hub.info(&channel).unwrap_or((0, None, 0));
+        Box::pin(std::future::ready(Ok(ChannelInfo {
+            channel,
+            subscribers,
+            last,
+            history_len,
+        })))
+    }
+
+    fn ready(&self) -> BoxFuture<'_, bool> {
+        Box::pin(std::future::ready(true))
+    }
+
+    fn stats(&self) -> &BrokerStats {
+        self.hub.stats()
+    }
+}

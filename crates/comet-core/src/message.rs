@@ -1,0 +1,167 @@
+//! [`Message`]: one published message, with its transport encodings cached.
+
+use std::fmt;
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::cursor::Cursor;
+use crate::name::{ChannelName, EventName};
+
+/// How many encodings a message can cache; see [`Message::encoded`].
+pub const ENCODING_SLOTS: usize = 8;
+
+/// Which cached encoding of a message is meant. Each transport owns one or more slot numbers
+/// (`0..ENCODING_SLOTS`); comet-core does not know what is in them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodingSlot(usize);
+
+impl EncodingSlot {
+    /// Slot number `n`.
+    ///
+    /// # Panics
+    /// At compile time (in const context) or at run time when `n >= ENCODING_SLOTS`.
+    pub const fn new(n: usize) -> Self {
+        assert!(n < ENCODING_SLOTS, "encoding slot out of range");
+        Self(n)
+    }
+}
+
+/// One published message. Immutable once made, shared as `Arc<Message>` by history and every
+/// subscriber.
+pub struct Message {
+    /// The channel it was published to.
+    pub channel: ChannelName,
+    /// Its place in the channel's history.
+    pub cursor: Cursor,
+    /// Its event name; `None` is the default, `message`.
+    pub event: Option<EventName>,
+    /// The published text. Valid UTF-8, checked by [`Message::new`].
+    data: Bytes,
+    /// Milliseconds since the Unix epoch when it was published (the envelope's `time`).
+    pub published_at: u64,
+    /// When this node appended it to history, for age-based trimming (monotonic, unlike
+    /// `published_at`).
+    pub(crate) appended_at: Instant,
+    /// Encodings made once and shared by all subscribers of the same transport (DESIGN §3).
+    encodings: [OnceLock<Bytes>; ENCODING_SLOTS],
+}
+
+/// The body of a message is not UTF-8 text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("message data is not valid UTF-8 (invalid byte sequence at byte {valid_up_to})")]
+pub struct NotUtf8 {
+    /// The length of the valid prefix.
+    pub valid_up_to: usize,
+}
+
+impl Message {
+    /// Makes a message, checking that `data` is UTF-8.
+    ///
+    /// # Errors
+    /// [`NotUtf8`] with the offset of the first invalid byte.
+    pub fn new(
+        channel: ChannelName,
+        cursor: Cursor,
+        event: Option<EventName>,
+        data: Bytes,
+        published_at: u64,
+    ) -> Result<Self, NotUtf8> {
+        std::str::from_utf8(&data).map_err(|e| NotUtf8 {
+            valid_up_to: e.valid_up_to(),
+        })?;
+        Ok(Self {
+            channel,
+            cursor,
+            event,
+            data,
+            published_at,
+            appended_at: Instant::now(),
+            encodings: Default::default(),
+        })
+    }
+
+    /// The published text.
+    pub fn data(&self) -> &str {
+        // Checked in `new`; re-checking costs one pass over the data and happens once per
+        // encoding, not per subscriber.
+        std::str::from_utf8(&self.data).unwrap_or_default()
+    }
+
+    /// The published bytes (UTF-8).
+    pub fn data_bytes(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// The event name, `message` when the publisher gave none.
+    pub fn event_name(&self) -> &str {
+        self.event.as_ref().map_or("message", EventName::as_str)
+    }
+
+    /// The encoding in `slot`, made by `encode` the first time it is asked for and shared after
+    /// that. `Bytes` clones are reference counts, so fan-out never re-serialises per subscriber.
+    pub fn encoded(&self, slot: EncodingSlot, encode: impl FnOnce(&Message) -> Bytes) -> Bytes {
+        self.encodings[slot.0].get_or_init(|| encode(self)).clone()
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("channel", &self.channel)
+            .field("cursor", &self.cursor)
+            .field("event", &self.event)
+            .field("data", &self.data())
+            .field("published_at", &self.published_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_invalid_utf8_with_its_offset() {
+        let err = Message::new(
+            ChannelName::new("a").unwrap(),
+            Cursor::new(1, 1),
+            None,
+            Bytes::from_static(b"ok\xffno"),
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(err.valid_up_to, 2);
+    }
+
+    #[test]
+    fn encodes_once_per_slot() {
+        let msg = Message::new(
+            ChannelName::new("a").unwrap(),
+            Cursor::new(1, 1),
+            None,
+            Bytes::from("hi"),
+            0,
+        )
+        .unwrap();
+        let mut calls = 0;
+        let slot = EncodingSlot::new(3);
+        for _ in 0..3 {
+            let bytes = msg.encoded(slot, |m| {
+                calls += 1;
+                Bytes::from(format!("<{}>", m.data()))
+            });
+            assert_eq!(&bytes[..], b"<hi>");
+        }
+        assert_eq!(calls, 1);
+        assert_eq!(msg.event_name(), "message");
+    }
+}

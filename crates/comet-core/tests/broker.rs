@@ -1,0 +1,266 @@
+//! MemoryBroker behaviour: replay-then-live with no gap or duplicate, gaps, lag, sweep.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use comet_core::{
+    Broker, ChannelName, Cursor, Event, HistoryLimits, HubConfig, MemoryBroker, Publish, Since, SubscriptionSet,
+};
+
+fn ch(s: &str) -> ChannelName {
+    ChannelName::new(s).unwrap()
+}
+
+fn publish(b: &MemoryBroker, c: &ChannelName, data: &str) -> Cursor {
+    b.hub()
+        .publish(c, None, Bytes::copy_from_slice(data.as_bytes()))
+        .unwrap()
+        .cursor
+}
+
+fn data_of(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match e {
+            Event::Message(m) => m.data().to_owned(),
+            Event::Gap(g) => format!("GAP:{}", g.channel),
+        })
+        .collect()
+}
+
+fn small(n: usize) -> MemoryBroker {
+    MemoryBroker::new(HubConfig {
+        history: HistoryLimits {
+            max_messages: n,
+            ..Default::default()
+        },
+        queue_len: 4,
+    })
+}
+
+#[tokio::test]
+async fn resume_from_a_cursor_replays_exactly_what_followed() {
+    let b = MemoryBroker::default();
+    let c = ch("chat");
+    let first = publish(&b, &c, "1");
+    publish(&b, &c, "2");
+    publish(&b, &c, "3");
+    let mut sub = b.subscribe(c.clone(), Since::Cursor(first)).await.unwrap();
+    let mut out = Vec::new();
+    sub.try_read(&mut out, 100);
+    assert_eq!(data_of(&out), ["2", "3"]);
+    publish(&b, &c, "4");
+    out.clear();
+    sub.recv(&mut out, 100).await;
+    assert_eq!(data_of(&out), ["4"]);
+    assert_eq!(sub.cursor().offset, 4);
+}
+
+#[tokio::test]
+async fn live_starts_at_the_edge_and_earliest_replays_all() {
+    let b = MemoryBroker::default();
+    let c = ch("c");
+    publish(&b, &c, "old");
+    let mut live = b.subscribe(c.clone(), Since::Live).await.unwrap();
+    let mut all = b.subscribe(c.clone(), Since::Earliest).await.unwrap();
+    let mut out = Vec::new();
+    assert_eq!(live.try_read(&mut out, 10), 0);
+    all.try_read(&mut out, 10);
+    assert_eq!(data_of(&out), ["old"]);
+}
+
+#[tokio::test]
+async fn cursor_older_than_history_starts_with_a_gap_then_what_is_left() {
+    let b = small(3);
+    let c = ch("c");
+    let first = publish(&b, &c, "1");
+    for i in 2..=6 {
+        publish(&b, &c, &i.to_string());
+    }
+    let mut sub = b.subscribe(c.clone(), Since::Cursor(first)).await.unwrap();
+    let mut out = Vec::new();
+    sub.try_read(&mut out, 10);
+    assert_eq!(data_of(&out), ["GAP:c", "4", "5", "6"]);
+    let Event::Gap(gap) = &out[0] else { unreachable!() };
+    assert_eq!(gap.after, Some(first));
+    assert_eq!(gap.resumed_at.offset, 3);
+    assert_eq!(b.stats().snapshot().gaps, 1);
+}
+
+#[tokio::test]
+async fn cursor_of_another_epoch_or_from_the_future_is_a_gap() {
+    let b = MemoryBroker::default();
+    let c = ch("c");
+    let cur = publish(&b, &c, "1");
+    for bad in [Cursor::new(cur.epoch ^ 1, 1), Cursor::new(cur.epoch, 99)] {
+        let mut sub = b.subscribe(c.clone(), Since::Cursor(bad)).await.unwrap();
+        let mut out = Vec::new();
+        sub.try_read(&mut out, 10);
+        assert_eq!(data_of(&out), ["GAP:c", "1"], "{bad:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_broker_has_a_new_epoch() {
+    let c = ch("c");
+    let old = publish(&MemoryBroker::default(), &c, "x");
+    let b = MemoryBroker::default();
+    publish(&b, &c, "y");
+    let mut sub = b.subscribe(c.clone(), Since::Cursor(old)).await.unwrap();
+    let mut out = Vec::new();
+    sub.try_read(&mut out, 10);
+    assert_eq!(data_of(&out), ["GAP:c", "y"]);
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_is_counted_lagged_and_then_gets_a_gap_not_unbounded_memory() {
+    let b = small(8);
+    let c = ch("c");
+    let mut slow = b.subscribe(c.clone(), Since::Live).await.unwrap();
+    let mut fast = b.subscribe(c.clone(), Since::Live).await.unwrap();
+    let mut out = Vec::new();
+    for i in 1..=6 {
+        publish(&b, &c, &i.to_string());
+        out.clear();
+        fast.try_read(&mut out, 10);
+        assert_eq!(out.len(), 1, "the fast subscriber is not slowed");
+    }
+    out.clear();
+    slow.try_read(&mut out, 2);
+    assert_eq!(data_of(&out), ["1", "2"]);
+    assert_eq!(b.stats().snapshot().lagged, 1, "6 behind with queue_len 4 is lagged");
+    for i in 7..=20 {
+        publish(&b, &c, &i.to_string());
+    }
+    out.clear();
+    slow.try_read(&mut out, 100);
+    assert_eq!(data_of(&out), ["GAP:c", "13", "14", "15", "16", "17", "18", "19", "20"]);
+    assert_eq!(b.hub().info(&c).unwrap().2, 8, "history stays bounded");
+}
+
+#[tokio::test]
+async fn non_utf8_is_rejected_and_publishes_nothing() {
+    let b = MemoryBroker::default();
+    let c = ch("c");
+    let err = b
+        .publish(Publish {
+            channel: c.clone(),
+            event: None,
+            data: Bytes::from_static(b"\xc3\x28"),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not valid UTF-8"), "{err}");
+    assert_eq!(b.channel_info(c).await.unwrap().last, None);
+}
+
+#[tokio::test]
+async fn sweep_forgets_idle_channels_whose_history_expired() {
+    let b = MemoryBroker::new(HubConfig {
+        history: HistoryLimits {
+            max_messages: 10,
+            max_age: Duration::from_millis(1),
+        },
+        queue_len: 4,
+    });
+    let kept = ch("kept");
+    let _sub = b.subscribe(kept.clone(), Since::Live).await.unwrap();
+    publish(&b, &ch("gone"), "x");
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(b.sweep(), 1);
+    assert!(b.hub().info(&ch("gone")).is_none());
+    assert!(b.hub().info(&kept).is_some());
+}
+
+#[tokio::test]
+async fn subscription_set_reads_every_channel_and_reports_its_position() {
+    let b = MemoryBroker::default();
+    let (x, y) = (ch("x"), ch("y"));
+    let mut set = SubscriptionSet::new();
+    set.insert(b.subscribe(x.clone(), Since::Live).await.unwrap());
+    set.insert(b.subscribe(y.clone(), Since::Live).await.unwrap());
+    let bb = Arc::new(b);
+    let publisher = {
+        let bb = Arc::clone(&bb);
+        let y = y.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            publish(&bb, &y, "on y");
+        })
+    };
+    let mut out = Vec::new();
+    set.recv(&mut out, 10).await;
+    assert_eq!(data_of(&out), ["on y"]);
+    publisher.await.unwrap();
+    let pos = set.position();
+    assert_eq!(pos.get(&y).unwrap().offset, 1);
+    assert_eq!(pos.get(&x).unwrap().offset, 0);
+    assert!(set.remove(&x));
+    assert!(!set.contains(&x));
+}
+
+/// The seam: subscribers join at random moments while several tasks publish; each must see, per
+/// channel, exactly the offsets after its start cursor, in order, no gap, no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_gap_and_no_duplicate_at_the_seam_under_concurrent_publishing() {
+    const PUBLISHERS: usize = 4;
+    const PER_PUBLISHER: usize = 500;
+    const TOTAL: u64 = (PUBLISHERS * PER_PUBLISHER) as u64;
+    let b = Arc::new(MemoryBroker::new(HubConfig {
+        history: HistoryLimits {
+            max_messages: 4096,
+            ..Default::default()
+        },
+        queue_len: 64,
+    }));
+    let c = ch("seam");
+    publish(&b, &c, "seed");
+    let mut publishers = Vec::new();
+    for p in 0..PUBLISHERS {
+        let (b, c) = (Arc::clone(&b), c.clone());
+        publishers.push(tokio::spawn(async move {
+            for i in 0..PER_PUBLISHER {
+                publish(&b, &c, &format!("{p}:{i}"));
+                if i % 16 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }));
+    }
+    let mut subscribers = Vec::new();
+    for k in 0..40u64 {
+        let (b, c) = (Arc::clone(&b), c.clone());
+        subscribers.push(tokio::spawn(async move {
+            for _ in 0..k {
+                tokio::task::yield_now().await;
+            }
+            // Half resume from a recent cursor, half join live.
+            let since = match b.channel_info(c.clone()).await.unwrap().last {
+                Some(last) if k % 2 == 0 => Since::Cursor(Cursor::new(last.epoch, last.offset.saturating_sub(k % 7))),
+                _ => Since::Live,
+            };
+            let mut sub = b.subscribe(c, since).await.unwrap();
+            let mut expected = sub.cursor().offset + 1;
+            let mut out = Vec::new();
+            while expected <= TOTAL + 1 {
+                out.clear();
+                tokio::time::timeout(Duration::from_secs(10), sub.recv(&mut out, 32))
+                    .await
+                    .expect("a subscriber stalled");
+                for e in &out {
+                    let Event::Message(m) = e else { panic!("unexpected gap") };
+                    assert_eq!(m.cursor.offset, expected, "gap or duplicate at the seam");
+                    expected += 1;
+                }
+            }
+        }));
+    }
+    for p in publishers {
+        p.await.unwrap();
+    }
+    for s in subscribers {
+        s.await.unwrap();
+    }
+    assert_eq!(b.stats().snapshot().published, TOTAL + 1);
+}
