@@ -1,0 +1,288 @@
+//! [`Config`]: every setting of the server, with its default, unit and range (DESIGN §5).
+//!
+//! Sources, later ones winning: the defaults here, a TOML file (`--config comet.toml`), environment
+//! variables `COMET_<SETTING>` (e.g. `COMET_HISTORY_SIZE=1000`), then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use comet_core::{HistoryLimits, HubConfig};
+use serde::Deserialize;
+
+/// The server's settings. Field names are the TOML keys; the environment variable is
+/// `COMET_` + the name in capitals.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Defaults to `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Largest message a publisher may send, in bytes (HTTP body, batch item or WebSocket
+    /// `publish` data). Larger is `413 too_large`. Defaults to 65,536 (64 KiB).
+    pub max_message_size: usize,
+    /// Largest `POST /pub` batch body, in bytes. Defaults to 1,048,576 (1 MiB).
+    pub max_batch_body: usize,
+    /// Most channels one subscription (URL or WebSocket) may name. Defaults to 64.
+    pub max_channels_per_connection: usize,
+    /// Most open client connections; past it new ones get `503` and are closed. Defaults to
+    /// 50,000. The open-file limit (raised to its hard limit at start) is the other bound.
+    pub max_connections: usize,
+    /// Messages of history kept per channel. Defaults to 256; at least 1.
+    pub history_size: usize,
+    /// Age after which history drops a message, in seconds. Defaults to 600.
+    pub history_ttl_secs: u64,
+    /// How many messages a subscriber may trail the live edge before it counts as lagged (it
+    /// then keeps reading history; past history it gets a gap notice). Defaults to 64.
+    pub queue_len: usize,
+    /// Most messages in one poll/long-poll answer or one write to a streaming client.
+    /// Defaults to 256.
+    pub max_batch: usize,
+    /// Long-poll hold when the client gives no `?timeout=`, in seconds. Defaults to 30.
+    pub longpoll_timeout_secs: u64,
+    /// Largest `?timeout=` a long-poll may ask for, in seconds. Defaults to 120.
+    pub longpoll_max_timeout_secs: u64,
+    /// Interval of heartbeats on stream, iframe and SSE responses, in seconds. Defaults to 15.
+    pub heartbeat_secs: u64,
+    /// SSE reconnection time sent as `retry:`, in milliseconds. Defaults to 3,000.
+    pub sse_retry_ms: u64,
+    /// Bytes an iframe (htmlfile) document may grow to before the server ends it and the page
+    /// reopens it. Defaults to 131,072 (128 KiB).
+    pub iframe_budget: usize,
+    /// Interval between server pings on WebSocket connections, in seconds. Defaults to 25.
+    pub ws_ping_interval_secs: u64,
+    /// How long a WebSocket peer may take to answer a ping, in seconds, before it is closed.
+    /// Defaults to 10.
+    pub ws_pong_timeout_secs: u64,
+    /// Largest WebSocket message (after reassembly and inflation) a client may send, in bytes;
+    /// larger closes with 1009. Defaults to 65,536.
+    pub ws_max_message_size: usize,
+    /// Whether to accept permessage-deflate (RFC 7692) when a client offers it. Defaults to true.
+    pub ws_compression: bool,
+    /// How long a client may take to send its request headers, in seconds (slowloris).
+    /// Defaults to 10.
+    pub header_read_timeout_secs: u64,
+    /// On SIGTERM/SIGINT, how long to wait for connections to finish, in seconds. Defaults to 10.
+    pub shutdown_grace_secs: u64,
+    /// Start the built-in demo publishers (stock ticker, progress job). Defaults to false.
+    pub demo: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_message_size: 64 * 1024,
+            max_batch_body: 1024 * 1024,
+            max_channels_per_connection: 64,
+            max_connections: 50_000,
+            history_size: 256,
+            history_ttl_secs: 600,
+            queue_len: 64,
+            max_batch: 256,
+            longpoll_timeout_secs: 30,
+            longpoll_max_timeout_secs: 120,
+            heartbeat_secs: 15,
+            sse_retry_ms: 3000,
+            iframe_budget: 128 * 1024,
+            ws_ping_interval_secs: 25,
+            ws_pong_timeout_secs: 10,
+            ws_max_message_size: 64 * 1024,
+            ws_compression: true,
+            header_read_timeout_secs: 10,
+            shutdown_grace_secs: 10,
+            demo: false,
+        }
+    }
+}
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML (file plus environment) does not describe a valid configuration.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `COMET_*` variables from `env`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the unreadable file, or the bad key and value.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        for (key, value) in env {
+            let Some(name) = key.strip_prefix("COMET_") else {
+                continue;
+            };
+            let name = name.to_ascii_lowercase();
+            if !Self::KEYS.contains(&name.as_str()) {
+                continue; // COMET_SERVER and friends belong to the client commands.
+            }
+            // A value is taken as TOML when it parses as such (numbers, booleans), else as text.
+            let parsed = format!("v = {value}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value));
+            table.insert(name, parsed);
+        }
+        let config: Self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The setting names, as in TOML.
+    pub const KEYS: &'static [&'static str] = &[
+        "listen",
+        "max_message_size",
+        "max_batch_body",
+        "max_channels_per_connection",
+        "max_connections",
+        "history_size",
+        "history_ttl_secs",
+        "queue_len",
+        "max_batch",
+        "longpoll_timeout_secs",
+        "longpoll_max_timeout_secs",
+        "heartbeat_secs",
+        "sse_retry_ms",
+        "iframe_budget",
+        "ws_ping_interval_secs",
+        "ws_pong_timeout_secs",
+        "ws_max_message_size",
+        "ws_compression",
+        "header_read_timeout_secs",
+        "shutdown_grace_secs",
+        "demo",
+    ];
+
+    /// Checks ranges.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("max_message_size", self.max_message_size as u64),
+            ("max_batch_body", self.max_batch_body as u64),
+            ("max_channels_per_connection", self.max_channels_per_connection as u64),
+            ("max_connections", self.max_connections as u64),
+            ("history_size", self.history_size as u64),
+            ("history_ttl_secs", self.history_ttl_secs),
+            ("queue_len", self.queue_len as u64),
+            ("max_batch", self.max_batch as u64),
+            ("longpoll_max_timeout_secs", self.longpoll_max_timeout_secs),
+            ("heartbeat_secs", self.heartbeat_secs),
+            ("iframe_budget", self.iframe_budget as u64),
+            ("ws_ping_interval_secs", self.ws_ping_interval_secs),
+            ("ws_pong_timeout_secs", self.ws_pong_timeout_secs),
+            ("ws_max_message_size", self.ws_max_message_size as u64),
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+        }
+        if self.longpoll_timeout_secs > self.longpoll_max_timeout_secs {
+            return Err(ConfigError::Invalid(format!(
+                "longpoll_timeout_secs ({}) exceeds longpoll_max_timeout_secs ({})",
+                self.longpoll_timeout_secs, self.longpoll_max_timeout_secs
+            )));
+        }
+        Ok(())
+    }
+
+    /// The broker's fan-out settings derived from this configuration.
+    pub fn hub_config(&self) -> HubConfig {
+        HubConfig {
+            history: HistoryLimits {
+                max_messages: self.history_size,
+                max_age: Duration::from_secs(self.history_ttl_secs),
+            },
+            queue_len: self.queue_len,
+        }
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_defaults() {
+        let dir = std::env::temp_dir().join(format!("comet-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("comet.toml");
+        std::fs::write(
+            &file,
+            "history_size = 10\nheartbeat_secs = 5\nlisten = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let env = [
+            ("COMET_HISTORY_SIZE".to_owned(), "20".to_owned()),
+            ("COMET_DEMO".to_owned(), "true".to_owned()),
+            ("COMET_SERVER".to_owned(), "http://x".to_owned()),
+            ("PATH".to_owned(), "/bin".to_owned()),
+        ];
+        let c = Config::load(Some(&file), env).unwrap();
+        assert_eq!(c.history_size, 20);
+        assert_eq!(c.heartbeat_secs, 5);
+        assert!(c.demo);
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.max_batch, Config::default().max_batch);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::load(None, [("COMET_HISTORY_SIZE".to_owned(), "0".to_owned())]).unwrap_err();
+        assert!(err.to_string().contains("history_size must be at least 1"), "{err}");
+        let err = Config::load(None, [("COMET_HEARTBEAT_SECS".to_owned(), "soon".to_owned())]).unwrap_err();
+        assert!(err.to_string().contains("invalid type"), "{err}");
+        let dir = std::env::temp_dir().join(format!("comet-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "histroy_size = 1\n").unwrap();
+        let err = Config::load(Some(&file), []).unwrap_err();
+        assert!(err.to_string().contains("unknown field `histroy_size`"), "{err}");
+        assert!(Config::load(Some(Path::new("/nonexistent/comet.toml")), []).is_err());
+    }
+
+    #[test]
+    fn every_key_is_listed() {
+        for key in Config::KEYS {
+            let value = if *key == "listen" {
+                "\"127.0.0.1:1\"".to_owned()
+            } else if *key == "demo" || *key == "ws_compression" {
+                "true".to_owned()
+            } else {
+                "300".to_owned()
+            };
+            let text = format!("{key} = {value}");
+            let parsed: Result<Config, _> = toml::from_str(&text);
+            assert!(parsed.is_ok(), "{key}: {parsed:?}");
+        }
+    }
+}

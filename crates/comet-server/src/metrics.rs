@@ -1,0 +1,185 @@
+//! [`Metrics`]: what `GET /metrics` reports, in the Prometheus text format.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use comet_core::Broker;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::transport::Kind;
+
+/// Label set `transport="sse"` etc.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct TransportLabel {
+    transport: &'static str,
+}
+
+/// The server's metrics. Cheap to update from any task.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    open: Family<TransportLabel, Gauge>,
+    opened: Family<TransportLabel, Counter>,
+    publish_seconds: Histogram,
+    /// Connections accepted and still open (all transports, plus plain HTTP requests).
+    pub(crate) connections: Arc<AtomicI64>,
+    /// Accepts refused because the process ran out of file descriptors or hit `max_connections`.
+    pub(crate) refused: Arc<AtomicU64>,
+}
+
+/// Exports the broker's own counters at scrape time.
+#[derive(Debug)]
+struct BrokerCollector(Arc<dyn Broker>);
+
+impl prometheus_client::collector::Collector for BrokerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.stats().snapshot();
+        for (name, help, value) in [
+            ("comet_messages_published", "Messages accepted by publish.", s.published),
+            (
+                "comet_messages_delivered",
+                "Messages handed to subscribers, one per subscriber per message.",
+                s.delivered,
+            ),
+            (
+                "comet_subscribers_lagged",
+                "Times a subscriber fell more than queue_len behind and caught up from history.",
+                s.lagged,
+            ),
+            (
+                "comet_gaps",
+                "Gap notices: a cursor older than history or of another epoch.",
+                s.gaps,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct AtomicCollector {
+    connections: Arc<AtomicI64>,
+    refused: Arc<AtomicU64>,
+}
+
+impl prometheus_client::collector::Collector for AtomicCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let gauge = prometheus_client::metrics::gauge::ConstGauge::new(self.connections.load(Ordering::Relaxed));
+        let metric = encoder.encode_descriptor(
+            "comet_tcp_connections",
+            "Open TCP connections.",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)?;
+        let counter = ConstCounter::new(self.refused.load(Ordering::Relaxed));
+        let metric = encoder.encode_descriptor(
+            "comet_connections_refused",
+            "Connections refused: out of file descriptors or over max_connections.",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
+    }
+}
+
+impl Metrics {
+    /// Metrics that also export `broker`'s counters.
+    pub fn new(broker: Arc<dyn Broker>) -> Self {
+        let mut registry = Registry::default();
+        let open = Family::<TransportLabel, Gauge>::default();
+        let opened = Family::<TransportLabel, Counter>::default();
+        // 50 µs .. ~0.4 s.
+        let publish_seconds = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+            0.000_05, 2.0, 14,
+        ));
+        registry.register(
+            "comet_subscribers_open",
+            "Open subscriber connections by transport.",
+            open.clone(),
+        );
+        registry.register(
+            "comet_subscribers_opened",
+            "Subscriber connections opened by transport.",
+            opened.clone(),
+        );
+        registry.register(
+            "comet_publish_duration_seconds",
+            "Time to publish one message.",
+            publish_seconds.clone(),
+        );
+        registry.register_collector(Box::new(BrokerCollector(broker)));
+        let connections = Arc::new(AtomicI64::new(0));
+        let refused = Arc::new(AtomicU64::new(0));
+        registry.register_collector(Box::new(AtomicCollector {
+            connections: Arc::clone(&connections),
+            refused: Arc::clone(&refused),
+        }));
+        Self {
+            registry,
+            open,
+            opened,
+            publish_seconds,
+            connections,
+            refused,
+        }
+    }
+
+    /// Counts a subscriber connection of `kind` open until the guard is dropped.
+    pub fn subscriber(self: &Arc<Self>, kind: Kind) -> SubscriberGuard {
+        let label = TransportLabel { transport: kind.name() };
+        self.opened.get_or_create(&label).inc();
+        self.open.get_or_create(&label).inc();
+        SubscriberGuard {
+            metrics: Arc::clone(self),
+            kind,
+        }
+    }
+
+    /// Records one publish that took `seconds`.
+    pub fn observe_publish(&self, seconds: f64) {
+        self.publish_seconds.observe(seconds);
+    }
+
+    /// Open subscriber connections of `kind` right now.
+    pub fn open_subscribers(&self, kind: Kind) -> i64 {
+        self.open
+            .get_or_create(&TransportLabel { transport: kind.name() })
+            .get()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Keeps a subscriber counted in `comet_subscribers_open` while alive.
+#[derive(Debug)]
+pub struct SubscriberGuard {
+    metrics: Arc<Metrics>,
+    kind: Kind,
+}
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.metrics
+            .open
+            .get_or_create(&TransportLabel {
+                transport: self.kind.name(),
+            })
+            .dec();
+    }
+}

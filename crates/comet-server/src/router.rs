@@ -1,0 +1,72 @@
+//! [`app`]: the HTTP surface of DESIGN §4 as an axum `Router`.
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use comet_core::ChannelName;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::{demo, publish, transport};
+
+/// The router. Auth (issue: JWT, namespaces) will sit as a layer here, in one place, in front of
+/// the publish and subscribe routes.
+pub fn app(state: AppState) -> Router {
+    // A body limit above the message limit, so oversize messages get our own 413 with a clear
+    // message rather than axum's plain-text one; the batch route has its own bound.
+    let message_limit = state.config.max_message_size.saturating_add(1);
+    let batch_limit = state.config.max_batch_body;
+    Router::new()
+        .route(
+            "/pub/{channel}",
+            post(publish::publish).layer(DefaultBodyLimit::max(message_limit)),
+        )
+        .route(
+            "/pub",
+            post(publish::publish_batch).layer(DefaultBodyLimit::max(batch_limit)),
+        )
+        .route("/sub/{channels}", get(transport::subscribe))
+        .route("/ws", get(transport::ws_bare))
+        .route("/channels/{channel}", get(channel_info))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/", get(demo::index))
+        .route("/demo/demo.js", get(demo::script))
+        .route("/demo/demo.css", get(demo::style))
+        .fallback(|| async { ApiError::not_found("no such route; see docs/protocol.md") })
+        .with_state(state)
+}
+
+async fn channel_info(State(state): State<AppState>, Path(channel): Path<String>) -> Result<Response, ApiError> {
+    let channel = ChannelName::new(&channel)?;
+    let info = state.broker.channel_info(channel).await?;
+    Ok(axum::Json(json!({
+        "channel": info.channel.as_str(),
+        "subscribers": info.subscribers,
+        "last_id": info.last.map(|c| c.to_string()),
+        "history_len": info.history_len,
+    }))
+    .into_response())
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.shutdown.is_cancelled() {
+        return ApiError::unavailable("shutting down").into_response();
+    }
+    if state.broker.ready().await {
+        "ready\n".into_response()
+    } else {
+        ApiError::unavailable("broker not reachable").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.encode(),
+    )
+        .into_response()
+}

@@ -1,0 +1,84 @@
+//! The JSON envelope `{"channel","id","event","data","time"}` (docs/protocol.md "Envelope"),
+//! encoded once per message and shared by every transport that carries structure.
+
+use bytes::Bytes;
+use comet_core::{EncodingSlot, Gap, Message};
+
+/// Encoding slots of [`Message::encoded`], one per distinct byte form.
+pub(crate) mod slot {
+    use super::EncodingSlot;
+    /// The envelope alone (poll, long-poll).
+    pub(crate) const ENVELOPE: EncodingSlot = EncodingSlot::new(0);
+    /// Envelope + `\n` (stream).
+    pub(crate) const STREAM_LINE: EncodingSlot = EncodingSlot::new(1);
+    /// `<script>p(envelope)</script>` (iframe).
+    pub(crate) const IFRAME: EncodingSlot = EncodingSlot::new(2);
+    /// One-channel SSE event with the raw data.
+    pub(crate) const SSE_RAW: EncodingSlot = EncodingSlot::new(3);
+    /// One-channel SSE event with the envelope as data.
+    pub(crate) const SSE_ENVELOPE: EncodingSlot = EncodingSlot::new(4);
+    /// Several-channel SSE event without its `id:` line (that one is per subscriber).
+    pub(crate) const SSE_MULTI: EncodingSlot = EncodingSlot::new(5);
+    /// WebSocket `{"type":"message",…}` text.
+    pub(crate) const WS_MESSAGE: EncodingSlot = EncodingSlot::new(6);
+}
+
+/// Appends `s` as a JSON string literal.
+pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // Serialising a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Appends the envelope's fields after `open` (`{` or `{"type":"message",`), closing the object.
+/// Channel, id and event names come from a restricted alphabet and need no escaping.
+pub(crate) fn write_envelope(out: &mut Vec<u8>, open: &[u8], msg: &Message) {
+    out.extend_from_slice(open);
+    out.extend_from_slice(b"\"channel\":\"");
+    out.extend_from_slice(msg.channel.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"id\":\"");
+    out.extend_from_slice(msg.cursor.to_string().as_bytes());
+    out.extend_from_slice(b"\",\"event\":\"");
+    out.extend_from_slice(msg.event_name().as_bytes());
+    out.extend_from_slice(b"\",\"data\":");
+    write_json_str(out, msg.data());
+    out.extend_from_slice(b",\"time\":");
+    out.extend_from_slice(msg.published_at.to_string().as_bytes());
+    out.push(b'}');
+}
+
+/// The shared envelope bytes of `msg`.
+pub(crate) fn envelope(msg: &Message) -> Bytes {
+    msg.encoded(slot::ENVELOPE, |m| {
+        let mut out = Vec::with_capacity(96 + m.data_bytes().len());
+        write_envelope(&mut out, b"{", m);
+        Bytes::from(out)
+    })
+}
+
+/// `{"type":"gap","channel":"…"}`.
+pub(crate) fn gap_object(gap: &Gap) -> String {
+    format!("{{\"type\":\"gap\",\"channel\":\"{}\"}}", gap.channel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use comet_core::{ChannelName, Cursor, EventName};
+
+    #[test]
+    fn envelope_is_valid_json_with_every_field() {
+        let msg = Message::new(
+            ChannelName::new("chat:a").unwrap(),
+            Cursor::new(0xab, 3),
+            Some(EventName::new("say").unwrap()),
+            "he said \"hi\"\n\u{2028}</script>".into(),
+            1234,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&envelope(&msg)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"channel":"chat:a","id":"ab-3","event":"say","data":"he said \"hi\"\n\u{2028}</script>","time":1234})
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! Long polling: like [`poll`](super::poll), but when nothing is newer than the cursor the
+//! request is held until a message arrives, the timeout passes (then an empty answer), or the
+//! server shuts down (an empty answer at once). What arrived between two polls comes back
+//! together, in order, because the subscription resumes from the client's cursor.
+
+use axum::response::Response;
+use comet_core::Event;
+
+use super::poll::json_answer;
+use super::{Kind, SubRequest, longpoll_timeout, open};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Handles a long poll.
+pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response, ApiError> {
+    let timeout = longpoll_timeout(&state, req.query.timeout.as_deref())?;
+    let mut set = open(&state, &req).await?;
+    let _guard = state.metrics.subscriber(Kind::LongPoll);
+    let max = state.config.max_batch;
+    let mut events: Vec<Event> = Vec::new();
+    if set.try_read(&mut events, max) == 0 && !timeout.is_zero() {
+        tokio::select! {
+            _ = set.recv(&mut events, max) => {}
+            () = tokio::time::sleep(timeout) => {}
+            () = state.shutdown.cancelled() => {}
+        }
+    }
+    Ok(json_answer(&events, &set))
+}

@@ -1,0 +1,405 @@
+//! The six transports (DESIGN §4), one file each: an encoder (pure, unit-tested) and a handler.
+//! This module holds what they share: choosing the transport, parsing channels and cursors,
+//! opening the subscription, and the streaming body that ends itself on shutdown.
+
+pub(crate) mod envelope;
+pub mod iframe;
+pub mod long_poll;
+pub mod poll;
+pub mod sse;
+pub mod stream;
+pub mod websocket;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use comet_core::{ChannelName, Event, Position, Since, SubscriptionSet};
+use http::HeaderMap;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::metrics::SubscriberGuard;
+use crate::state::AppState;
+
+/// A push transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Short polling: answers at once.
+    Poll,
+    /// Long polling: holds the request until a message or a timeout.
+    LongPoll,
+    /// HTTP streaming: chunked NDJSON.
+    Stream,
+    /// Hidden-iframe (htmlfile) streaming.
+    Iframe,
+    /// Server-Sent Events.
+    Sse,
+    /// WebSocket (RFC 6455).
+    WebSocket,
+}
+
+impl Kind {
+    /// Every transport.
+    pub const ALL: [Kind; 6] = [
+        Kind::Poll,
+        Kind::LongPoll,
+        Kind::Stream,
+        Kind::Iframe,
+        Kind::Sse,
+        Kind::WebSocket,
+    ];
+
+    /// The name used in `?transport=` and in metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Poll => "poll",
+            Kind::LongPoll => "longpoll",
+            Kind::Stream => "stream",
+            Kind::Iframe => "iframe",
+            Kind::Sse => "sse",
+            Kind::WebSocket => "ws",
+        }
+    }
+
+    fn parse(name: &str) -> Result<Self, ApiError> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == name || (name == "websocket" && *k == Kind::WebSocket))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_transport",
+                    format!("unknown transport {name:?}; use one of poll, longpoll, stream, iframe, sse, ws"),
+                )
+            })
+    }
+}
+
+/// The query string of `GET /sub/{channels}`. Unknown parameters (cache busters) are ignored.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct SubQuery {
+    pub(crate) transport: Option<String>,
+    pub(crate) since: Option<String>,
+    pub(crate) last_event_id: Option<String>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) callback: Option<String>,
+    pub(crate) envelope: Option<String>,
+    pub(crate) prelude: Option<String>,
+}
+
+impl SubQuery {
+    fn flag(value: Option<&String>) -> bool {
+        matches!(value.map(String::as_str), Some("1" | "true" | "yes"))
+    }
+}
+
+/// What every subscribe handler starts from.
+#[derive(Debug)]
+pub(crate) struct SubRequest {
+    pub(crate) channels: Vec<ChannelName>,
+    pub(crate) since: Vec<Since>,
+    pub(crate) query: SubQuery,
+}
+
+/// Splits and validates `a,b,c`: at least one, at most `max`, no repeats.
+pub(crate) fn parse_channels(list: &str, max: usize) -> Result<Vec<ChannelName>, ApiError> {
+    let count = list.split(',').count();
+    if count > max {
+        return Err(ApiError::bad_request(
+            "too_many_channels",
+            format!("{count} channels in one subscription; at most {max} are allowed"),
+        ));
+    }
+    let mut channels: Vec<ChannelName> = Vec::with_capacity(count);
+    for name in list.split(',') {
+        let name = ChannelName::new(name)?;
+        if channels.contains(&name) {
+            return Err(ApiError::bad_request(
+                "bad_channel",
+                format!("channel {name} is listed twice"),
+            ));
+        }
+        channels.push(name);
+    }
+    Ok(channels)
+}
+
+/// The client's resume point: `Last-Event-ID` (what a reconnecting EventSource sends, so it wins),
+/// then `?last_event_id=`, then `?since=`.
+fn cursor_text<'a>(headers: &'a HeaderMap, query: &'a SubQuery) -> Result<Option<&'a str>, ApiError> {
+    if let Some(value) = headers.get("last-event-id") {
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::bad_request("bad_cursor", "Last-Event-ID is not visible ASCII"))?;
+        if !text.is_empty() {
+            return Ok(Some(text));
+        }
+    }
+    Ok(query.last_event_id.as_deref().or(query.since.as_deref()))
+}
+
+/// Opens one subscription per channel of `req`.
+///
+/// # Errors
+/// The broker's error (e.g. `503` when its store is down).
+pub(crate) async fn open(state: &AppState, req: &SubRequest) -> Result<SubscriptionSet, ApiError> {
+    let mut set = SubscriptionSet::new();
+    for (channel, since) in req.channels.iter().zip(&req.since) {
+        set.insert(state.broker.subscribe(channel.clone(), *since).await?);
+    }
+    Ok(set)
+}
+
+/// The resume text of a set: the plain cursor for one channel, the position for several.
+pub(crate) fn position_text(set: &SubscriptionSet) -> String {
+    match set.members() {
+        [one] => one.cursor().to_string(),
+        _ => set.position().to_string(),
+    }
+}
+
+/// `GET /sub/{channels}`: picks the transport and hands over.
+pub(crate) async fn subscribe(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<SubQuery>, QueryRejection>,
+    req: Request,
+) -> Response {
+    let result = (|| {
+        let Path(list) = path.map_err(|e| ApiError::bad_request("bad_channel", e.body_text()))?;
+        let Query(query) = query.map_err(|e| ApiError::bad_request("bad_request", e.body_text()))?;
+        let channels = parse_channels(&list, state.config.max_channels_per_connection)?;
+        let kind = choose(req.headers(), &query)?;
+        let since = Position::resolve(cursor_text(req.headers(), &query)?, &channels)?;
+        Ok::<_, ApiError>((kind, SubRequest { channels, since, query }))
+    })();
+    let (kind, sub) = match result {
+        Ok(ok) => ok,
+        Err(e) => return e.into_response(),
+    };
+    let result = match kind {
+        Kind::Poll => poll::handle(state, sub).await,
+        Kind::LongPoll => long_poll::handle(state, sub).await,
+        Kind::Stream => stream::handle(state, sub).await,
+        Kind::Iframe => iframe::handle(state, sub).await,
+        Kind::Sse => sse::handle(state, sub).await,
+        Kind::WebSocket => return websocket::handle(state, sub, req).await,
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /ws`: a WebSocket with no channel yet (the client subscribes by command).
+pub(crate) async fn ws_bare(
+    State(state): State<AppState>,
+    query: Result<Query<SubQuery>, QueryRejection>,
+    req: Request,
+) -> Response {
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return ApiError::bad_request("bad_request", e.body_text()).into_response(),
+    };
+    websocket::handle(
+        state,
+        SubRequest {
+            channels: Vec::new(),
+            since: Vec::new(),
+            query,
+        },
+        req,
+    )
+    .await
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+fn choose(headers: &HeaderMap, query: &SubQuery) -> Result<Kind, ApiError> {
+    if is_websocket_upgrade(headers) {
+        return Ok(Kind::WebSocket);
+    }
+    if let Some(name) = &query.transport {
+        return Kind::parse(name);
+    }
+    let wants_sse = headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"));
+    Ok(if wants_sse { Kind::Sse } else { Kind::LongPoll })
+}
+
+/// How a streaming transport turns events into bytes.
+pub(crate) trait Framer: Send + 'static {
+    /// Appends the bytes for `events` (read from `set`, whose position is already past them).
+    fn frame(&mut self, events: &[Event], set: &SubscriptionSet, out: &mut Vec<Bytes>);
+    /// The bytes of one heartbeat.
+    fn heartbeat(&self) -> Bytes;
+    /// The last bytes when the server shuts down (e.g. a reconnect hint), if any.
+    fn closing(&mut self, set: &SubscriptionSet) -> Option<Bytes>;
+    /// Whether the response should end now (the iframe's byte budget); `closing` is sent first.
+    fn exhausted(&self) -> bool {
+        false
+    }
+}
+
+/// Concatenates `chunks` into one buffer so a batch goes out in one write (one `Bytes` passes
+/// through untouched).
+pub(crate) fn join(chunks: &mut Vec<Bytes>) -> Option<Bytes> {
+    match chunks.len() {
+        0 => None,
+        1 => chunks.pop(),
+        _ => {
+            let mut buf = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+            for c in chunks.drain(..) {
+                buf.extend_from_slice(&c);
+            }
+            Some(buf.freeze())
+        }
+    }
+}
+
+struct Streaming<F> {
+    set: SubscriptionSet,
+    framer: F,
+    state: AppState,
+    events: Vec<Event>,
+    chunks: Vec<Bytes>,
+    heartbeat: tokio::time::Interval,
+    done: bool,
+    _guard: SubscriberGuard,
+}
+
+/// A response body that writes `first`, then every event of `set` through `framer`, heartbeats
+/// when idle, and ends itself on shutdown (with `framer.closing`) or when `framer` is exhausted.
+/// Dropping the body (the client went away) unsubscribes.
+pub(crate) fn streaming_body<F: Framer>(
+    state: &AppState,
+    kind: Kind,
+    set: SubscriptionSet,
+    framer: F,
+    first: Option<Bytes>,
+) -> Body {
+    let period = state.config.heartbeat();
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let streaming = Streaming {
+        set,
+        framer,
+        state: state.clone(),
+        events: Vec::new(),
+        chunks: Vec::new(),
+        heartbeat,
+        done: false,
+        _guard: state.metrics.subscriber(kind),
+    };
+    let first = futures_util::stream::iter(first.filter(|b| !b.is_empty()).map(Ok::<_, Infallible>));
+    let rest = futures_util::stream::unfold(streaming, |mut s| async move {
+        let bytes = s.next_chunk().await?;
+        Some((Ok::<_, Infallible>(bytes), s))
+    });
+    Body::from_stream(futures_util::StreamExt::chain(first, rest))
+}
+
+impl<F: Framer> Streaming<F> {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        let max = self.state.config.max_batch;
+        loop {
+            tokio::select! {
+                biased;
+                () = self.state.shutdown.cancelled() => {
+                    self.done = true;
+                    return self.framer.closing(&self.set);
+                }
+                _ = self.set.recv(&mut self.events, max) => {
+                    self.framer.frame(&self.events, &self.set, &mut self.chunks);
+                    self.events.clear();
+                    if self.framer.exhausted() {
+                        self.done = true;
+                        self.chunks.extend(self.framer.closing(&self.set));
+                    }
+                    if let Some(bytes) = join(&mut self.chunks) {
+                        self.heartbeat.reset();
+                        return Some(bytes);
+                    }
+                }
+                _ = self.heartbeat.tick() => return Some(self.framer.heartbeat()),
+            }
+        }
+    }
+}
+
+/// Builds a streaming response with `content_type` and no caching or proxy buffering.
+pub(crate) fn streaming_response(content_type: &'static str, body: Body) -> Response {
+    Response::builder()
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CACHE_CONTROL, "no-cache, no-store")
+        .header("x-accel-buffering", "no")
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+/// Upper bound of a long-poll's `?timeout=`, as a duration.
+pub(crate) fn longpoll_timeout(state: &AppState, text: Option<&str>) -> Result<Duration, ApiError> {
+    let max = state.config.longpoll_max_timeout_secs;
+    let secs = match text {
+        None => state.config.longpoll_timeout_secs,
+        Some(t) => t.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(
+                "bad_timeout",
+                format!("timeout must be whole seconds from 0 to {max}, got {t:?}"),
+            )
+        })?,
+    };
+    Ok(Duration::from_secs(secs.min(max)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_lists() {
+        assert_eq!(parse_channels("a,b:c", 4).unwrap().len(), 2);
+        assert_eq!(parse_channels("a,b,c", 2).unwrap_err().code, "too_many_channels");
+        assert_eq!(parse_channels("a,,b", 4).unwrap_err().code, "bad_channel");
+        assert!(parse_channels("a,a", 4).unwrap_err().message.contains("listed twice"));
+        assert!(
+            parse_channels("a b", 4)
+                .unwrap_err()
+                .message
+                .contains("invalid byte 0x20")
+        );
+    }
+
+    #[test]
+    fn transport_choice() {
+        let mut h = HeaderMap::new();
+        let q = SubQuery::default();
+        assert_eq!(choose(&h, &q).unwrap(), Kind::LongPoll);
+        h.insert(http::header::ACCEPT, "text/event-stream".parse().unwrap());
+        assert_eq!(choose(&h, &q).unwrap(), Kind::Sse);
+        let q = SubQuery {
+            transport: Some("stream".into()),
+            ..Default::default()
+        };
+        assert_eq!(choose(&h, &q).unwrap(), Kind::Stream);
+        h.insert(http::header::UPGRADE, "WebSocket".parse().unwrap());
+        assert_eq!(choose(&h, &q).unwrap(), Kind::WebSocket);
+        let q = SubQuery {
+            transport: Some("carrier-pigeon".into()),
+            ..Default::default()
+        };
+        assert_eq!(choose(&HeaderMap::new(), &q).unwrap_err().code, "bad_transport");
+    }
+}

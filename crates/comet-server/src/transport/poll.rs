@@ -1,0 +1,101 @@
+//! Short polling: `GET /sub/{channels}?transport=poll` answers at once with what is new since
+//! the client's cursor (maybe nothing) and the cursor to send next time.
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use comet_core::{Event, SubscriptionSet};
+
+use super::envelope::{envelope, write_json_str};
+use super::{SubRequest, open, position_text};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Encodes a poll answer: `{"messages":[envelope,…],"cursor":"…"}` plus
+/// `"gap":true,"gaps":[…]` when any channel had a gap (docs/protocol.md "poll").
+pub(crate) fn encode_answer(events: &[Event], cursor: &str) -> Bytes {
+    let mut out = Vec::with_capacity(64 + events.len() * 128);
+    out.extend_from_slice(b"{\"messages\":[");
+    let mut first = true;
+    let mut gaps = Vec::new();
+    for event in events {
+        match event {
+            Event::Message(msg) => {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                out.extend_from_slice(&envelope(msg));
+            }
+            Event::Gap(gap) => gaps.push(gap.channel.as_str()),
+        }
+    }
+    out.extend_from_slice(b"],\"cursor\":");
+    write_json_str(&mut out, cursor);
+    if !gaps.is_empty() {
+        out.extend_from_slice(b",\"gap\":true,\"gaps\":[");
+        for (i, channel) in gaps.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_json_str(&mut out, channel);
+        }
+        out.push(b']');
+    }
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+/// Reads what is ready from `set` (at most `max`) and answers it.
+pub(crate) fn answer_ready(set: &mut SubscriptionSet, max: usize) -> Response {
+    let mut events = Vec::new();
+    set.try_read(&mut events, max);
+    json_answer(&events, set)
+}
+
+pub(crate) fn json_answer(events: &[Event], set: &SubscriptionSet) -> Response {
+    let body = encode_answer(events, &position_text(set));
+    (
+        [
+            (http::header::CONTENT_TYPE, "application/json"),
+            (http::header::CACHE_CONTROL, "no-cache, no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Handles a short poll.
+pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response, ApiError> {
+    let mut set = open(&state, &req).await?;
+    let _guard = state.metrics.subscriber(super::Kind::Poll);
+    Ok(answer_ready(&mut set, state.config.max_batch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use comet_core::{ChannelName, Cursor, Gap, Message};
+    use std::sync::Arc;
+
+    #[test]
+    fn answer_shapes() {
+        let empty: serde_json::Value = serde_json::from_slice(&encode_answer(&[], "ab-1")).unwrap();
+        assert_eq!(empty, serde_json::json!({"messages": [], "cursor": "ab-1"}));
+        let c = ChannelName::new("c").unwrap();
+        let m = Arc::new(Message::new(c.clone(), Cursor::new(0xab, 2), None, "x".into(), 5).unwrap());
+        let events = [
+            Event::Gap(Gap {
+                channel: c,
+                after: None,
+                resumed_at: Cursor::new(0xab, 1),
+            }),
+            Event::Message(Arc::clone(&m)),
+            Event::Message(m),
+        ];
+        let v: serde_json::Value = serde_json::from_slice(&encode_answer(&events, "ab-2")).unwrap();
+        assert_eq!(v["messages"].as_array().unwrap().len(), 2);
+        assert_eq!(v["messages"][0]["id"], "ab-2");
+        assert_eq!(v["gap"], true);
+        assert_eq!(v["gaps"], serde_json::json!(["c"]));
+    }
+}
