@@ -271,6 +271,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_shows_the_defaults() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/comet.toml");
+        assert_eq!(Config::load(Some(&file), []).unwrap(), Config::default());
+        let text = std::fs::read_to_string(&file).unwrap();
+        for key in Config::KEYS {
+            assert!(text.contains(&format!("\n{key} = ")), "deploy/comet.toml does not show {key}");
+        }
+    }
+
+    #[test]
     fn every_key_is_listed() {
         for key in Config::KEYS {
             let value = if *key == "listen" {
