@@ -52,6 +52,27 @@ impl Default for HubConfig {
     }
 }
 
+/// What [`Hub::append`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Append {
+    /// It was the next message: appended, subscribers woken.
+    Appended,
+    /// It was already held.
+    Duplicate,
+    /// Messages between `head` and it are missing; nothing was appended.
+    Hole {
+        /// The newest cursor held.
+        head: Cursor,
+    },
+    /// It belongs to another epoch than the one held; nothing was appended.
+    OtherEpoch {
+        /// The newest cursor held.
+        head: Cursor,
+    },
+    /// This node does not hold the channel (no local subscriber); nothing was appended.
+    UnknownChannel,
+}
+
 /// What a subscription yields.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -192,26 +213,88 @@ impl Hub {
         Ok(msg)
     }
 
-    /// Appends a message whose cursor was assigned elsewhere (e.g. by Redis) and wakes
-    /// subscribers. A message of a new epoch starts a new history; a message at or before the
-    /// head is a duplicate and ignored (returns false).
-    pub fn append(&self, msg: Arc<Message>) -> bool {
+    /// Appends a message whose cursor was assigned elsewhere (e.g. by Redis) and wakes the
+    /// channel's subscribers, if the message is the next one. Anything else is reported and not
+    /// applied, so that history never holds a hole: the caller fetches what is missing from its
+    /// store and calls [`replace`](Self::replace).
+    pub fn append(&self, msg: Arc<Message>) -> Append {
         let Some(log) = self.existing(&msg.channel) else {
-            return false;
+            return Append::UnknownChannel;
         };
         {
             let mut state = log.lock();
             if msg.cursor.epoch != state.epoch {
-                state.epoch = msg.cursor.epoch;
-                state.history.clear();
-            } else if msg.cursor.offset <= state.head {
-                return false;
+                return Append::OtherEpoch {
+                    head: Cursor::new(state.epoch, state.head),
+                };
+            }
+            if msg.cursor.offset <= state.head {
+                return Append::Duplicate;
+            }
+            if msg.cursor.offset != state.head + 1 {
+                return Append::Hole {
+                    head: Cursor::new(state.epoch, state.head),
+                };
             }
             state.head = msg.cursor.offset;
+            state.history.trim_age(msg.appended_at);
             state.history.push(msg);
         }
         log.notify.notify_waiters();
-        true
+        Append::Appended
+    }
+
+    /// Sets `channel`'s history from its store: `epoch`, the newest offset `head`, and the newest
+    /// messages `tail` (oldest first, contiguous, ending at `head` unless empty). Creates the
+    /// channel when this node does not hold it yet. Messages already held that are newer than
+    /// `head` in the same epoch are kept (they arrived while the store was being read). A new
+    /// epoch drops the old history, so subscribers still in the old one get a gap notice.
+    pub fn replace(&self, channel: &ChannelName, epoch: u64, head: u64, tail: Vec<Arc<Message>>) {
+        let log = self.log(channel, false);
+        {
+            let mut state = log.lock();
+            let newer: Vec<Arc<Message>> = if state.epoch == epoch {
+                state.history.after(head).cloned().collect()
+            } else {
+                Vec::new()
+            };
+            state.history.clear();
+            state.epoch = epoch;
+            state.head = head;
+            for msg in tail {
+                state.history.push(msg);
+            }
+            for msg in newer {
+                state.head = msg.cursor.offset;
+                state.history.push(msg);
+            }
+        }
+        log.notify.notify_waiters();
+    }
+
+    /// The newest cursor of `channel` on this node, if it holds the channel.
+    pub fn head(&self, channel: &ChannelName) -> Option<Cursor> {
+        let log = self.existing(channel)?;
+        let state = log.lock();
+        Some(Cursor::new(state.epoch, state.head))
+    }
+
+    /// Forgets `channel` if it has no subscribers; returns whether it did (or it was unknown).
+    pub fn remove_if_unsubscribed(&self, channel: &ChannelName) -> bool {
+        let mut shard = self.shard(channel);
+        match shard.get(channel) {
+            Some(log) if log.subscribers.load(Ordering::Relaxed) > 0 => false,
+            _ => {
+                shard.remove(channel);
+                true
+            }
+        }
+    }
+
+    /// Subscribers of `channel` on this node.
+    pub fn subscribers(&self, channel: &ChannelName) -> usize {
+        self.existing(channel)
+            .map_or(0, |log| log.subscribers.load(Ordering::Relaxed))
     }
 
     /// Subscribes to `channel` from `since`. The first read replays what follows `since`, then

@@ -36,6 +36,11 @@ impl BrokerStats {
         }
     }
 
+    /// Counts `n` messages published; for brokers that assign cursors outside the [`Hub`](crate::Hub).
+    pub fn record_published(&self, n: u64) {
+        Self::add(&self.published, n);
+    }
+
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         if n > 0 {
             counter.fetch_add(n, Ordering::Relaxed);

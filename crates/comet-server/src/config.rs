@@ -17,6 +17,9 @@ use serde::Deserialize;
 pub struct Config {
     /// Address to listen on. Defaults to `127.0.0.1:8080`.
     pub listen: SocketAddr,
+    /// Where messages live: `memory` (this node only; the default) or a Redis URL
+    /// `redis://host:port[/db]` shared by several nodes.
+    pub broker: String,
     /// Largest message a publisher may send, in bytes (HTTP body, batch item or WebSocket
     /// `publish` data). Larger is `413 too_large`. Defaults to 65,536 (64 KiB).
     pub max_message_size: usize,
@@ -65,12 +68,16 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Start the built-in demo publishers (stock ticker, progress job). Defaults to false.
     pub demo: bool,
+    /// Serve `POST /admin/disconnect`, which ends every subscriber connection (they resume by
+    /// cursor). For tests and for draining a node; unauthenticated, so off by default.
+    pub admin_api: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            broker: "memory".to_owned(),
             max_message_size: 64 * 1024,
             max_batch_body: 1024 * 1024,
             max_channels_per_connection: 64,
@@ -91,6 +98,7 @@ impl Default for Config {
             header_read_timeout_secs: 10,
             shutdown_grace_secs: 10,
             demo: false,
+            admin_api: false,
         }
     }
 }
@@ -154,6 +162,7 @@ impl Config {
     /// The setting names, as in TOML.
     pub const KEYS: &'static [&'static str] = &[
         "listen",
+        "broker",
         "max_message_size",
         "max_batch_body",
         "max_channels_per_connection",
@@ -174,6 +183,7 @@ impl Config {
         "header_read_timeout_secs",
         "shutdown_grace_secs",
         "demo",
+        "admin_api",
     ];
 
     /// Checks ranges.
@@ -200,6 +210,12 @@ impl Config {
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+        }
+        if self.broker != "memory" && !self.broker.starts_with("redis://") && !self.broker.starts_with("rediss://") {
+            return Err(ConfigError::Invalid(format!(
+                "broker must be \"memory\" or a redis:// URL, got {:?}",
+                self.broker
+            )));
         }
         if self.longpoll_timeout_secs > self.longpoll_max_timeout_secs {
             return Err(ConfigError::Invalid(format!(
@@ -276,16 +292,19 @@ mod tests {
         assert_eq!(Config::load(Some(&file), []).unwrap(), Config::default());
         let text = std::fs::read_to_string(&file).unwrap();
         for key in Config::KEYS {
-            assert!(text.contains(&format!("\n{key} = ")), "deploy/comet.toml does not show {key}");
+            assert!(
+                text.contains(&format!("\n{key} = ")),
+                "deploy/comet.toml does not show {key}"
+            );
         }
     }
 
     #[test]
     fn every_key_is_listed() {
         for key in Config::KEYS {
-            let value = if *key == "listen" {
+            let value = if *key == "listen" || *key == "broker" {
                 "\"127.0.0.1:1\"".to_owned()
-            } else if *key == "demo" || *key == "ws_compression" {
+            } else if ["demo", "ws_compression", "admin_api"].contains(key) {
                 "true".to_owned()
             } else {
                 "300".to_owned()

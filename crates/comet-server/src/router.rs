@@ -18,7 +18,8 @@ pub fn app(state: AppState) -> Router {
     // message rather than axum's plain-text one; the batch route has its own bound.
     let message_limit = state.config.max_message_size.saturating_add(1);
     let batch_limit = state.config.max_batch_body;
-    Router::new()
+    let admin = state.config.admin_api;
+    let router = Router::new()
         .route(
             "/pub/{channel}",
             post(publish::publish).layer(DefaultBodyLimit::max(message_limit)),
@@ -36,8 +37,19 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(demo::index))
         .route("/demo/demo.js", get(demo::script))
         .route("/demo/demo.css", get(demo::style))
-        .fallback(|| async { ApiError::not_found("no such route; see docs/protocol.md") })
-        .with_state(state)
+        .fallback(|| async { ApiError::not_found("no such route; see docs/protocol.md") });
+    let router = if admin {
+        router.route("/admin/disconnect", post(disconnect))
+    } else {
+        router
+    };
+    router.with_state(state)
+}
+
+/// `POST /admin/disconnect` (only with `admin_api = true`): ends every subscriber connection.
+async fn disconnect(State(state): State<AppState>) -> Response {
+    state.disconnect_all();
+    (http::StatusCode::ACCEPTED, axum::Json(json!({"disconnected": true}))).into_response()
 }
 
 async fn channel_info(State(state): State<AppState>, Path(channel): Path<String>) -> Result<Response, ApiError> {

@@ -1,6 +1,6 @@
 //! [`AppState`]: what every handler shares.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use comet_core::Broker;
 use tokio_util::sync::CancellationToken;
@@ -20,16 +20,43 @@ pub struct AppState {
     /// Cancelled when the server shuts down: every long-lived body (SSE, stream, iframe, held
     /// long-poll, WebSocket) watches it and ends itself, or graceful shutdown would hang.
     pub shutdown: CancellationToken,
+    /// The current generation of subscriber connections: a child of `shutdown`, cancelled and
+    /// replaced by [`disconnect_all`](Self::disconnect_all). Long-lived responses watch the
+    /// generation they started in. (A `std` mutex: held only to clone or swap the token.)
+    generation: Arc<Mutex<CancellationToken>>,
 }
 
 impl AppState {
     /// State for `broker` and `config`, with a fresh shutdown token.
     pub fn new(broker: Arc<dyn Broker>, config: Config) -> Self {
+        let shutdown = CancellationToken::new();
         Self {
             metrics: Arc::new(Metrics::new(Arc::clone(&broker))),
             broker,
             config: Arc::new(config),
-            shutdown: CancellationToken::new(),
+            generation: Arc::new(Mutex::new(shutdown.child_token())),
+            shutdown,
         }
+    }
+
+    /// The token a new long-lived response watches: cancelled on shutdown or by
+    /// [`disconnect_all`](Self::disconnect_all), whichever comes first.
+    pub fn connection_token(&self) -> CancellationToken {
+        self.generation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Ends every open subscriber connection the way shutdown does (clients get their reconnect
+    /// hint and resume by cursor), while the server keeps running and accepting. Backs
+    /// `POST /admin/disconnect` (for tests and for operators moving clients to other nodes).
+    pub fn disconnect_all(&self) {
+        let mut generation = self
+            .generation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        generation.cancel();
+        *generation = self.shutdown.child_token();
     }
 }

@@ -73,7 +73,9 @@ async fn bad_inputs_get_clear_errors_and_disturb_no_one() {
     let mut bystander = BodyReader::new(res);
     bystander.until("start", |b| b.contains("\n\n")).await;
 
-    let cases: Vec<(String, Option<Vec<u8>>, u16, &str, &str)> = vec![
+    /// (url, POST body or GET, status, error code, text the message must contain)
+    type Case = (String, Option<Vec<u8>>, u16, &'static str, &'static str);
+    let cases: Vec<Case> = vec![
         (
             server.url("/pub/bad%20name"),
             Some(b"x".to_vec()),

@@ -199,7 +199,7 @@ async fn iframe_ends_after_its_byte_budget_and_resumes_from_the_reconnect_cursor
     for i in 0..8 {
         server.publish("fb", &format!("{i:0>100}")).await;
     }
-    body.to_end().await;
+    body.read_to_end().await;
     assert!(body.buf.ends_with("</body></html>\n"));
     let calls = body.iframe_calls();
     let reconnect = calls.last().unwrap();
@@ -356,12 +356,57 @@ async fn shutdown_ends_every_long_lived_response() {
     iframe.until("prelude", |b| b.contains("-->")).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.shutdown().await;
-    sse.to_end().await;
+    sse.read_to_end().await;
     assert!(sse.buf.ends_with("retry: 3000\n\n"), "{:?}", sse.buf);
-    stream.to_end().await;
+    stream.read_to_end().await;
     assert_eq!(stream.json_lines().last().unwrap()["type"], "reconnect");
-    iframe.to_end().await;
+    iframe.read_to_end().await;
     assert_eq!(iframe.iframe_calls().last().unwrap()["type"], "reconnect");
     let answer: Value = recv_timeout(SOON, held).await.unwrap().unwrap().json().await.unwrap();
     assert_eq!(answer["messages"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn admin_disconnect_ends_subscribers_who_then_resume_without_loss() {
+    let off = start_server().await;
+    let res = reqwest::Client::new()
+        .post(off.url("/admin/disconnect"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404, "the admin API is off by default");
+
+    let server = start_server_with(Config {
+        admin_api: true,
+        ..Config::default()
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let mut sse = BodyReader::new(
+        client
+            .get(server.url("/sub/k"))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap(),
+    );
+    let mut stream = BodyReader::new(client.get(server.url("/sub/k?transport=stream")).send().await.unwrap());
+    sse.until("start", |b| b.contains("\n\n")).await;
+    server.publish("k", "before").await;
+    stream.until("before", |b| b.contains("before")).await;
+    let res = client.post(server.url("/admin/disconnect")).send().await.unwrap();
+    assert_eq!(res.status(), 202);
+    sse.read_to_end().await;
+    stream.read_to_end().await;
+    let cursor = stream.json_lines().last().unwrap()["cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.publish("k", "after").await;
+    let again = get_json(&server.url(&format!("/sub/k?transport=poll&since={cursor}")), 200).await;
+    assert_eq!(
+        data(&again["messages"]),
+        ["after"],
+        "resumed exactly after the last message seen"
+    );
 }

@@ -17,13 +17,14 @@ pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response,
     let mut set = open(&state, &req).await?;
     let _guard = state.metrics.subscriber(Kind::LongPoll);
     let max = state.config.max_batch;
+    let token = state.connection_token();
     let mut events: Vec<Event> = Vec::new();
     if set.try_read(&mut events, max) == 0 && !timeout.is_zero() {
         tokio::select! {
             _ = set.recv(&mut events, max) => {}
             () = tokio::time::sleep(timeout) => {}
-            () = state.shutdown.cancelled() => {}
+            () = token.cancelled() => {}
         }
     }
-    Ok(json_answer(&events, &set))
+    Ok(json_answer(&events, &set, max))
 }

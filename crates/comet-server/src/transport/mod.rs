@@ -273,6 +273,8 @@ struct Streaming<F> {
     events: Vec<Event>,
     chunks: Vec<Bytes>,
     heartbeat: tokio::time::Interval,
+    /// Shutdown or `disconnect_all`.
+    token: tokio_util::sync::CancellationToken,
     done: bool,
     _guard: SubscriberGuard,
 }
@@ -297,6 +299,7 @@ pub(crate) fn streaming_body<F: Framer>(
         events: Vec::new(),
         chunks: Vec::new(),
         heartbeat,
+        token: state.connection_token(),
         done: false,
         _guard: state.metrics.subscriber(kind),
     };
@@ -317,7 +320,7 @@ impl<F: Framer> Streaming<F> {
         loop {
             tokio::select! {
                 biased;
-                () = self.state.shutdown.cancelled() => {
+                () = self.token.cancelled() => {
                     self.done = true;
                     return self.framer.closing(&self.set);
                 }

@@ -11,8 +11,9 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Encodes a poll answer: `{"messages":[envelope,…],"cursor":"…"}` plus
-/// `"gap":true,"gaps":[…]` when any channel had a gap (docs/protocol.md "poll").
-pub(crate) fn encode_answer(events: &[Event], cursor: &str) -> Bytes {
+/// `"gap":true,"gaps":[…]` when any channel had a gap, and `"more":true` when the answer is a full
+/// batch and the client should ask again at once (docs/protocol.md "poll").
+pub(crate) fn encode_answer(events: &[Event], cursor: &str, more: bool) -> Bytes {
     let mut out = Vec::with_capacity(64 + events.len() * 128);
     out.extend_from_slice(b"{\"messages\":[");
     let mut first = true;
@@ -41,6 +42,9 @@ pub(crate) fn encode_answer(events: &[Event], cursor: &str) -> Bytes {
         }
         out.push(b']');
     }
+    if more {
+        out.extend_from_slice(b",\"more\":true");
+    }
     out.push(b'}');
     Bytes::from(out)
 }
@@ -49,11 +53,12 @@ pub(crate) fn encode_answer(events: &[Event], cursor: &str) -> Bytes {
 pub(crate) fn answer_ready(set: &mut SubscriptionSet, max: usize) -> Response {
     let mut events = Vec::new();
     set.try_read(&mut events, max);
-    json_answer(&events, set)
+    json_answer(&events, set, max)
 }
 
-pub(crate) fn json_answer(events: &[Event], set: &SubscriptionSet) -> Response {
-    let body = encode_answer(events, &position_text(set));
+/// The JSON answer for `events` read from `set` (at most `max` were asked for).
+pub(crate) fn json_answer(events: &[Event], set: &SubscriptionSet, max: usize) -> Response {
+    let body = encode_answer(events, &position_text(set), events.len() >= max);
     (
         [
             (http::header::CONTENT_TYPE, "application/json"),
@@ -79,7 +84,7 @@ mod tests {
 
     #[test]
     fn answer_shapes() {
-        let empty: serde_json::Value = serde_json::from_slice(&encode_answer(&[], "ab-1")).unwrap();
+        let empty: serde_json::Value = serde_json::from_slice(&encode_answer(&[], "ab-1", false)).unwrap();
         assert_eq!(empty, serde_json::json!({"messages": [], "cursor": "ab-1"}));
         let c = ChannelName::new("c").unwrap();
         let m = Arc::new(Message::new(c.clone(), Cursor::new(0xab, 2), None, "x".into(), 5).unwrap());
@@ -92,7 +97,8 @@ mod tests {
             Event::Message(Arc::clone(&m)),
             Event::Message(m),
         ];
-        let v: serde_json::Value = serde_json::from_slice(&encode_answer(&events, "ab-2")).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&encode_answer(&events, "ab-2", true)).unwrap();
+        assert_eq!(v["more"], true);
         assert_eq!(v["messages"].as_array().unwrap().len(), 2);
         assert_eq!(v["messages"][0]["id"], "ab-2");
         assert_eq!(v["gap"], true);

@@ -118,7 +118,7 @@ impl BodyReader {
     }
 
     /// Reads to the end of the body (bounded).
-    pub async fn to_end(&mut self) {
+    pub async fn read_to_end(&mut self) {
         let deadline = tokio::time::Instant::now() + SOON;
         loop {
             let chunk = tokio::time::timeout_at(deadline, self.res.chunk())

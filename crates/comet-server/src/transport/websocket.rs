@@ -1,0 +1,358 @@
+//! WebSocket (RFC 6455): `GET /sub/{channels}` or `GET /ws` with an upgrade; JSON commands and
+//! messages in text frames (docs/protocol.md "ws").
+//!
+//! - Handshake (RFC 6455 §4.2): a `Sec-WebSocket-Version` other than 13 gets
+//!   `426 Upgrade Required` with `Sec-WebSocket-Version: 13` (§4.4); the subprotocol `comet.v1`
+//!   is selected when offered (§4.2.2, §1.9); permessage-deflate (RFC 7692) is accepted when
+//!   offered and `ws_compression` is on. The URL's channels are subscribed before the `101`, so
+//!   a broker failure is still an HTTP error.
+//! - One task per connection runs one `select!` over the peer's frames, the subscriptions, the
+//!   ping timer and shutdown (or `AppState::disconnect_all`). Everything ready is written as one
+//!   batch, and nothing more is read from the subscriptions until it is flushed: a slow peer
+//!   falls behind in history (then gets a gap notice), not in memory.
+//! - Keep-alive: a ping (§5.5.2) every `ws_ping_interval_secs`; a peer that has not answered
+//!   within `ws_pong_timeout_secs` is closed with 4001.
+//! - Close codes (§7.4.1): 1001 on shutdown or `disconnect_all`, 1002 protocol error, 1007 text
+//!   that is not UTF-8, 1009 a message over `ws_max_message_size`, 4000 a peer that takes no
+//!   bytes for a ping interval plus a pong timeout (slow consumer; it reconnects with its cursor).
+//!
+//! `socket` wraps the WebSocket library; `protocol` is the JSON.
+
+mod protocol;
+mod socket;
+
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use comet_core::{ChannelName, ChannelSubscription, Event, Position, SubscriptionSet};
+use http::header::{SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use self::protocol::{Command, Reply, Request as ClientRequest, gap_text, message_text};
+use self::socket::{Ending, Handshake, Incoming, Socket};
+use super::{Kind, SubRequest};
+use crate::error::ApiError;
+use crate::metrics::SubscriberGuard;
+use crate::publish::publish_one;
+use crate::state::AppState;
+
+/// The subprotocol of docs/protocol.md "ws".
+const SUBPROTOCOL: &str = "comet.v1";
+
+/// Close codes (RFC 6455 §7.4.1; 4000–4999 are Comet's own).
+const GOING_AWAY: u16 = 1001;
+const SLOW_CONSUMER: u16 = 4000;
+const NO_PONG: u16 = 4001;
+
+/// Handles a WebSocket upgrade: answers the handshake and spawns the connection's task.
+pub(crate) async fn handle(state: AppState, req: SubRequest, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    if parts
+        .headers
+        .get(SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        let mut res = ApiError {
+            status: StatusCode::UPGRADE_REQUIRED,
+            code: "bad_transport",
+            message: "WebSocket needs Sec-WebSocket-Version: 13 (RFC 6455 §4.4)".into(),
+        }
+        .into_response();
+        res.headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return res;
+    }
+    let subprotocol = offers_subprotocol(&parts.headers);
+    let accepted = async {
+        let handshake = Handshake::from_parts(&mut parts, &state.config).await?;
+        let mut subs = Vec::with_capacity(req.channels.len());
+        for (channel, since) in req.channels.into_iter().zip(req.since) {
+            subs.push(state.broker.subscribe(channel, since).await?);
+        }
+        let (response, accepted) = handshake.accept(&state.config)?;
+        Ok::<_, ApiError>((response, accepted, subs))
+    };
+    let (mut response, accepted, subs) = match accepted.await {
+        Ok(ok) => ok,
+        Err(e) => return e.into_response(),
+    };
+    if subprotocol {
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
+    }
+    // Taken now, so a `disconnect_all` after this answer still reaches the connection.
+    let token = state.connection_token();
+    tokio::spawn(async move {
+        if let Some(socket) = accepted.open().await {
+            Session::new(state, token, socket).run(subs).await;
+        }
+    });
+    response
+}
+
+/// Whether the client offers `comet.v1`: `Sec-WebSocket-Protocol` is a comma-separated list and
+/// may be repeated (RFC 6455 §4.1, §11.3.4).
+fn offers_subprotocol(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL)
+}
+
+/// The server's pings (RFC 6455 §5.5.2) and the deadline of their pongs.
+#[derive(Debug)]
+struct Keepalive {
+    interval: Duration,
+    timeout: Duration,
+    next_ping: Instant,
+    /// Set while a ping is unanswered.
+    pong_due: Option<Instant>,
+}
+
+impl Keepalive {
+    fn new(interval: Duration, timeout: Duration) -> Self {
+        Self {
+            interval,
+            timeout,
+            next_ping: Instant::now() + interval,
+            pong_due: None,
+        }
+    }
+
+    /// When [`expired`](Self::expired) is next due.
+    fn deadline(&self) -> Instant {
+        self.pong_due.unwrap_or(self.next_ping)
+    }
+
+    /// The deadline passed: returns `true` if a ping went unanswered (give up), else starts
+    /// the next ping's wait (the caller sends it).
+    fn expired(&mut self, now: Instant) -> bool {
+        if self.pong_due.is_some() {
+            return true;
+        }
+        self.pong_due = Some(now + self.timeout);
+        self.next_ping = now + self.interval;
+        false
+    }
+
+    fn pong(&mut self) {
+        self.pong_due = None;
+    }
+}
+
+/// One connection's state, owned by its task.
+struct Session {
+    state: AppState,
+    /// Cancelled on shutdown or by `AppState::disconnect_all`: the connection ends with 1001.
+    token: CancellationToken,
+    socket: Socket,
+    set: SubscriptionSet,
+    /// Events read from `set`, reused between reads.
+    events: Vec<Event>,
+    keepalive: Keepalive,
+    /// Counts the socket in `comet_subscribers_open{transport="ws"}` while it lives.
+    _guard: SubscriberGuard,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("channels", &self.set.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    fn new(state: AppState, token: CancellationToken, socket: Socket) -> Self {
+        let config = &state.config;
+        let keepalive = Keepalive::new(
+            Duration::from_secs(config.ws_ping_interval_secs),
+            Duration::from_secs(config.ws_pong_timeout_secs),
+        );
+        Self {
+            _guard: state.metrics.subscriber(Kind::WebSocket),
+            state,
+            token,
+            socket,
+            set: SubscriptionSet::new(),
+            events: Vec::new(),
+            keepalive,
+        }
+    }
+
+    /// Serves the connection until it ends. Dropping the session unsubscribes everything.
+    async fn run(mut self, initial: Vec<ChannelSubscription>) {
+        for sub in initial {
+            self.add(sub);
+        }
+        let max = self.state.config.max_batch;
+        let ending = loop {
+            if let Err(ending) = self.flush().await {
+                break ending;
+            }
+            // Every branch is cancel-safe (see `Socket::recv`, `SubscriptionSet::recv`).
+            tokio::select! {
+                biased;
+                () = self.token.cancelled() => break Ending::Close(GOING_AWAY, "server going away"),
+                () = tokio::time::sleep_until(self.keepalive.deadline()) => {
+                    if self.keepalive.expired(Instant::now()) {
+                        break Ending::Close(NO_PONG, "no pong within ws_pong_timeout");
+                    }
+                    self.socket.queue_ping();
+                }
+                incoming = self.socket.recv() => match incoming {
+                    Incoming::Text(text) => self.command(&text).await,
+                    Incoming::Binary => self.error(None, "bad_request", "binary frames are not supported; send text"),
+                    Incoming::Pong => self.keepalive.pong(),
+                    Incoming::End(ending) => break ending,
+                },
+                _ = self.set.recv(&mut self.events, max) => {
+                    for event in self.events.drain(..) {
+                        queue_event(&mut self.socket, &event);
+                    }
+                }
+            }
+        };
+        tracing::debug!(?ending, "websocket closing");
+        let linger = Duration::from_secs(self.state.config.ws_pong_timeout_secs);
+        self.socket.finish(ending, linger).await;
+    }
+
+    /// Writes what is queued, unless shutdown (or `disconnect_all`) comes first or the peer takes
+    /// nothing for a ping interval plus a pong timeout (a slow consumer).
+    async fn flush(&mut self) -> Result<(), Ending> {
+        if !self.socket.has_queued() {
+            return Ok(());
+        }
+        let config = &self.state.config;
+        let stall = Duration::from_secs(config.ws_ping_interval_secs + config.ws_pong_timeout_secs);
+        tokio::select! {
+            biased;
+            () = self.token.cancelled() => Err(Ending::Close(GOING_AWAY, "server going away")),
+            written = self.socket.flush() => written.map_err(|_| Ending::Answered),
+            () = tokio::time::sleep(stall) => Err(Ending::Close(SLOW_CONSUMER, "slow consumer")),
+        }
+    }
+
+    /// Runs one text message; a bad one is answered with an error and the socket stays open.
+    async fn command(&mut self, text: &[u8]) {
+        let request = match ClientRequest::parse(text) {
+            Ok(request) => request,
+            Err(e) => return self.error(e.reference.as_deref(), "bad_request", &e.message),
+        };
+        let reference = request.reference.as_deref();
+        let result = match request.command {
+            Command::Subscribe { channel, since } => self.subscribe(&channel, since.as_deref()).await,
+            Command::Unsubscribe { channel } => ChannelName::new(&channel).map_err(ApiError::from).map(|name| {
+                self.set.remove(&name);
+                self.reply(&Reply::Unsubscribed { channel: name.as_str() });
+            }),
+            Command::Publish { channel, event, data } => {
+                publish_one(&self.state, &channel, event.as_deref(), Bytes::from(data))
+                    .await
+                    .map(|cursor| {
+                        self.reply(&Reply::Ack {
+                            reference,
+                            id: cursor.to_string(),
+                        });
+                    })
+            }
+            Command::Ping => {
+                self.reply(&Reply::Pong { reference });
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            self.error(reference, e.code, &e.message);
+        }
+    }
+
+    /// Subscribes to `channel` from `since`, replacing a subscription to it.
+    async fn subscribe(&mut self, channel: &str, since: Option<&str>) -> Result<(), ApiError> {
+        let channel = ChannelName::new(channel)?;
+        let since = Position::resolve(since, std::slice::from_ref(&channel))?;
+        let max = self.state.config.max_channels_per_connection;
+        if !self.set.contains(&channel) && self.set.len() >= max {
+            return Err(ApiError::bad_request(
+                "too_many_channels",
+                format!("a connection may subscribe to at most {max} channels"),
+            ));
+        }
+        let sub = self.state.broker.subscribe(channel, since[0]).await?;
+        self.add(sub);
+        Ok(())
+    }
+
+    /// Adds `sub` to the set after answering `subscribed`: the first read decides `recovered`
+    /// (a gap notice first means history no longer reached `since`) and its messages follow.
+    fn add(&mut self, mut sub: ChannelSubscription) {
+        // Where delivery starts (after a gap: where it resumes), so a client can resume this
+        // channel exactly even if no message arrives before it reconnects.
+        let start = sub.cursor().to_string();
+        self.events.clear();
+        sub.try_read(&mut self.events, self.state.config.max_batch);
+        let recovered = !matches!(self.events.first(), Some(Event::Gap(_)));
+        self.reply(&Reply::Subscribed {
+            channel: sub.channel().as_str(),
+            recovered,
+            cursor: &start,
+        });
+        for event in self.events.drain(usize::from(!recovered)..) {
+            queue_event(&mut self.socket, &event);
+        }
+        self.set.insert(sub);
+    }
+
+    fn reply(&mut self, reply: &Reply<'_>) {
+        self.socket.queue_text(reply.encode());
+    }
+
+    fn error(&mut self, reference: Option<&str>, code: &str, message: &str) {
+        self.reply(&Reply::Error {
+            reference,
+            code,
+            message,
+        });
+    }
+}
+
+fn queue_event(socket: &mut Socket, event: &Event) {
+    socket.queue_text(match event {
+        Event::Message(msg) => message_text(msg),
+        Event::Gap(gap) => gap_text(gap),
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subprotocol_offers() {
+        let mut h = HeaderMap::new();
+        assert!(!offers_subprotocol(&h));
+        h.append(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("chat, superchat"));
+        assert!(!offers_subprotocol(&h));
+        h.append(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("x,comet.v1 "));
+        assert!(offers_subprotocol(&h));
+    }
+
+    #[test]
+    fn keepalive_pings_then_gives_up() {
+        let mut k = Keepalive::new(Duration::from_secs(25), Duration::from_secs(10));
+        let start = k.deadline();
+        assert!(!k.expired(start));
+        assert_eq!(k.deadline(), start + Duration::from_secs(10));
+        k.pong();
+        assert_eq!(k.deadline(), start + Duration::from_secs(25));
+        assert!(!k.expired(k.deadline()));
+        assert!(k.expired(k.deadline()));
+    }
+}

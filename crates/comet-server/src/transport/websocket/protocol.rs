@@ -1,0 +1,232 @@
+//! The JSON of the `ws` transport (docs/protocol.md "ws"): the commands a client sends and the
+//! text the server answers with. Pure encoding and decoding; the session decides what to send.
+
+use bytes::Bytes;
+use comet_core::{Gap, Message};
+use serde::{Deserialize, Serialize};
+
+use crate::transport::envelope::{gap_object, slot, write_envelope};
+
+/// One client text message: a command plus the optional `ref` that answers to it echo.
+#[derive(Debug, Deserialize)]
+pub(super) struct Request {
+    /// The client's correlation tag, echoed by `ack`, `pong` and `error`.
+    #[serde(rename = "ref")]
+    pub(super) reference: Option<String>,
+    /// What to do.
+    #[serde(flatten)]
+    pub(super) command: Command,
+}
+
+/// A client command. Unknown fields are ignored, so clients may send newer fields.
+#[derive(Debug, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub(super) enum Command {
+    /// Subscribe to `channel` (or replace the subscription to it) from `since`: a cursor, a
+    /// position, `earliest`, or absent for the live edge.
+    Subscribe { channel: String, since: Option<String> },
+    /// Stop receiving `channel`.
+    Unsubscribe { channel: String },
+    /// Publish `data` on `channel`, as `POST /pub/{channel}?event=` would.
+    Publish {
+        channel: String,
+        event: Option<String>,
+        data: String,
+    },
+    /// An application-level ping, answered by `pong`.
+    Ping,
+}
+
+/// A text message that is not a command; the socket stays open.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub(super) struct BadCommand {
+    /// The `ref` of the message, when one could be read.
+    pub(super) reference: Option<String>,
+    /// Why it is not a command.
+    pub(super) message: String,
+}
+
+impl Request {
+    /// Parses one text message.
+    ///
+    /// # Errors
+    /// [`BadCommand`] for anything but a JSON object with a known `type` and its fields.
+    pub(super) fn parse(text: &[u8]) -> Result<Self, BadCommand> {
+        serde_json::from_slice(text).map_err(|e| {
+            /// Only the `ref`, so even a malformed command's error can carry it.
+            #[derive(Deserialize)]
+            struct RefOnly {
+                #[serde(rename = "ref")]
+                reference: Option<String>,
+            }
+            BadCommand {
+                reference: serde_json::from_slice::<RefOnly>(text).ok().and_then(|r| r.reference),
+                message: format!("not a command ({e}); send {{\"type\":\"subscribe|unsubscribe|publish|ping\",…}}"),
+            }
+        })
+    }
+}
+
+/// What the server answers, apart from messages and gap notices.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub(super) enum Reply<'a> {
+    /// Subscribed; `recovered: false` is the gap notice (history no longer reached `since`);
+    /// `cursor` is where delivery starts, to resume from if nothing arrives first.
+    Subscribed {
+        channel: &'a str,
+        recovered: bool,
+        cursor: &'a str,
+    },
+    /// Unsubscribed.
+    Unsubscribed { channel: &'a str },
+    /// Published, at cursor `id`.
+    Ack {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+        id: String,
+    },
+    /// The answer to a `ping` command.
+    Pong {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+    },
+    /// A command failed; `code` is one of docs/protocol.md "Errors".
+    Error {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+        code: &'a str,
+        message: &'a str,
+    },
+}
+
+impl Reply<'_> {
+    /// The JSON text.
+    pub(super) fn encode(&self) -> Bytes {
+        // Serialising strings, booleans and unit variants into a Vec cannot fail.
+        serde_json::to_vec(self).map_or_else(|_| Bytes::new(), Bytes::from)
+    }
+}
+
+/// `{"type":"message",…envelope}`, encoded once per message and shared by every socket.
+pub(super) fn message_text(msg: &Message) -> Bytes {
+    msg.encoded(slot::WS_MESSAGE, |m| {
+        let mut out = Vec::with_capacity(112 + m.data_bytes().len());
+        write_envelope(&mut out, b"{\"type\":\"message\",", m);
+        Bytes::from(out)
+    })
+}
+
+/// `{"type":"gap","channel":"…"}`: history no longer reaches a live subscriber (it fell too far
+/// behind); what follows is everything history still holds.
+pub(super) fn gap_text(gap: &Gap) -> Bytes {
+    Bytes::from(gap_object(gap))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use comet_core::{ChannelName, Cursor};
+    use serde_json::{Value, json};
+
+    fn parse(text: &str) -> Result<Request, BadCommand> {
+        Request::parse(text.as_bytes())
+    }
+
+    #[test]
+    fn commands_parse() {
+        let r = parse(r#"{"type":"subscribe","channel":"a","since":"earliest"}"#).unwrap();
+        assert_eq!(
+            r.command,
+            Command::Subscribe {
+                channel: "a".into(),
+                since: Some("earliest".into())
+            }
+        );
+        assert_eq!(r.reference, None);
+        let r = parse(r#"{"type":"unsubscribe","channel":"a","ref":"x","future":1}"#).unwrap();
+        assert_eq!(r.command, Command::Unsubscribe { channel: "a".into() });
+        assert_eq!(r.reference.as_deref(), Some("x"));
+        let r = parse(r#"{"ref":"p","type":"publish","channel":"a","data":"hi \"there\""}"#).unwrap();
+        assert_eq!(
+            r.command,
+            Command::Publish {
+                channel: "a".into(),
+                event: None,
+                data: "hi \"there\"".into()
+            }
+        );
+        assert_eq!(parse(r#"{"type":"ping"}"#).unwrap().command, Command::Ping);
+    }
+
+    #[test]
+    fn bad_commands_keep_their_ref() {
+        for (text, reference, says) in [
+            ("garbage", None, "expected value"),
+            (r#"{"type":"dance","ref":"r1"}"#, Some("r1"), "unknown variant `dance`"),
+            (
+                r#"{"type":"subscribe","ref":"r2"}"#,
+                Some("r2"),
+                "missing field `channel`",
+            ),
+            (r#"{"channel":"a"}"#, None, "missing field `type`"),
+            (r#"[1,2]"#, None, "not a command"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.reference.as_deref(), reference, "{text}");
+            assert!(e.message.contains(says), "{text}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn replies_encode() {
+        let v = |r: Reply<'_>| serde_json::from_slice::<Value>(&r.encode()).unwrap();
+        assert_eq!(
+            v(Reply::Subscribed {
+                channel: "a",
+                recovered: false,
+                cursor: "ab-0"
+            }),
+            json!({"type":"subscribed","channel":"a","recovered":false,"cursor":"ab-0"})
+        );
+        assert_eq!(
+            v(Reply::Unsubscribed { channel: "a" }),
+            json!({"type":"unsubscribed","channel":"a"})
+        );
+        assert_eq!(
+            v(Reply::Ack {
+                reference: Some("r"),
+                id: "f-1".into()
+            }),
+            json!({"type":"ack","ref":"r","id":"f-1"})
+        );
+        assert_eq!(v(Reply::Pong { reference: None }), json!({"type":"pong"}));
+        assert_eq!(
+            v(Reply::Error {
+                reference: None,
+                code: "bad_request",
+                message: "no \"x\""
+            }),
+            json!({"type":"error","code":"bad_request","message":"no \"x\""})
+        );
+    }
+
+    #[test]
+    fn message_text_is_built_once_and_shared() {
+        let msg = Message::new(
+            ChannelName::new("c").unwrap(),
+            Cursor::new(0xa, 2),
+            None,
+            "x\ny".into(),
+            5,
+        )
+        .unwrap();
+        let (a, b) = (message_text(&msg), message_text(&msg));
+        assert_eq!(a.as_ptr(), b.as_ptr());
+        assert_eq!(
+            serde_json::from_slice::<Value>(&a).unwrap(),
+            json!({"type":"message","channel":"c","id":"a-2","event":"message","data":"x\ny","time":5})
+        );
+    }
+}

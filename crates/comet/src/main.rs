@@ -1,0 +1,40 @@
+//! `comet`: the server and its command-line tools.
+//!
+//! - `comet serve [--listen ADDR] [--config FILE] [--demo]`: run the server.
+//! - `comet publish CHANNEL DATA`: publish one message.
+//! - `comet subscribe CHANNELS [--transport T] [--since CURSOR]`: print messages as JSON lines.
+
+mod client_cmd;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// Comet: real-time server push over every classic transport.
+#[derive(Debug, Parser)]
+#[command(name = "comet", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Publish one message to a channel.
+    Publish(client_cmd::PublishArgs),
+    /// Subscribe to channels and print each message as a JSON line.
+    Subscribe(client_cmd::SubscribeArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Publish(args) => client_cmd::publish(args).await,
+            Command::Subscribe(args) => client_cmd::subscribe(args).await,
+        }
+    })
+}

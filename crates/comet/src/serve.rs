@@ -1,0 +1,114 @@
+//! `comet serve`: load the configuration, start the broker and the server, stop on a signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use comet_core::{Broker, MemoryBroker};
+use comet_redis::{RedisBroker, RedisConfig};
+use comet_server::{AppState, Config};
+use tracing_subscriber::EnvFilter;
+
+/// Options of `comet serve`. Flags win over `COMET_*` variables, which win over the file.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080; env COMET_LISTEN].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// `memory` or a Redis URL such as redis://127.0.0.1:6379 [default: memory; env COMET_BROKER].
+    #[arg(long)]
+    broker: Option<String>,
+    /// A TOML configuration file (see deploy/comet.toml for every setting).
+    #[arg(long, env = "COMET_CONFIG")]
+    config: Option<PathBuf>,
+    /// Start the built-in demo publishers (demo:stock, demo:progress).
+    #[arg(long)]
+    demo: bool,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    if args.log_json {
+        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init();
+    }
+
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    config.demo |= args.demo;
+    if let Some(broker) = args.broker {
+        config.broker = broker;
+    }
+    config.validate()?;
+
+    match comet_server::raise_fd_limit() {
+        Ok((soft, hard)) => tracing::info!(soft, hard, "open-file limit raised"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let demo = config.demo;
+    let (broker, memory): (Arc<dyn Broker>, Option<Arc<MemoryBroker>>) = if config.broker == "memory" {
+        let memory = Arc::new(MemoryBroker::new(config.hub_config()));
+        (Arc::clone(&memory) as Arc<dyn Broker>, Some(memory))
+    } else {
+        let redis = RedisBroker::connect(RedisConfig::new(config.broker.clone(), config.hub_config()))
+            .await
+            .with_context(|| format!("cannot use the broker {}", config.broker))?;
+        tracing::info!(url = %config.broker, "using the Redis broker");
+        (Arc::new(redis), None)
+    };
+    let state = AppState::new(broker, config);
+
+    // History expires by age even on channels nobody publishes to any more.
+    let sweeper = memory.map(|memory| {
+        let shutdown = state.shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = tick.tick() => { memory.sweep(); }
+                }
+            }
+        })
+    });
+    if demo {
+        comet_server::demo::start_publishers(&state);
+    }
+    tokio::spawn(stop_on_signal(state.shutdown.clone()));
+
+    tracing::info!(%addr, demo, "comet listening on http://{addr}/");
+    comet_server::serve(listener, state).await?;
+    if let Some(sweeper) = sweeper {
+        sweeper.await.ok();
+    }
+    tracing::info!("comet stopped");
+    Ok(())
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM (DESIGN §7).
+async fn stop_on_signal(shutdown: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}

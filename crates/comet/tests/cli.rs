@@ -1,0 +1,249 @@
+//! The `comet` binary end to end: `serve` as a real process, `publish` and `subscribe` as real
+//! processes over every transport, SIGTERM, and running out of file descriptors.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_comet");
+
+/// A `comet serve` child process on a free port, killed by PID when dropped.
+struct Served {
+    child: Child,
+    addr: String,
+    log: mpsc::Receiver<String>,
+}
+
+impl Served {
+    fn start(prefix: &[&str], extra: &[&str]) -> Self {
+        let (program, args): (&str, Vec<&str>) = match prefix.split_first() {
+            Some((p, rest)) => (p, rest.iter().copied().chain([BIN]).collect()),
+            None => (BIN, Vec::new()),
+        };
+        let mut child = Command::new(program)
+            .args(args)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn comet serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            let line = log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("comet serve did not report its address");
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.trim_end_matches('/').split('/').next().unwrap().to_owned();
+            }
+        };
+        Served { child, addr, log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn comet(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env("COMET_SERVER", format!("http://{}", self.addr));
+        cmd
+    }
+
+    fn publish(&self, channel: &str, data: &str) -> String {
+        let out = self
+            .comet(&["publish", channel, data])
+            .output()
+            .expect("run comet publish");
+        assert!(
+            out.status.success(),
+            "comet publish failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("publish prints JSON");
+        v["id"].as_str().expect("id").to_owned()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "comet serve did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn one_publish_reaches_cli_subscribers_on_all_six_transports_with_the_same_cursor() {
+    let served = Served::start(&[], &[]);
+    let start = served.publish("six", "m0");
+    let transports = ["poll", "longpoll", "stream", "iframe", "sse", "ws"];
+    let mut subs: Vec<(String, Child)> = transports
+        .iter()
+        .map(|t| {
+            let child = served
+                .comet(&["subscribe", "six", "--transport", t, "--since", &start, "--count", "2"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn comet subscribe");
+            ((*t).to_owned(), child)
+        })
+        .collect();
+    let id1 = served.publish("six", "hello");
+    let id2 = served.publish("six", "line one\nline two");
+    for (transport, child) in &mut subs {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{transport}: subscriber did not get 2 messages"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut stdout = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+        let mut stderr = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        assert!(child.wait().unwrap().success(), "{transport}: {stderr}");
+        let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2, "{transport}: {stdout}");
+        assert_eq!(
+            (lines[0]["data"].as_str(), lines[0]["id"].as_str()),
+            (Some("hello"), Some(id1.as_str())),
+            "{transport}"
+        );
+        assert_eq!(
+            (lines[1]["data"].as_str(), lines[1]["id"].as_str()),
+            (Some("line one\nline two"), Some(id2.as_str())),
+            "{transport}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_drains_open_streams_and_exits_cleanly() {
+    let mut served = Served::start(&[], &[]);
+    let mut sse = TcpStream::connect(&served.addr).unwrap();
+    sse.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    std::io::Write::write_all(
+        &mut sse,
+        b"GET /sub/t HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n",
+    )
+    .unwrap();
+    let mut first = [0u8; 256];
+    let n = sse.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).contains("200 OK"));
+    served.signal("-TERM");
+    let mut rest = String::new();
+    let _ = sse.read_to_string(&mut rest);
+    assert!(
+        rest.contains("retry: 3000"),
+        "the SSE stream should end with a retry hint: {rest:?}"
+    );
+    let status = served.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "exit status {status}");
+    let logs: Vec<String> = served.log.try_iter().collect();
+    assert!(logs.iter().any(|l| l.contains("SIGTERM")), "{logs:?}");
+}
+
+/// With 64 descriptors the server cannot hold 100 connections; it must refuse the extra ones
+/// with a 503 (or at worst leave them waiting), never crash, and serve again once they close.
+#[test]
+fn survives_running_out_of_file_descriptors() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        panic!("prlimit (util-linux) is required; scripts/test installs it");
+    }
+    let served = Served::start(&["prlimit", "--nofile=64:64"], &[]);
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..100 {
+        let Ok(mut s) = TcpStream::connect(&served.addr) else {
+            continue;
+        };
+        s.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+        if std::io::Write::write_all(&mut s, b"GET /sub/fd?transport=stream HTTP/1.1\r\nhost: x\r\n\r\n").is_err() {
+            continue;
+        }
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(n) if String::from_utf8_lossy(&buf[..n]).contains(" 503 ") => refused += 1,
+            _ => {}
+        }
+        held.push(s);
+    }
+    assert!(refused > 0, "expected polite 503 refusals past the descriptor limit");
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = http_get(&served.addr, "/metrics");
+        if answer.contains("200 OK") {
+            assert!(answer.contains("comet_connections_refused_total"), "{answer}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not recover: {answer:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let id = served.publish("fd", "still alive");
+    assert!(!id.is_empty());
+    let _ = served.url("/");
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("COMET_HISTORY_SIZE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("history_size must be at least 1"), "{err}");
+}
