@@ -1,0 +1,399 @@
+//! Several comet nodes on one real `redis-server` (started here on a free port, stopped by PID):
+//! fan-out across nodes on every transport, moving between nodes, Redis and node failures.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use comet_client::{Client, Event, Transport};
+use comet_core::HubConfig;
+use comet_redis::{RedisBroker, RedisConfig};
+use comet_server::{AppState, Config};
+use serde_json::Value;
+
+const SOON: Duration = Duration::from_secs(10);
+
+/// A `redis-server` child process on a free loopback port.
+struct Redis {
+    port: u16,
+    dir: PathBuf,
+    durable: bool,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// `durable`: append-only file with fsync on every write, so a restart keeps everything.
+    fn start(durable: bool) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("comet-redis-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut redis = Self {
+            port,
+            dir,
+            durable,
+            child: None,
+        };
+        redis.spawn();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--appendonly",
+                if self.durable { "yes" } else { "no" },
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + SOON;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An in-process comet node on a free port, using the Redis broker.
+struct Node {
+    addr: SocketAddr,
+    state: AppState,
+}
+
+impl Node {
+    async fn start(redis: &Redis) -> Self {
+        let config = Config {
+            history_size: 1000,
+            ..Config::default()
+        };
+        let broker = RedisBroker::connect(RedisConfig::new(redis.url(), config.hub_config()))
+            .await
+            .expect("connect");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = AppState::new(Arc::new(broker), config);
+        tokio::spawn(comet_server::serve(listener, state.clone()));
+        Node { addr, state }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&self.url()).unwrap()
+    }
+
+    async fn publish(&self, channel: &str, data: &str) -> String {
+        self.client().publish(channel, data, None).await.expect("publish").id
+    }
+
+    async fn status(&self, path: &str) -> (u16, Value) {
+        let res = reqwest::get(format!("{}{path}", self.url())).await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.state.shutdown.cancel();
+    }
+}
+
+async fn next_message(sub: &mut comet_client::Subscription) -> comet_client::Envelope {
+    match next_event(sub).await {
+        Event::Message(env) => env,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+async fn next_event(sub: &mut comet_client::Subscription) -> Event {
+    tokio::time::timeout(SOON, sub.next())
+        .await
+        .expect("timed out")
+        .expect("ended")
+        .expect("error")
+}
+
+fn all_transports() -> Vec<Transport> {
+    ["poll", "longpoll", "stream", "iframe", "sse", "ws"]
+        .iter()
+        .map(|t| t.parse().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_on_one_node_reaches_the_others_on_every_transport_in_order() {
+    let redis = Redis::start(false);
+    let nodes = [
+        Node::start(&redis).await,
+        Node::start(&redis).await,
+        Node::start(&redis).await,
+    ];
+    let mut subs = Vec::new();
+    for (i, transport) in all_transports().into_iter().enumerate() {
+        for node in &nodes[1..] {
+            let sub = node
+                .client()
+                .subscribe(&["fan"], transport, None)
+                .await
+                .expect("subscribe");
+            subs.push((format!("{transport:?} on node {i}"), sub));
+        }
+    }
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(nodes[0].publish("fan", &format!("m{i}")).await);
+    }
+    for (name, sub) in &mut subs {
+        for (i, id) in ids.iter().enumerate() {
+            let env = next_message(sub).await;
+            assert_eq!(
+                (env.data.as_str(), env.id.as_str()),
+                (format!("m{i}").as_str(), id.as_str()),
+                "{name}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_moves_between_nodes_with_its_cursor_and_misses_nothing() {
+    let redis = Redis::start(false);
+    let (a, b) = (Node::start(&redis).await, Node::start(&redis).await);
+    let mut sub = a
+        .client()
+        .subscribe(&["move"], Transport::Sse { envelope: true }, None)
+        .await
+        .unwrap();
+    a.publish("move", "1").await;
+    b.publish("move", "2").await;
+    assert_eq!(next_message(&mut sub).await.data, "1");
+    assert_eq!(next_message(&mut sub).await.data, "2");
+    let position = sub.position().unwrap();
+    drop(sub);
+    for i in 3..=5 {
+        a.publish("move", &i.to_string()).await;
+    }
+    for transport in all_transports() {
+        let mut sub = b
+            .client()
+            .subscribe(&["move"], transport, Some(&position))
+            .await
+            .unwrap();
+        for i in 3..=5 {
+            assert_eq!(next_message(&mut sub).await.data, i.to_string(), "{transport:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_with_its_data_loses_nothing_acknowledged() {
+    let mut redis = Redis::start(true);
+    let (a, b) = (Node::start(&redis).await, Node::start(&redis).await);
+    let mut stream = b.client().subscribe(&["crash"], Transport::Stream, None).await.unwrap();
+    let mut ws = b
+        .client()
+        .subscribe(&["crash"], Transport::WebSocket, None)
+        .await
+        .unwrap();
+    for i in 1..=3 {
+        a.publish("crash", &i.to_string()).await;
+    }
+    redis.kill();
+    // While Redis is down: publishes fail clearly, readiness fails, subscribers stay connected.
+    let res = reqwest::Client::new()
+        .post(format!("{}/pub/crash", a.url()))
+        .body("lost?")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unavailable");
+    assert_eq!(a.status("/readyz").await.0, 503);
+    assert_eq!(a.status("/healthz").await.0, 200);
+    redis.restart();
+    let deadline = Instant::now() + SOON;
+    while a.status("/readyz").await.0 != 200 || b.status("/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "nodes did not become ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 4..=6 {
+        // The first publishes after the restart may race the node's reconnection; retry 503s.
+        let mut tries = 0;
+        loop {
+            match a.client().publish("crash", &i.to_string(), None).await {
+                Ok(_) => break,
+                Err(e) if e.code() == Some("unavailable") && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("publish {i}: {e}"),
+            }
+        }
+    }
+    for (name, sub) in [("stream", &mut stream), ("ws", &mut ws)] {
+        let mut got = Vec::new();
+        while got.len() < 6 {
+            match next_event(sub).await {
+                Event::Message(env) => got.push(env.data),
+                other => panic!("{name}: unexpected {other:?} after {got:?}"),
+            }
+        }
+        assert_eq!(got, ["1", "2", "3", "4", "5", "6"], "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_empty_gives_gap_notices_never_silent_loss() {
+    let mut redis = Redis::start(false);
+    let (a, b) = (Node::start(&redis).await, Node::start(&redis).await);
+    let mut sse = b
+        .client()
+        .subscribe(&["amnesia"], Transport::Sse { envelope: true }, None)
+        .await
+        .unwrap();
+    let old = a.publish("amnesia", "before").await;
+    assert_eq!(next_message(&mut sse).await.data, "before");
+    redis.restart();
+    let deadline = Instant::now() + SOON;
+    let after = loop {
+        match a.client().publish("amnesia", "after", None).await {
+            Ok(p) => break p.id,
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("publish after restart: {e}"),
+        }
+    };
+    assert_ne!(after.split('-').next(), old.split('-').next(), "a new epoch");
+    match next_event(&mut sse).await {
+        Event::Gap { channel } => assert_eq!(channel, "amnesia"),
+        other => panic!("expected a gap notice first, got {other:?}"),
+    }
+    assert_eq!(next_message(&mut sse).await.data, "after");
+    let (status, polled) = b.status(&format!("/sub/amnesia?transport=poll&since={old}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(polled["gap"], true);
+    assert_eq!(polled["messages"][0]["data"], "after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_stream_is_survived_by_resuming_on_another() {
+    let redis = Redis::start(false);
+    let (a, b, c) = (
+        Node::start(&redis).await,
+        Node::start(&redis).await,
+        Node::start(&redis).await,
+    );
+    let mut sub = a.client().subscribe(&["node"], Transport::Stream, None).await.unwrap();
+    c.publish("node", "1").await;
+    assert_eq!(next_message(&mut sub).await.data, "1");
+    let position = sub.position().unwrap();
+    a.state.shutdown.cancel();
+    drop(sub);
+    c.publish("node", "2").await;
+    c.publish("node", "3").await;
+    let mut sub = b
+        .client()
+        .subscribe(&["node"], Transport::Stream, Some(&position))
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut sub).await.data, "2");
+    assert_eq!(next_message(&mut sub).await.data, "3");
+    drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_subscribers_across_nodes_get_every_message_once_in_order() {
+    const SUBSCRIBERS: usize = 1000;
+    const MESSAGES: usize = 20;
+    let redis = Redis::start(false);
+    let nodes = [
+        Node::start(&redis).await,
+        Node::start(&redis).await,
+        Node::start(&redis).await,
+    ];
+    let mut subs = Vec::with_capacity(SUBSCRIBERS);
+    for i in 0..SUBSCRIBERS {
+        let node = &nodes[i % nodes.len()];
+        subs.push(
+            node.client()
+                .subscribe(&["crowd"], Transport::Stream, None)
+                .await
+                .expect("subscribe"),
+        );
+    }
+    for i in 0..MESSAGES {
+        nodes[i % nodes.len()].publish("crowd", &i.to_string()).await;
+    }
+    let expected: Vec<String> = (0..MESSAGES).map(|i| i.to_string()).collect();
+    let mut tasks = Vec::new();
+    for mut sub in subs {
+        let expected = expected.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::with_capacity(MESSAGES);
+            while got.len() < MESSAGES {
+                got.push(next_message(&mut sub).await.data);
+            }
+            assert_eq!(got, expected);
+        }));
+    }
+    for t in tasks {
+        t.await.expect("a subscriber saw a gap, a duplicate or a reordering");
+    }
+    let info: Value = nodes[0].status("/channels/crowd").await.1;
+    assert_eq!(info["last_id"].as_str().unwrap().rsplit('-').next(), Some("20"));
+}
+
+#[tokio::test]
+async fn unreachable_redis_at_start_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = RedisBroker::connect(RedisConfig::new(
+        format!("redis://127.0.0.1:{port}"),
+        HubConfig::default(),
+    ))
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("broker unavailable: redis"), "{err}");
+}
