@@ -3,12 +3,15 @@
 //! Sources, later ones winning: the defaults here, a TOML file (`--config comet.toml`), environment
 //! variables `COMET_<SETTING>` (e.g. `COMET_HISTORY_SIZE=1000`), then command-line flags.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use comet_core::{HistoryLimits, HubConfig};
 use serde::Deserialize;
+
+use crate::auth::{NamespaceRules, Secret};
 
 /// The server's settings. Field names are the TOML keys; the environment variable is
 /// `COMET_` + the name in capitals.
@@ -71,6 +74,38 @@ pub struct Config {
     /// Serve `POST /admin/disconnect`, which ends every subscriber connection (they resume by
     /// cursor). For tests and for draining a node; unauthenticated, so off by default.
     pub admin_api: bool,
+    /// HS256 secret for client tokens (JWT, RFC 7519; docs/protocol.md "Authentication").
+    /// Empty (the default) with no `jwt_public_key_file` means JWT is off: tokens are ignored.
+    /// Use at least 32 random bytes. Never logged.
+    pub jwt_secret: Secret,
+    /// Path of a PEM public key verifying client tokens instead of `jwt_secret`: an RSA key
+    /// means RS256, a P-256 EC key ES256. Read at start. Defaults to empty (none).
+    pub jwt_public_key_file: String,
+    /// When set, tokens must carry this `aud` (RFC 7519 §4.1.3). Defaults to empty (`aud` not
+    /// checked).
+    pub jwt_audience: String,
+    /// When set, tokens must carry this `iss` (RFC 7519 §4.1.1). Defaults to empty (not checked).
+    pub jwt_issuer: String,
+    /// Clock skew allowed past a token's `exp` (and before its `nbf`), in seconds. Defaults to 0.
+    pub jwt_leeway_secs: u64,
+    /// Name of the cookie a token may come in (after `Authorization: Bearer`, `?token=` and
+    /// `?ticket=`). Defaults to `comet_token`.
+    pub token_cookie: String,
+    /// A key for back-ends: `Authorization: Bearer <key>` may publish (and subscribe) anywhere.
+    /// Setting it closes anonymous publishing unless a namespace opens it. Defaults to empty
+    /// (none). Never logged.
+    pub publish_api_key: Secret,
+    /// Origins (`https://example.com`, `scheme://host[:port]`) whose pages may use the server:
+    /// checked on WebSocket upgrades and publish/subscribe requests (`403 forbidden_origin`), and
+    /// the CORS allow-list of every route. Defaults to empty: any origin, CORS `*` without
+    /// credentials.
+    pub allowed_origins: Vec<String>,
+    /// How long a ticket from `POST /tickets` stays valid, in seconds. Defaults to 60.
+    pub ticket_ttl_secs: u64,
+    /// Rules per namespace, as `[namespace."chat"]` tables (see [`NamespaceRules`]); the table
+    /// `[namespace.""]` is for channels without `:` and for namespaces without a table.
+    /// Defaults to none: anonymous clients may do what the auth settings above leave open.
+    pub namespace: BTreeMap<String, NamespaceRules>,
 }
 
 impl Default for Config {
@@ -99,6 +134,16 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             demo: false,
             admin_api: false,
+            jwt_secret: Secret::default(),
+            jwt_public_key_file: String::new(),
+            jwt_audience: String::new(),
+            jwt_issuer: String::new(),
+            jwt_leeway_secs: 0,
+            token_cookie: "comet_token".to_owned(),
+            publish_api_key: Secret::default(),
+            allowed_origins: Vec::new(),
+            ticket_ttl_secs: 60,
+            namespace: BTreeMap::new(),
         }
     }
 }
@@ -144,11 +189,13 @@ impl Config {
             if !Self::KEYS.contains(&name.as_str()) {
                 continue; // COMET_SERVER and friends belong to the client commands.
             }
-            // A value is taken as TOML when it parses as such (numbers, booleans), else as text.
+            // A value is taken as TOML when it parses as such (numbers, booleans), else as text;
+            // secrets and names are always text (a numeric secret is still a secret).
             let parsed = format!("v = {value}")
                 .parse::<toml::Table>()
                 .ok()
                 .and_then(|mut t| t.remove("v"))
+                .filter(|_| !Self::TEXT_KEYS.contains(&name.as_str()))
                 .unwrap_or(toml::Value::String(value));
             table.insert(name, parsed);
         }
@@ -158,6 +205,16 @@ impl Config {
         config.validate()?;
         Ok(config)
     }
+
+    /// Settings whose `COMET_*` value is always text, never parsed as TOML.
+    const TEXT_KEYS: &'static [&'static str] = &[
+        "jwt_secret",
+        "jwt_public_key_file",
+        "jwt_audience",
+        "jwt_issuer",
+        "token_cookie",
+        "publish_api_key",
+    ];
 
     /// The setting names, as in TOML.
     pub const KEYS: &'static [&'static str] = &[
@@ -184,6 +241,16 @@ impl Config {
         "shutdown_grace_secs",
         "demo",
         "admin_api",
+        "jwt_secret",
+        "jwt_public_key_file",
+        "jwt_audience",
+        "jwt_issuer",
+        "jwt_leeway_secs",
+        "token_cookie",
+        "publish_api_key",
+        "allowed_origins",
+        "ticket_ttl_secs",
+        "namespace",
     ];
 
     /// Checks ranges.
@@ -223,6 +290,7 @@ impl Config {
                 self.longpoll_timeout_secs, self.longpoll_max_timeout_secs
             )));
         }
+        crate::auth::validate(self).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -287,15 +355,36 @@ mod tests {
     }
 
     #[test]
+    fn secrets_from_the_environment_stay_text() {
+        let env = [
+            ("COMET_PUBLISH_API_KEY".to_owned(), "12345".to_owned()),
+            ("COMET_ALLOWED_ORIGINS".to_owned(), "[\"https://a.example\"]".to_owned()),
+        ];
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.publish_api_key.expose(), "12345");
+        assert_eq!(c.allowed_origins, ["https://a.example"]);
+        let bad = [("COMET_ALLOWED_ORIGINS".to_owned(), "[\"*\"]".to_owned())];
+        assert!(
+            Config::load(None, bad)
+                .unwrap_err()
+                .to_string()
+                .contains("allowed_origins")
+        );
+    }
+
+    #[test]
     fn the_example_file_shows_the_defaults() {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/comet.toml");
         assert_eq!(Config::load(Some(&file), []).unwrap(), Config::default());
         let text = std::fs::read_to_string(&file).unwrap();
         for key in Config::KEYS {
-            assert!(
-                text.contains(&format!("\n{key} = ")),
-                "deploy/comet.toml does not show {key}"
-            );
+            // Tables cannot be shown with a default value: the example shows one, commented out.
+            let shown = if *key == "namespace" {
+                "\n# [namespace.".to_owned()
+            } else {
+                format!("\n{key} = ")
+            };
+            assert!(text.contains(&shown), "deploy/comet.toml does not show {key}");
         }
     }
 
@@ -306,6 +395,14 @@ mod tests {
                 "\"127.0.0.1:1\"".to_owned()
             } else if ["demo", "ws_compression", "admin_api"].contains(key) {
                 "true".to_owned()
+            } else if key.starts_with("jwt_") && !key.ends_with("_secs")
+                || ["token_cookie", "publish_api_key"].contains(key)
+            {
+                "\"x\"".to_owned()
+            } else if *key == "allowed_origins" {
+                "[\"https://example.com\"]".to_owned()
+            } else if *key == "namespace" {
+                "{ chat = { anonymous_subscribe = false } }".to_owned()
             } else {
                 "300".to_owned()
             };

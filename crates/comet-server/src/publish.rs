@@ -13,6 +13,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::auth::{Action, Identity};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -21,19 +22,24 @@ pub(crate) struct PubQuery {
     event: Option<String>,
 }
 
-/// Checks and publishes one message; shared by HTTP and WebSocket publishing.
+/// Checks and publishes one message for `identity`; shared by HTTP and WebSocket publishing
+/// (`websocket`: the namespace's `client_publish` rule applies).
 ///
 /// # Errors
-/// `bad_channel`/`bad_event` for names, `too_large`, `not_utf8`, or the broker's error.
+/// `bad_channel`/`bad_event` for names, `unauthorized`/`forbidden` (auth), `too_large` (the
+/// namespace's `max_message_size`), `not_utf8`, or the broker's error.
 pub(crate) async fn publish_one(
     state: &AppState,
+    identity: &Identity,
+    websocket: bool,
     channel: &str,
     event: Option<&str>,
     data: Bytes,
 ) -> Result<comet_core::Cursor, ApiError> {
     let channel = ChannelName::new(channel)?;
+    identity.authorize(&state.config, Action::Publish, &channel, websocket)?;
     let event = event.map(EventName::new).transpose()?;
-    let max = state.config.max_message_size;
+    let max = crate::auth::policy::max_message_size(&state.config, &channel);
     if data.len() > max {
         return Err(ApiError::too_large("message", data.len(), max));
     }
@@ -48,11 +54,12 @@ pub(crate) async fn publish(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<PubQuery>, QueryRejection>,
+    identity: Identity,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let Path(channel) = path.map_err(|e| ApiError::bad_request("bad_channel", e.body_text()))?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("bad_request", e.body_text()))?;
-    let cursor = publish_one(&state, &channel, query.event.as_deref(), body).await?;
+    let cursor = publish_one(&state, &identity, false, &channel, query.event.as_deref(), body).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"channel": channel, "id": cursor.to_string()})),
@@ -69,8 +76,12 @@ struct BatchItem {
 }
 
 /// `POST /pub` with `[{"channel","event"?,"data"}]` → `200 {"results":[…]}`, one result per item;
-/// each item is published or rejected on its own.
-pub(crate) async fn publish_batch(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+/// each item is published or rejected on its own (authorization too, per channel).
+pub(crate) async fn publish_batch(
+    State(state): State<AppState>,
+    identity: Identity,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let items: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "bad_body",
@@ -81,9 +92,16 @@ pub(crate) async fn publish_batch(State(state): State<AppState>, body: Bytes) ->
     for (i, item) in items.into_iter().enumerate() {
         let result = match serde_json::from_value::<BatchItem>(item) {
             Err(e) => Err(ApiError::bad_request("bad_body", format!("item {i}: {e}"))),
-            Ok(item) => publish_one(&state, &item.channel, item.event.as_deref(), Bytes::from(item.data))
-                .await
-                .map(|cursor| json!({"channel": item.channel, "id": cursor.to_string()})),
+            Ok(item) => publish_one(
+                &state,
+                &identity,
+                false,
+                &item.channel,
+                item.event.as_deref(),
+                Bytes::from(item.data),
+            )
+            .await
+            .map(|cursor| json!({"channel": item.channel, "id": cursor.to_string()})),
         };
         results.push(result.unwrap_or_else(|e| e.body()));
     }

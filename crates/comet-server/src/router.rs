@@ -11,12 +11,13 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::{demo, publish, transport};
 
-/// The router. Auth (issue: JWT, namespaces) will sit as a layer here, in one place, in front of
-/// the publish and subscribe routes.
+/// The router. Auth: the publish and subscribe handlers take an [`Identity`](crate::auth::Identity)
+/// (the token check), which finds the shared [`Auth`](crate::auth::Auth) in the extension added
+/// here; CORS and the (credential-redacting) request trace wrap every route.
 pub fn app(state: AppState) -> Router {
     // A body limit above the message limit, so oversize messages get our own 413 with a clear
     // message rather than axum's plain-text one; the batch route has its own bound.
-    let message_limit = state.config.max_message_size.saturating_add(1);
+    let message_limit = crate::auth::policy::largest_message_size(&state.config).saturating_add(1);
     let batch_limit = state.config.max_batch_body;
     let admin = state.config.admin_api;
     let router = Router::new()
@@ -30,6 +31,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/sub/{channels}", get(transport::subscribe))
         .route("/ws", get(transport::ws_bare))
+        .route("/tickets", post(crate::auth::tickets::issue))
         .route("/channels/{channel}", get(channel_info))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -43,7 +45,13 @@ pub fn app(state: AppState) -> Router {
     } else {
         router
     };
-    router.with_state(state)
+    let auth = crate::auth::Auth::new(&state.config);
+    let cors = crate::auth::origin::cors_layer(&state.config);
+    router
+        .with_state(state)
+        .layer(axum::Extension(auth))
+        .layer(cors)
+        .layer(crate::auth::redact::trace_layer())
 }
 
 /// `POST /admin/disconnect` (only with `admin_api = true`): ends every subscriber connection.

@@ -22,6 +22,7 @@ use comet_core::{ChannelName, Event, Position, Since, SubscriptionSet};
 use http::HeaderMap;
 use serde::Deserialize;
 
+use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::metrics::SubscriberGuard;
 use crate::state::AppState;
@@ -167,12 +168,14 @@ pub(crate) async fn subscribe(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<SubQuery>, QueryRejection>,
+    identity: Identity,
     req: Request,
 ) -> Response {
     let result = (|| {
         let Path(list) = path.map_err(|e| ApiError::bad_request("bad_channel", e.body_text()))?;
         let Query(query) = query.map_err(|e| ApiError::bad_request("bad_request", e.body_text()))?;
         let channels = parse_channels(&list, state.config.max_channels_per_connection)?;
+        identity.authorize_all(&state.config, &channels, false)?;
         let kind = choose(req.headers(), &query)?;
         let since = Position::resolve(cursor_text(req.headers(), &query)?, &channels)?;
         Ok::<_, ApiError>((kind, SubRequest { channels, since, query }))
@@ -187,15 +190,22 @@ pub(crate) async fn subscribe(
         Kind::Stream => stream::handle(state, sub).await,
         Kind::Iframe => iframe::handle(state, sub).await,
         Kind::Sse => sse::handle(state, sub).await,
-        Kind::WebSocket => return websocket::handle(state, sub, req).await,
+        Kind::WebSocket => return websocket::handle(state, sub, identity, req).await,
     };
-    result.unwrap_or_else(IntoResponse::into_response)
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    // Streams end when the token does (the client reconnects, and needs a valid one then).
+    if matches!(kind, Kind::Stream | Kind::Iframe | Kind::Sse) {
+        crate::auth::expiry::end_at_expiry(response, &identity)
+    } else {
+        response
+    }
 }
 
 /// `GET /ws`: a WebSocket with no channel yet (the client subscribes by command).
 pub(crate) async fn ws_bare(
     State(state): State<AppState>,
     query: Result<Query<SubQuery>, QueryRejection>,
+    identity: Identity,
     req: Request,
 ) -> Response {
     let query = match query {
@@ -209,6 +219,7 @@ pub(crate) async fn ws_bare(
             since: Vec::new(),
             query,
         },
+        identity,
         req,
     )
     .await
@@ -365,6 +376,45 @@ pub(crate) fn longpoll_timeout(state: &AppState, text: Option<&str>) -> Result<D
         })?,
     };
     Ok(Duration::from_secs(secs.min(max)))
+}
+
+/// The per-message encoders, public only so that the criterion benchmarks
+/// (`benches/encoders.rs`) can time them; not a stable API. Each call returns the message's shared
+/// encoding, made on the first call for that message and cloned (a reference count) after.
+#[doc(hidden)]
+pub mod encoders {
+    use bytes::Bytes;
+    use comet_core::{Event, Message};
+
+    /// The JSON envelope (poll, long-poll, and the base of the others).
+    pub fn envelope(msg: &Message) -> Bytes {
+        super::envelope::envelope(msg)
+    }
+
+    /// One NDJSON line (stream).
+    pub fn stream_line(msg: &Message) -> Bytes {
+        super::stream::line(msg)
+    }
+
+    /// One `<script>p(…)</script>` chunk (iframe).
+    pub fn iframe_chunk(msg: &Message) -> Bytes {
+        super::iframe::chunk(msg)
+    }
+
+    /// One single-channel SSE event with the raw data.
+    pub fn sse_raw(msg: &Message) -> Bytes {
+        super::sse::event_raw(msg)
+    }
+
+    /// One single-channel SSE event with the envelope as data.
+    pub fn sse_envelope(msg: &Message) -> Bytes {
+        super::sse::event_envelope(msg)
+    }
+
+    /// A whole poll / long-poll answer body for `events`.
+    pub fn poll_answer(events: &[Event], cursor: &str) -> Bytes {
+        super::poll::encode_answer(events, cursor, false)
+    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,13 @@
 //! - Keep-alive: a ping (§5.5.2) every `ws_ping_interval_secs`; a peer that has not answered
 //!   within `ws_pong_timeout_secs` is closed with 4001.
 //! - Close codes (§7.4.1): 1001 on shutdown or `disconnect_all`, 1002 protocol error, 1007 text
-//!   that is not UTF-8, 1009 a message over `ws_max_message_size`, 4000 a peer that takes no
-//!   bytes for a ping interval plus a pong timeout (slow consumer; it reconnects with its cursor).
+//!   that is not UTF-8, 1008 a bad `auth` token or an expired one (policy), 1009 a message over
+//!   `ws_max_message_size`, 4000 a peer that takes no bytes for a ping interval plus a pong
+//!   timeout (slow consumer; it reconnects with its cursor).
+//! - Auth (docs/protocol.md "Authentication"): the upgrade's credential and the URL's channels
+//!   are checked before the `101`; each `subscribe`/`publish` is checked against the session's
+//!   identity (`error` frame `unauthorized`/`forbidden`, the socket stays open); an `auth`
+//!   command replaces the identity (a refresh), and the session closes with 1008 when it expires.
 //!
 //! `socket` wraps the WebSocket library; `protocol` is the JSON.
 
@@ -35,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use self::protocol::{Command, Reply, Request as ClientRequest, gap_text, message_text};
 use self::socket::{Ending, Handshake, Incoming, Socket};
 use super::{Kind, SubRequest};
+use crate::auth::{Action, Auth, AuthError, Identity};
 use crate::error::ApiError;
 use crate::metrics::SubscriberGuard;
 use crate::publish::publish_one;
@@ -45,12 +51,14 @@ const SUBPROTOCOL: &str = "comet.v1";
 
 /// Close codes (RFC 6455 §7.4.1; 4000–4999 are Comet's own).
 const GOING_AWAY: u16 = 1001;
+const POLICY: u16 = 1008;
 const SLOW_CONSUMER: u16 = 4000;
 const NO_PONG: u16 = 4001;
 
 /// Handles a WebSocket upgrade: answers the handshake and spawns the connection's task.
-pub(crate) async fn handle(state: AppState, req: SubRequest, request: Request) -> Response {
+pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
+    let auth = Auth::of(&parts, &state.config);
     if parts
         .headers
         .get(SEC_WEBSOCKET_VERSION)
@@ -89,7 +97,7 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, request: Request) -
     let token = state.connection_token();
     tokio::spawn(async move {
         if let Some(socket) = accepted.open().await {
-            Session::new(state, token, socket).run(subs).await;
+            Session::new(state, token, socket, identity, auth).run(subs).await;
         }
     });
     response
@@ -157,6 +165,10 @@ struct Session {
     /// Events read from `set`, reused between reads.
     events: Vec<Event>,
     keepalive: Keepalive,
+    /// Who the peer is: checked on every `subscribe` and `publish`; replaced by `auth`.
+    identity: Identity,
+    /// Verifies the tokens of `auth` commands.
+    auth: std::sync::Arc<Auth>,
     /// Counts the socket in `comet_subscribers_open{transport="ws"}` while it lives.
     _guard: SubscriberGuard,
 }
@@ -170,7 +182,13 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    fn new(state: AppState, token: CancellationToken, socket: Socket) -> Self {
+    fn new(
+        state: AppState,
+        token: CancellationToken,
+        socket: Socket,
+        identity: Identity,
+        auth: std::sync::Arc<Auth>,
+    ) -> Self {
         let config = &state.config;
         let keepalive = Keepalive::new(
             Duration::from_secs(config.ws_ping_interval_secs),
@@ -184,6 +202,8 @@ impl Session {
             set: SubscriptionSet::new(),
             events: Vec::new(),
             keepalive,
+            identity,
+            auth,
         }
     }
 
@@ -201,6 +221,9 @@ impl Session {
             tokio::select! {
                 biased;
                 () = self.token.cancelled() => break Ending::Close(GOING_AWAY, "server going away"),
+                () = crate::auth::expiry::expired(&self.identity) => {
+                    break Ending::Close(POLICY, AuthError::Expired.close_reason());
+                }
                 () = tokio::time::sleep_until(self.keepalive.deadline()) => {
                     if self.keepalive.expired(Instant::now()) {
                         break Ending::Close(NO_PONG, "no pong within ws_pong_timeout");
@@ -208,7 +231,13 @@ impl Session {
                     self.socket.queue_ping();
                 }
                 incoming = self.socket.recv() => match incoming {
-                    Incoming::Text(text) => self.command(&text).await,
+                    Incoming::Text(text) => {
+                        if let Some(ending) = self.command(&text).await {
+                            // The `error` frame saying why goes out before the close.
+                            let _ = self.flush().await;
+                            break ending;
+                        }
+                    }
                     Incoming::Binary => self.error(None, "bad_request", "binary frames are not supported; send text"),
                     Incoming::Pong => self.keepalive.pong(),
                     Incoming::End(ending) => break ending,
@@ -241,11 +270,15 @@ impl Session {
         }
     }
 
-    /// Runs one text message; a bad one is answered with an error and the socket stays open.
-    async fn command(&mut self, text: &[u8]) {
+    /// Runs one text message; a bad one is answered with an error and the socket stays open,
+    /// except for a bad `auth` token, which ends the connection as returned.
+    async fn command(&mut self, text: &[u8]) -> Option<Ending> {
         let request = match ClientRequest::parse(text) {
             Ok(request) => request,
-            Err(e) => return self.error(e.reference.as_deref(), "bad_request", &e.message),
+            Err(e) => {
+                self.error(e.reference.as_deref(), "bad_request", &e.message);
+                return None;
+            }
         };
         let reference = request.reference.as_deref();
         let result = match request.command {
@@ -254,29 +287,81 @@ impl Session {
                 self.set.remove(&name);
                 self.reply(&Reply::Unsubscribed { channel: name.as_str() });
             }),
-            Command::Publish { channel, event, data } => {
-                publish_one(&self.state, &channel, event.as_deref(), Bytes::from(data))
-                    .await
-                    .map(|cursor| {
-                        self.reply(&Reply::Ack {
-                            reference,
-                            id: cursor.to_string(),
-                        });
-                    })
-            }
+            Command::Publish { channel, event, data } => publish_one(
+                &self.state,
+                &self.identity,
+                true,
+                &channel,
+                event.as_deref(),
+                Bytes::from(data),
+            )
+            .await
+            .map(|cursor| {
+                self.reply(&Reply::Ack {
+                    reference,
+                    id: cursor.to_string(),
+                });
+            }),
             Command::Ping => {
                 self.reply(&Reply::Pong { reference });
                 Ok(())
             }
+            // Without a JWT key tokens mean nothing (as over HTTP): say so, keep the socket.
+            Command::Auth { .. } if !self.auth.jwt_enabled() => Err(AuthError::JwtOff.into()),
+            Command::Auth { token } => match self.auth.verify(token.expose()) {
+                Ok(identity) => {
+                    self.reauthenticate(identity, reference);
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::debug!(reason = %e, "websocket auth refused");
+                    self.error(reference, e.code(), &e.to_string());
+                    return Some(Ending::Close(POLICY, e.close_reason()));
+                }
+            },
         };
         if let Err(e) = result {
             self.error(reference, e.code, &e.message);
         }
+        None
+    }
+
+    /// Takes `identity` for the rest of the session (a refresh may narrow the grant): channels
+    /// it may not subscribe to are dropped, each with an `error` and an `unsubscribed` frame.
+    fn reauthenticate(&mut self, identity: Identity, reference: Option<&str>) {
+        let config = std::sync::Arc::clone(&self.state.config);
+        let refused: Vec<(ChannelName, AuthError)> = self
+            .set
+            .members()
+            .iter()
+            .filter_map(|sub| {
+                let channel = sub.channel();
+                let refused = identity.authorize(&config, Action::Subscribe, channel, true).err()?;
+                Some((channel.clone(), refused))
+            })
+            .collect();
+        for (channel, why) in refused {
+            self.set.remove(&channel);
+            self.error(None, why.code(), &why.to_string());
+            self.reply(&Reply::Unsubscribed {
+                channel: channel.as_str(),
+            });
+        }
+        let answer = Reply::Authenticated {
+            reference,
+            sub: identity.subject().unwrap_or(""),
+            expires_at: identity.expires_at(),
+        }
+        .encode();
+        self.socket.queue_text(answer);
+        self.identity = identity;
     }
 
     /// Subscribes to `channel` from `since`, replacing a subscription to it.
     async fn subscribe(&mut self, channel: &str, since: Option<&str>) -> Result<(), ApiError> {
         let channel = ChannelName::new(channel)?;
+        self.identity
+            .authorize(&self.state.config, Action::Subscribe, &channel, true)?;
         let since = Position::resolve(since, std::slice::from_ref(&channel))?;
         let max = self.state.config.max_channels_per_connection;
         if !self.set.contains(&channel) && self.set.len() >= max {

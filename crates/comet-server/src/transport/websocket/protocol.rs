@@ -5,6 +5,7 @@ use bytes::Bytes;
 use comet_core::{Gap, Message};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Secret;
 use crate::transport::envelope::{gap_object, slot, write_envelope};
 
 /// One client text message: a command plus the optional `ref` that answers to it echo.
@@ -35,6 +36,10 @@ pub(super) enum Command {
     },
     /// An application-level ping, answered by `pong`.
     Ping,
+    /// Authenticate (or refresh before `exp`) with a token: for browsers, whose `WebSocket`
+    /// cannot send an `Authorization` header. Answered by `authenticated`; a bad token closes
+    /// the socket with 1008. Its `Debug` does not show the token.
+    Auth { token: Secret },
 }
 
 /// A text message that is not a command; the socket stays open.
@@ -62,7 +67,9 @@ impl Request {
             }
             BadCommand {
                 reference: serde_json::from_slice::<RefOnly>(text).ok().and_then(|r| r.reference),
-                message: format!("not a command ({e}); send {{\"type\":\"subscribe|unsubscribe|publish|ping\",…}}"),
+                message: format!(
+                    "not a command ({e}); send {{\"type\":\"subscribe|unsubscribe|publish|ping|auth\",…}}"
+                ),
             }
         })
     }
@@ -91,6 +98,13 @@ pub(super) enum Reply<'a> {
     Pong {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a str>,
+    },
+    /// The `auth` command succeeded: the token's subject and expiry (seconds since the epoch).
+    Authenticated {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+        sub: &'a str,
+        expires_at: Option<u64>,
     },
     /// A command failed; `code` is one of docs/protocol.md "Errors".
     Error {
@@ -158,6 +172,9 @@ mod tests {
             }
         );
         assert_eq!(parse(r#"{"type":"ping"}"#).unwrap().command, Command::Ping);
+        let r = parse(r#"{"type":"auth","token":"a.b.c"}"#).unwrap();
+        assert_eq!(r.command, Command::Auth { token: "a.b.c".into() });
+        assert!(!format!("{r:?}").contains("a.b.c"), "the token stays out of Debug");
     }
 
     #[test]

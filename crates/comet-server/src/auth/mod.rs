@@ -1,0 +1,441 @@
+//! Authentication and authorization (DESIGN §5; docs/protocol.md "Authentication"):
+//!
+//! - `token`: JWT verification (HS256 secret, or RS256/ES256 public key);
+//! - [`policy`]: per-namespace rules for anonymous clients and WebSocket publishing;
+//! - `tickets`: single-use connection tickets (`POST /tickets`, `?ticket=`);
+//! - `origin`: the `allowed_origins` check on WebSocket upgrades and the CORS layer;
+//! - `redact`: the request-trace layer, which never logs a credential;
+//! - `expiry`: streaming responses end when their token expires.
+//!
+//! Every route that publishes or subscribes takes an [`Identity`] (an axum extractor): who the
+//! caller is, from (first match wins) `Authorization: Bearer`, `?token=`, `?ticket=`, or the
+//! `token_cookie` cookie. A bad credential is `401` before anything else happens; no credential
+//! is the anonymous identity. Then [`Identity::authorize`] decides per channel.
+
+pub mod error;
+pub(crate) mod expiry;
+mod glob;
+pub(crate) mod origin;
+pub mod policy;
+pub(crate) mod redact;
+pub(crate) mod tickets;
+pub(crate) mod token;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{FromRequestParts, Query};
+use comet_core::ChannelName;
+use http::request::Parts;
+use serde::Deserialize;
+
+pub use self::error::{Action, AuthError};
+pub use self::policy::NamespaceRules;
+use self::tickets::Tickets;
+use self::token::Verifier;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A secret setting (`jwt_secret`, `publish_api_key`): its `Debug` never shows the value, so a
+/// logged `Config` leaks nothing. Empty means unset.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the setting is unset.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "[redacted]" })
+    }
+}
+
+/// What a verified token grants: its subject and the channel patterns of its `comet` claim.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Grants {
+    /// The token's `sub`.
+    pub sub: String,
+    /// Patterns of channels the holder may subscribe to.
+    pub subscribe: Vec<String>,
+    /// Patterns of channels the holder may publish to.
+    pub publish: Vec<String>,
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Principal {
+    /// No credential: the namespace rules decide.
+    Anonymous,
+    /// The publish API key: a back-end, allowed everything.
+    Backend,
+    /// A verified token (or a ticket issued for one).
+    User(Arc<Grants>),
+}
+
+/// The caller of a request or WebSocket session: anonymous, the back-end (publish API key), or
+/// a token holder with its grants and expiry. Extracted from the request by axum; a bad
+/// credential rejects the request with `401`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    principal: Principal,
+    /// When the credential stops being valid, in seconds since the Unix epoch (`exp` plus
+    /// `jwt_leeway_secs`); `None` for anonymous and back-end callers.
+    expires_at: Option<u64>,
+}
+
+impl Identity {
+    /// No credential.
+    pub const ANONYMOUS: Identity = Identity {
+        principal: Principal::Anonymous,
+        expires_at: None,
+    };
+
+    fn user(grants: Arc<Grants>, expires_at: u64) -> Self {
+        Self {
+            principal: Principal::User(grants),
+            expires_at: Some(expires_at),
+        }
+    }
+
+    /// Whether no credential was given.
+    pub fn is_anonymous(&self) -> bool {
+        self.principal == Principal::Anonymous
+    }
+
+    /// The token's subject (`sub`), if this is a token holder.
+    pub fn subject(&self) -> Option<&str> {
+        match &self.principal {
+            Principal::User(grants) => Some(&grants.sub),
+            _ => None,
+        }
+    }
+
+    /// When the credential expires, in seconds since the Unix epoch.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.expires_at
+    }
+
+    /// How long until the credential expires (zero if it has); `None` if it never does.
+    pub fn remaining(&self) -> Option<Duration> {
+        let at = UNIX_EPOCH + Duration::from_secs(self.expires_at?);
+        Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    }
+
+    /// Whether the caller may do `action` on `channel`, through WebSocket if `websocket`.
+    ///
+    /// # Errors
+    /// [`AuthError::NeedsToken`] (401) for an anonymous caller the namespace turns away,
+    /// [`AuthError::Forbidden`] (403) for a token outside its grant or a namespace that
+    /// forbids WebSocket publishing.
+    pub fn authorize(
+        &self,
+        config: &Config,
+        action: Action,
+        channel: &ChannelName,
+        websocket: bool,
+    ) -> Result<(), AuthError> {
+        let forbidden = |why| AuthError::Forbidden {
+            action,
+            channel: channel.to_string(),
+            why,
+        };
+        if self.principal == Principal::Backend {
+            return Ok(());
+        }
+        if action == Action::Publish && websocket && !policy::client_publish(config, channel) {
+            return Err(forbidden("this namespace does not allow publishing over WebSocket"));
+        }
+        let open = match action {
+            Action::Subscribe => policy::anonymous_subscribe(config, channel),
+            Action::Publish => policy::anonymous_publish(config, channel),
+        };
+        match &self.principal {
+            _ if open => Ok(()),
+            Principal::User(grants) => {
+                let patterns = match action {
+                    Action::Subscribe => &grants.subscribe,
+                    Action::Publish => &grants.publish,
+                };
+                if glob::any_matches(patterns, channel.as_str()) {
+                    Ok(())
+                } else {
+                    Err(forbidden("outside the token's grant"))
+                }
+            }
+            _ => Err(AuthError::NeedsToken {
+                action,
+                channel: channel.to_string(),
+            }),
+        }
+    }
+
+    /// [`authorize`](Self::authorize) for every channel of a subscription.
+    ///
+    /// # Errors
+    /// The first refusal.
+    pub fn authorize_all(&self, config: &Config, channels: &[ChannelName], websocket: bool) -> Result<(), AuthError> {
+        channels
+            .iter()
+            .try_for_each(|c| self.authorize(config, Action::Subscribe, c, websocket))
+    }
+}
+
+/// Where the credential of a request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// `Authorization: Bearer`.
+    Bearer,
+    /// `?token=`.
+    Query,
+    /// `?ticket=`.
+    Ticket,
+    /// The `token_cookie` cookie.
+    Cookie,
+}
+
+/// The credential parameters of a query string (others are ignored).
+#[derive(Debug, Default, Deserialize)]
+struct CredentialQuery {
+    token: Option<String>,
+    ticket: Option<String>,
+}
+
+/// The credential of a request and where it came from, first match winning: the
+/// `Authorization: Bearer` header, `?token=`, `?ticket=`, the cookie named `cookie`.
+pub(crate) fn credential(parts: &Parts, cookie: &str) -> Option<(Source, String)> {
+    let bearer = parts
+        .headers
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim().to_owned())
+        });
+    if let Some(token) = bearer {
+        return Some((Source::Bearer, token));
+    }
+    let query = Query::<CredentialQuery>::try_from_uri(&parts.uri)
+        .map(|q| q.0)
+        .unwrap_or_default();
+    if let Some(token) = query.token.filter(|t| !t.is_empty()) {
+        return Some((Source::Query, token));
+    }
+    if let Some(ticket) = query.ticket.filter(|t| !t.is_empty()) {
+        return Some((Source::Ticket, ticket));
+    }
+    parts
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == cookie && !value.is_empty()).then(|| value.trim_matches('"').to_owned())
+        })
+        .map(|token| (Source::Cookie, token))
+}
+
+/// Constant-time comparison, so the API key cannot be guessed byte by byte from timings.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The verifier state.
+#[derive(Debug)]
+enum Jwt {
+    /// No JWT key configured: tokens are ignored (the server is as open as its namespaces).
+    Off,
+    /// Verifies tokens (boxed: the key and validation are large, the other variants tiny).
+    Ready(Box<Verifier>),
+    /// A key is configured but unusable: every token is refused (fail closed).
+    Broken(String),
+}
+
+/// What the auth layer shares across requests: the verifier, the API key, the outstanding
+/// tickets. Built once by [`app`](crate::router::app) and handed to handlers as a request
+/// extension.
+#[derive(Debug)]
+pub struct Auth {
+    jwt: Jwt,
+    api_key: Secret,
+    cookie: String,
+    pub(crate) tickets: Tickets,
+}
+
+impl Auth {
+    /// The auth state for `config`. A key file that cannot be used (it was checked by
+    /// [`Config::validate`], so it changed since) is logged and makes every token fail.
+    pub fn new(config: &Config) -> Arc<Self> {
+        let jwt = match Verifier::from_config(config) {
+            Ok(None) => Jwt::Off,
+            Ok(Some(v)) => Jwt::Ready(Box::new(v)),
+            Err(e) => {
+                tracing::error!(error = %e, "JWT key unusable; every token will be refused");
+                Jwt::Broken(e)
+            }
+        };
+        Arc::new(Self {
+            jwt,
+            api_key: config.publish_api_key.clone(),
+            cookie: config.token_cookie.clone(),
+            tickets: Tickets::new(Duration::from_secs(config.ticket_ttl_secs)),
+        })
+    }
+
+    /// The shared state a request carries, or (a router built without the layer of [`app`](crate::router::app)) a new one.
+    pub(crate) fn of(parts: &Parts, config: &Config) -> Arc<Self> {
+        parts
+            .extensions
+            .get::<Arc<Self>>()
+            .cloned()
+            .unwrap_or_else(|| Self::new(config))
+    }
+
+    /// Whether a JWT key is configured (even an unusable one): tokens are verified.
+    pub fn jwt_enabled(&self) -> bool {
+        !matches!(self.jwt, Jwt::Off)
+    }
+
+    /// Verifies a token (the WebSocket `auth` command, `?token=`, a cookie).
+    ///
+    /// # Errors
+    /// [`AuthError`] with the reason.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        match &self.jwt {
+            Jwt::Ready(v) => v.verify(token),
+            Jwt::Broken(e) => Err(AuthError::Misconfigured(e.clone())),
+            Jwt::Off => Err(AuthError::JwtOff),
+        }
+    }
+
+    /// The identity a request proves.
+    ///
+    /// # Errors
+    /// A credential that is given but not valid.
+    pub(crate) fn identify(&self, parts: &Parts) -> Result<Identity, AuthError> {
+        let Some((source, credential)) = credential(parts, &self.cookie) else {
+            return Ok(Identity::ANONYMOUS);
+        };
+        let result = match source {
+            Source::Ticket => self.tickets.redeem(&credential),
+            Source::Bearer
+                if !self.api_key.is_empty() && same_secret(credential.as_bytes(), self.api_key.expose().as_bytes()) =>
+            {
+                Ok(Identity {
+                    principal: Principal::Backend,
+                    expires_at: None,
+                })
+            }
+            // With JWT off, tokens mean nothing (today's open behaviour), except that a wrong
+            // API key must not pass silently as anonymous.
+            _ if matches!(self.jwt, Jwt::Off) => match source {
+                Source::Bearer if !self.api_key.is_empty() => Err(AuthError::BadApiKey),
+                _ => Ok(Identity::ANONYMOUS),
+            },
+            _ => self.verify(&credential),
+        };
+        if let Err(e) = &result {
+            tracing::debug!(?source, reason = %e, "credential refused");
+        }
+        result
+    }
+}
+
+impl FromRequestParts<AppState> for Identity {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        origin::check(&state.config, &parts.headers)?;
+        Ok(Auth::of(parts, &state.config).identify(parts)?)
+    }
+}
+
+/// Checks the auth settings of `config` (called by [`Config::validate`]).
+///
+/// # Errors
+/// A message naming the bad setting.
+pub(crate) fn validate(config: &Config) -> Result<(), String> {
+    Verifier::from_config(config)?;
+    policy::validate(config)?;
+    origin::validate(config)?;
+    let cookie = &config.token_cookie;
+    if cookie.is_empty() || !cookie.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(format!(
+            "token_cookie {cookie:?} is not a cookie name ([A-Za-z0-9._-]+)"
+        ));
+    }
+    if config.ticket_ttl_secs == 0 {
+        return Err("ticket_ttl_secs must be at least 1".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut req = http::Request::builder().uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn credential_sources_in_order() {
+        let c = |p: &Parts| credential(p, "comet_token");
+        assert_eq!(c(&parts("/sub/a", &[])), None);
+        assert_eq!(
+            c(&parts(
+                "/sub/a?token=q&ticket=t",
+                &[("cookie", "comet_token=k"), ("authorization", "Bearer  h ")]
+            )),
+            Some((Source::Bearer, "h".into()))
+        );
+        assert_eq!(
+            c(&parts("/sub/a?token=q&ticket=t", &[])),
+            Some((Source::Query, "q".into()))
+        );
+        assert_eq!(
+            c(&parts("/sub/a?x=1&ticket=t", &[])),
+            Some((Source::Ticket, "t".into()))
+        );
+        assert_eq!(
+            c(&parts(
+                "/sub/a",
+                &[("cookie", "a=b; comet_token=k; c=d"), ("authorization", "Basic eA==")]
+            )),
+            Some((Source::Cookie, "k".into()))
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_debug() {
+        let config = Config {
+            jwt_secret: "hunter2".into(),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert!(same_secret(b"abc", b"abc") && !same_secret(b"abc", b"abd") && !same_secret(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,150 @@
+//! JWT verification (RFC 7519) with `jsonwebtoken` on the aws-lc-rs backend: HS256 with
+//! `jwt_secret`, or RS256/ES256 with the public key PEM in `jwt_public_key_file` (the algorithm
+//! follows the key: an RSA key means RS256, a P-256 key ES256). Only that one algorithm is
+//! accepted, so `alg: none` and algorithm confusion (an HS256 token signed with the public key)
+//! fail (RFC 8725 §3.1).
+//!
+//! Claims: `sub` and `exp` are required; `aud` and `iss` are checked when `jwt_audience` /
+//! `jwt_issuer` are set (and then required); `comet: {"subscribe": [...], "publish": [...]}`
+//! holds the glob patterns of the `glob` module.
+
+use std::sync::Arc;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use super::error::AuthError;
+use super::{Grants, Identity};
+use crate::config::Config;
+
+/// The claims Comet reads; others are ignored. `sub` and `exp` are required, but optional
+/// here so that their absence is reported as such (by the validation) rather than as malformed.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: Option<String>,
+    exp: Option<u64>,
+    #[serde(default)]
+    comet: CometClaim,
+}
+
+/// The `comet` claim: what the holder may do, as channel patterns.
+#[derive(Debug, Default, Deserialize)]
+struct CometClaim {
+    #[serde(default)]
+    subscribe: Vec<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+}
+
+/// Verifies tokens with one key and one algorithm.
+pub(crate) struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+    /// Seconds of clock skew allowed past `exp` (`jwt_leeway_secs`).
+    pub(crate) leeway: u64,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// The verifier `config` asks for, `Ok(None)` when JWT is off.
+    ///
+    /// # Errors
+    /// Both a secret and a key file, an unreadable file, or a PEM that is neither an RSA nor an
+    /// EC public key; the message names the setting.
+    pub(crate) fn from_config(config: &Config) -> Result<Option<Self>, String> {
+        let secret = config.jwt_secret.expose();
+        let file = config.jwt_public_key_file.as_str();
+        let (key, algorithm) = match (secret.is_empty(), file.is_empty()) {
+            (true, true) => return Ok(None),
+            (false, false) => {
+                return Err("set jwt_secret (HS256) or jwt_public_key_file (RS256/ES256), not both".into());
+            }
+            (false, true) => (DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256),
+            (true, false) => {
+                let pem = std::fs::read(file).map_err(|e| format!("jwt_public_key_file {file}: {e}"))?;
+                if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
+                    (key, Algorithm::ES256)
+                } else if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+                    (key, Algorithm::RS256)
+                } else {
+                    return Err(format!(
+                        "jwt_public_key_file {file}: not a PEM RSA or EC (P-256) public key"
+                    ));
+                }
+            }
+        };
+        let mut validation = Validation::new(algorithm);
+        let mut required = vec!["exp", "sub"];
+        validation.leeway = config.jwt_leeway_secs;
+        if config.jwt_audience.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&[&config.jwt_audience]);
+            required.push("aud");
+        }
+        if !config.jwt_issuer.is_empty() {
+            validation.set_issuer(&[&config.jwt_issuer]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
+        Ok(Some(Self {
+            key,
+            validation,
+            leeway: config.jwt_leeway_secs,
+        }))
+    }
+
+    /// The identity `token` proves.
+    ///
+    /// # Errors
+    /// [`AuthError::Expired`] or [`AuthError::Invalid`] with the reason (never the token).
+    pub(crate) fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+            let expected = &self.validation.algorithms;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
+                ErrorKind::InvalidAlgorithm => {
+                    AuthError::Invalid(format!("algorithm not accepted; this server accepts only {expected:?}"))
+                }
+                ErrorKind::InvalidAudience => AuthError::Invalid("token is for another audience (aud)".into()),
+                ErrorKind::InvalidIssuer => AuthError::Invalid("token is from another issuer (iss)".into()),
+                ErrorKind::MissingRequiredClaim(claim) => AuthError::Invalid(format!("claim {claim:?} is missing")),
+                ErrorKind::ImmatureSignature => AuthError::Invalid("token not valid yet (nbf)".into()),
+                ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+                    AuthError::Invalid(format!(
+                        "malformed token, or an unsupported algorithm such as \"none\" \
+                         (this server accepts only {expected:?})"
+                    ))
+                }
+                other => AuthError::Invalid(format!("{other:?}")),
+            }
+        })?;
+        let Claims { sub, exp, comet } = data.claims;
+        let (Some(sub), Some(exp)) = (sub, exp) else {
+            return Err(AuthError::Invalid("claims \"sub\" and \"exp\" are required".into()));
+        };
+        // RFC 7519 §4.1.4: valid only *before* `exp` (jsonwebtoken also accepts the second of
+        // `exp` itself), so a stream ended at `exp` cannot reopen with the same token.
+        let expires_at = exp.saturating_add(self.leeway);
+        if expires_at <= jsonwebtoken::get_current_timestamp() {
+            return Err(AuthError::Expired);
+        }
+        Ok(Identity::user(
+            Arc::new(Grants {
+                sub,
+                subscribe: comet.subscribe,
+                publish: comet.publish,
+            }),
+            expires_at,
+        ))
+    }
+}
