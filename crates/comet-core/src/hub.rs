@@ -18,7 +18,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -31,7 +31,17 @@ use crate::stats::BrokerStats;
 
 const SHARDS: usize = 32;
 
-type Shard = HashMap<ChannelName, Arc<ChannelLog>>;
+/// How long the epoch and newest offset of a forgotten channel are remembered. Re-created within
+/// this time, the channel goes on in the same epoch, so cursors handed out for it stay valid (no
+/// false gap notice for a quiet channel). About 100 bytes per forgotten channel.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+#[derive(Debug, Default)]
+struct Shard {
+    logs: HashMap<ChannelName, Arc<ChannelLog>>,
+    /// Forgotten channels: (epoch, head, when forgotten).
+    tombstones: HashMap<ChannelName, (u64, u64, Instant)>,
+}
 
 /// Settings of the local fan-out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +148,7 @@ impl Hub {
     /// An empty hub.
     pub fn new(config: HubConfig) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: RandomState::new(),
             config,
             stats: Arc::new(BrokerStats::default()),
@@ -162,12 +172,17 @@ impl Hub {
 
     fn log(&self, name: &ChannelName, subscribe: bool) -> Arc<ChannelLog> {
         let mut shard = self.shard(name);
-        let log = shard.entry(name.clone()).or_insert_with(|| {
+        let Shard { logs, tombstones } = &mut *shard;
+        let log = logs.entry(name.clone()).or_insert_with(|| {
+            // A channel forgotten by `sweep` goes on in its epoch, so its cursors stay valid.
+            let (epoch, head) = tombstones
+                .remove(name)
+                .map_or_else(|| (new_epoch(), 0), |(e, h, _)| (e, h));
             Arc::new(ChannelLog {
                 name: name.clone(),
                 state: Mutex::new(LogState {
-                    epoch: new_epoch(),
-                    head: 0,
+                    epoch,
+                    head,
                     history: History::new(self.config.history),
                 }),
                 notify: Notify::new(),
@@ -182,7 +197,7 @@ impl Hub {
     }
 
     fn existing(&self, name: &ChannelName) -> Option<Arc<ChannelLog>> {
-        self.shard(name).get(name).cloned()
+        self.shard(name).logs.get(name).cloned()
     }
 
     /// Publishes on this node: assigns the next cursor, appends to history, wakes subscribers.
@@ -282,10 +297,10 @@ impl Hub {
     /// Forgets `channel` if it has no subscribers; returns whether it did (or it was unknown).
     pub fn remove_if_unsubscribed(&self, channel: &ChannelName) -> bool {
         let mut shard = self.shard(channel);
-        match shard.get(channel) {
+        match shard.logs.get(channel) {
             Some(log) if log.subscribers.load(Ordering::Relaxed) > 0 => false,
             _ => {
-                shard.remove(channel);
+                shard.logs.remove(channel);
                 true
             }
         }
@@ -338,22 +353,26 @@ impl Hub {
         Some((subscribers, last, state.history.len()))
     }
 
-    /// Trims history by age and forgets channels with no subscribers and no history left.
-    /// Returns how many channels remain. Call it every few seconds.
+    /// Trims history by age and forgets channels with no subscribers and no history left,
+    /// remembering their epoch and head for [`TOMBSTONE_TTL`]. Returns how many channels remain.
+    /// Call it every few seconds.
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
         let mut remaining = 0;
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            shard.retain(|_, log| {
-                let empty = {
-                    let mut state = log.lock();
-                    state.history.trim_age(now);
-                    state.history.is_empty()
-                };
-                !(empty && log.subscribers.load(Ordering::Relaxed) == 0)
+            let Shard { logs, tombstones } = &mut *shard;
+            logs.retain(|name, log| {
+                let mut state = log.lock();
+                state.history.trim_age(now);
+                let idle = state.history.is_empty() && log.subscribers.load(Ordering::Relaxed) == 0;
+                if idle {
+                    tombstones.insert(name.clone(), (state.epoch, state.head, now));
+                }
+                !idle
             });
-            remaining += shard.len();
+            tombstones.retain(|_, (_, _, at)| now.saturating_duration_since(*at) < TOMBSTONE_TTL);
+            remaining += logs.len();
         }
         remaining
     }
@@ -362,7 +381,7 @@ impl Hub {
     pub fn channel_count(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len())
+            .map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).logs.len())
             .sum()
     }
 }

@@ -1,17 +1,73 @@
-//! The embedded demo: pages served at `/` and `/demo/*`, and the built-in publishers that
-//! `comet serve --demo` starts so the page is alive with no setup.
+//! The embedded demo: pages served at `/` and `/demo/*`, the browser client `comet.js` at
+//! `/comet.js` and `/comet.mjs`, and the built-in publishers that `comet serve --demo` starts so
+//! the page is alive with no setup.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use comet_core::{ChannelName, Publish};
+use http::{HeaderMap, StatusCode, header};
 
 use crate::state::AppState;
 
 const INDEX: &str = include_str!("../../../web/index.html");
 const SCRIPT: &str = include_str!("../../../web/demo.js");
 const STYLE: &str = include_str!("../../../web/demo.css");
+const CLIENT_DEMO: &str = include_str!("../../../web/client-demo.js");
+
+/// The browser client, built from `clients/js/src` by `npm run build` and committed, so building
+/// the server never needs Node. `npm run check-dist` (run by `scripts/test`) fails when it is stale.
+const BUNDLE_IIFE: &str = include_str!("../../../clients/js/dist/comet.js");
+const BUNDLE_ESM: &str = include_str!("../../../clients/js/dist/comet.mjs");
+
+/// A strong entity tag for `body`: FNV-1a 64 of the bytes and the length (RFC 9110 §8.8.3).
+fn etag_of(body: &str) -> String {
+    let hash = body.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("\"{hash:016x}-{:x}\"", body.len())
+}
+
+/// The tags, computed once.
+static ETAG_IIFE: LazyLock<String> = LazyLock::new(|| etag_of(BUNDLE_IIFE));
+static ETAG_ESM: LazyLock<String> = LazyLock::new(|| etag_of(BUNDLE_ESM));
+
+/// Whether `If-None-Match` names `etag` (or is `*`), with the weak comparison RFC 9110 §13.1.2
+/// prescribes for this header.
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+}
+
+/// The bundle with its ETag; `304 Not Modified` when the client already has it. `no-cache`: the
+/// path is not versioned, so clients revalidate (cheaply, by tag) on every load.
+fn bundle(headers: &HeaderMap, body: &'static str, etag: &str) -> Response {
+    let common = [
+        (header::ETAG, etag.to_owned()),
+        (header::CACHE_CONTROL, "no-cache".to_owned()),
+    ];
+    if not_modified(headers, etag) {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    (common, [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], body).into_response()
+}
+
+/// `GET /comet.js`: the client as a classic script defining the global `Comet`.
+pub(crate) async fn client_iife(headers: HeaderMap) -> Response {
+    bundle(&headers, BUNDLE_IIFE, &ETAG_IIFE)
+}
+
+/// `GET /comet.mjs`: the client as an ES module.
+pub(crate) async fn client_esm(headers: HeaderMap) -> Response {
+    bundle(&headers, BUNDLE_ESM, &ETAG_ESM)
+}
 
 fn page(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -32,6 +88,11 @@ pub(crate) async fn index() -> Response {
 /// `GET /demo/demo.js`.
 pub(crate) async fn script() -> Response {
     page("text/javascript; charset=utf-8", SCRIPT)
+}
+
+/// `GET /demo/client-demo.js`: the panels built on `comet.js`, and the transport inspector.
+pub(crate) async fn client_demo() -> Response {
+    page("text/javascript; charset=utf-8", CLIENT_DEMO)
 }
 
 /// `GET /demo/demo.css`.

@@ -39,6 +39,9 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(demo::index))
         .route("/demo/demo.js", get(demo::script))
         .route("/demo/demo.css", get(demo::style))
+        .route("/demo/client-demo.js", get(demo::client_demo))
+        .route("/comet.js", get(demo::client_iife))
+        .route("/comet.mjs", get(demo::client_esm))
         .fallback(|| async { ApiError::not_found("no such route; see docs/protocol.md") });
     let router = if admin {
         router.route("/admin/disconnect", post(disconnect))

@@ -66,13 +66,13 @@ pub(crate) fn event_raw(msg: &Message) -> Bytes {
     })
 }
 
-/// One-channel event with the envelope as data.
+/// One-channel event with the envelope as data. No `event:` line: the envelope carries the name,
+/// and a named event would be invisible to `EventSource.onmessage`.
 pub(crate) fn event_envelope(msg: &Message) -> Bytes {
     msg.encoded(slot::SSE_ENVELOPE, |m| {
         let mut out = b"id: ".to_vec();
         out.extend_from_slice(m.cursor.to_string().as_bytes());
         out.push(b'\n');
-        write_event_line(&mut out, m);
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(&envelope(m));
         out.extend_from_slice(b"\n\n");
@@ -80,11 +80,11 @@ pub(crate) fn event_envelope(msg: &Message) -> Bytes {
     })
 }
 
-/// Several-channel event without its `id:` line and final blank line (both per subscriber).
+/// Several-channel event without its `id:` line and final blank line (both per subscriber). No
+/// `event:` line, as in [`event_envelope`].
 pub(crate) fn event_multi(msg: &Message) -> Bytes {
     msg.encoded(slot::SSE_MULTI, |m| {
         let mut out = Vec::new();
-        write_event_line(&mut out, m);
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(&envelope(m));
         out.push(b'\n');

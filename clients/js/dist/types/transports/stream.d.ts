@@ -1,0 +1,2 @@
+import type { TransportFactory } from '../types.js';
+export declare const stream: TransportFactory;

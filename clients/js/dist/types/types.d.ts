@@ -1,0 +1,154 @@
+import type { BackoffOptions } from './backoff.js';
+/** The six transports, by the names used in `transports: [...]`. */
+export type TransportName = 'websocket' | 'sse' | 'stream' | 'iframe' | 'longpoll' | 'poll';
+/** Every transport, in the default order of preference. */
+export declare const ALL_TRANSPORTS: readonly TransportName[];
+/** A message as the application sees it: the envelope of docs/protocol.md. */
+export interface Message {
+    /** The channel it was published to. */
+    channel: string;
+    /** Its cursor, `<epoch>-<offset>`. */
+    id: string;
+    /** Its event name; `"message"` when the publisher gave none. */
+    event: string;
+    /** The published text, exactly as sent. */
+    data: string;
+    /** When it was published, ms since the Unix epoch. */
+    time: number;
+}
+/** What `onGap` receives: history no longer reached this client's cursor for `channel`. */
+export interface GapInfo {
+    channel: string;
+    /** The last cursor delivered (or the subscription's start) before the gap, if any. */
+    after?: string;
+    /** `"history"` (the server said so), `"epoch"` (a message of a new epoch came without a
+     *  notice), `"bad_cursor"` (the server rejected the cursor; the client restarts live), or
+     *  `"missed"` (messages were skipped in transit and could not be fetched again). */
+    reason: 'history' | 'epoch' | 'bad_cursor' | 'missed';
+}
+/** Options of [`Client.subscribe`]. */
+export interface SubscribeOptions {
+    /** Where to start: absent = from now on; `"earliest"` = all history the server holds; a cursor
+     *  = what follows it. Only the first subscription to a channel decides. */
+    since?: string;
+    /** Called once per message, in order. */
+    onMessage?: (msg: Message) => void;
+    /** Called when messages were lost (history no longer reached the cursor). */
+    onGap?: (info: GapInfo) => void;
+    /** Event names used on this channel. Only needed by the `sse` transport, whose `EventSource`
+     *  delivers a named event only to a listener of that name (see README, "Named events"). */
+    events?: string[];
+}
+/** The connection states. */
+export type ConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
+/** What `client.on("state", fn)` receives. */
+export interface StateChange {
+    state: ConnectionState;
+    /** The transport in use or being tried; `null` when none. */
+    transport: TransportName | null;
+    /** Why (a transport that failed to open, a dropped connection, `offline`…). */
+    reason?: string;
+    /** For `reconnecting`: the wait before the next attempt, ms. */
+    delay?: number;
+    /** For `reconnecting`: how many attempts failed in a row. */
+    attempt?: number;
+}
+/** What `client.on("frame", fn)` receives: one unit of raw traffic (for inspectors and logs). */
+export interface Frame {
+    transport: TransportName | 'http';
+    direction: 'in' | 'out';
+    /** The raw text (an SSE event, an NDJSON line, a WebSocket frame, a poll body, a URL…). */
+    text: string;
+    time: number;
+}
+/** The answer to a publish. */
+export interface PublishResult {
+    channel: string;
+    /** The cursor of the published message. */
+    id: string;
+}
+/** Options of the [`Client`]. */
+export interface ClientOptions {
+    /** A token sent as `Authorization: Bearer` where headers can be set, else as `?token=`. */
+    token?: string;
+    /** The transports to try, in order of preference. Defaults to all six. */
+    transports?: TransportName[];
+    /** The `poll` transport's interval, ms. Defaults to 2000. */
+    pollInterval?: number;
+    /** The `longpoll` transport's hold time, seconds. Defaults to 25. */
+    longpollTimeout?: number;
+    /** How long a streaming connection (WebSocket, stream, iframe) may stay silent before it is
+     *  considered dead and replaced, ms. The server sends a heartbeat every 15 s (`heartbeat_secs`),
+     *  and the WebSocket transport pings every half of this. Defaults to 45000. */
+    heartbeatTimeout?: number;
+    /** How long a transport may take to open before the next one is tried, ms. Defaults to 10000. */
+    connectTimeout?: number;
+    /** Reconnect backoff. */
+    backoff?: BackoffOptions;
+    /** Event names to listen for on the `sse` transport (see [`SubscribeOptions.events`]). */
+    events?: string[];
+    /** The `fetch` to use (tests, or to add headers). Defaults to the global one. */
+    fetch?: typeof fetch;
+}
+/** The events of a [`Client`]. */
+export interface ClientEvents {
+    state: StateChange;
+    frame: Frame;
+    /** Errors that do not end anything (e.g. a WebSocket `error` frame without a `ref`). */
+    error: Error;
+}
+/** A server envelope (what every transport carries). */
+export interface Envelope {
+    channel: string;
+    id: string;
+    event?: string;
+    data: string;
+    time?: number;
+}
+/** How a transport reports to the client. Calls from a stopped transport are ignored. */
+export interface Sink {
+    /** The connection is open (the first response started, the socket opened…). */
+    opened(): void;
+    message(env: Envelope): void;
+    gap(channel: string): void;
+    /** A resume position from the server (a poll's `cursor`, a reconnect notice). */
+    position(text: string): void;
+    frame(direction: 'in' | 'out', text: string): void;
+    /** An error that ends nothing (a WebSocket `error` frame without a `ref`). */
+    error(e: Error): void;
+    /** The connection is over. `retry`: the server's reconnection hint, ms. `badCursor`: the server
+     *  rejected the position (the client then restarts its channels at the live edge). */
+    ended(reason: string, info?: {
+        retry?: number;
+        badCursor?: boolean;
+    }): void;
+}
+/** What a transport gets to open one connection. */
+export interface TransportContext {
+    /** The server's base URL, without a trailing slash. */
+    base: string;
+    token: string | undefined;
+    channels: readonly string[];
+    /** The current resume position (`chan=cursor,…`) of `channels`. */
+    position(): string;
+    /** Event names to listen for (the `sse` transport). */
+    events: ReadonlySet<string>;
+    options: Required<Pick<ClientOptions, 'pollInterval' | 'longpollTimeout' | 'heartbeatTimeout'>>;
+    fetch: typeof fetch;
+    sink: Sink;
+}
+/** One connection over one transport. Created per attempt; `stop` ends it for good. */
+export interface Transport {
+    readonly name: TransportName;
+    start(): void;
+    stop(): void;
+    /** Changes the channel set without reconnecting, where the transport can (WebSocket). */
+    update?(added: readonly string[], removed: readonly string[]): boolean;
+    /** Publishes over this connection, where it can (WebSocket). */
+    publish?(channel: string, data: string, event?: string): Promise<PublishResult>;
+}
+/** Builds a transport, or says why it cannot run here (the client then tries the next). */
+export interface TransportFactory {
+    unavailable(base: string): string | null;
+    create(ctx: TransportContext): Transport;
+}
