@@ -271,7 +271,10 @@ async fn no_gap_and_no_duplicate_at_the_seam_under_concurrent_publishing() {
 #[tokio::test]
 async fn a_swept_channel_keeps_its_epoch_so_cursors_stay_valid() {
     let b = MemoryBroker::new(HubConfig {
-        history: HistoryLimits { max_messages: 10, max_age: Duration::from_millis(1) },
+        history: HistoryLimits {
+            max_messages: 10,
+            max_age: Duration::from_millis(1),
+        },
         queue_len: 4,
     });
     let quiet = ch("quiet");
@@ -282,10 +285,18 @@ async fn a_swept_channel_keeps_its_epoch_so_cursors_stay_valid() {
     assert_eq!(b.sweep(), 0, "both channels are forgotten");
     let mut out = Vec::new();
     let mut again = b.subscribe(quiet.clone(), Since::Cursor(cursor)).await.unwrap();
-    assert_eq!(again.try_read(&mut out, 10), 0, "no false gap for a channel that never had a message");
+    assert_eq!(
+        again.try_read(&mut out, 10),
+        0,
+        "no false gap for a channel that never had a message"
+    );
     let mut again = b.subscribe(busy.clone(), Since::Cursor(last)).await.unwrap();
     assert_eq!(again.try_read(&mut out, 10), 0, "no false gap for a cursor at the head");
-    assert_eq!(publish(&b, &busy, "y"), Cursor::new(last.epoch, last.offset + 1), "offsets go on");
+    assert_eq!(
+        publish(&b, &busy, "y"),
+        Cursor::new(last.epoch, last.offset + 1),
+        "offsets go on"
+    );
     again.try_read(&mut out, 10);
     assert_eq!(data_of(&out), ["y"]);
     assert_eq!(b.stats().snapshot().gaps, 0);

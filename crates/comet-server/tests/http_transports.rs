@@ -143,7 +143,10 @@ async fn stream_sends_a_gap_line_and_an_optional_prelude() {
     body.until("gap and message", |b| b.matches('\n').count() >= 3).await;
     assert!(body.buf.starts_with(&" ".repeat(2048)));
     let lines = body.json_lines();
-    assert_eq!((lines[0]["type"].as_str(), lines[0]["channel"].as_str()), (Some("gap"), Some("sg")));
+    assert_eq!(
+        (lines[0]["type"].as_str(), lines[0]["channel"].as_str()),
+        (Some("gap"), Some("sg"))
+    );
     let resumed = lines[0]["cursor"].as_str().unwrap();
     assert!(resumed.ends_with("-2"), "delivery resumes after offset 2: {resumed}");
     assert_eq!(lines[1]["data"], "3");

@@ -497,7 +497,10 @@ async fn falling_behind_history_sends_a_gap_frame() {
         server.state.broker.publish(msg).await.unwrap();
     }
     let gap = next_json(&mut ws).await;
-    assert_eq!((gap["type"].as_str(), gap["channel"].as_str()), (Some("gap"), Some("slow")));
+    assert_eq!(
+        (gap["type"].as_str(), gap["channel"].as_str()),
+        (Some("gap"), Some("slow"))
+    );
     assert!(gap["cursor"].as_str().unwrap().ends_with("-16"), "{gap}");
     for i in 17..=20 {
         assert_eq!(next_json(&mut ws).await["data"], format!("{i}"));

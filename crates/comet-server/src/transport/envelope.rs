@@ -58,7 +58,10 @@ pub(crate) fn envelope(msg: &Message) -> Bytes {
 /// `{"type":"gap","channel":"…","cursor":"…"}`: `cursor` is where delivery resumes on that
 /// channel (what follows is everything history still holds).
 pub(crate) fn gap_object(gap: &Gap) -> String {
-    format!("{{\"type\":\"gap\",\"channel\":\"{}\",\"cursor\":\"{}\"}}", gap.channel, gap.resumed_at)
+    format!(
+        "{{\"type\":\"gap\",\"channel\":\"{}\",\"cursor\":\"{}\"}}",
+        gap.channel, gap.resumed_at
+    )
 }
 
 #[cfg(test)]
