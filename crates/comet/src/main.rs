@@ -3,7 +3,9 @@
 //! - `comet serve [--listen ADDR] [--config FILE] [--demo]`: run the server.
 //! - `comet publish CHANNEL DATA`: publish one message.
 //! - `comet subscribe CHANNELS [--transport T] [--since CURSOR]`: print messages as JSON lines.
+//! - `comet bench [--server S] [--transport T] [-n N] [--rate R|max]`: the load generator.
 
+mod bench_cmd;
 mod client_cmd;
 mod serve;
 
@@ -25,6 +27,8 @@ enum Command {
     Publish(client_cmd::PublishArgs),
     /// Subscribe to channels and print each message as a JSON line.
     Subscribe(client_cmd::SubscribeArgs),
+    /// Load-test a server (Comet, Nchan, Pushpin) and report throughput, latency and resources.
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,6 +39,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => serve::run(args).await,
             Command::Publish(args) => client_cmd::publish(args).await,
             Command::Subscribe(args) => client_cmd::subscribe(args).await,
+            Command::Bench(args) => bench_cmd::run(args).await,
         }
     })
 }

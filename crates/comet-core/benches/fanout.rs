@@ -1,0 +1,51 @@
+//! Criterion micro-benchmarks of the broker's publish and fan-out path: `Hub::publish` (history
+//! append + wake-up) and the subscribers' reads of the shared log, at several fan-out widths.
+//!
+//! Run: `cargo bench -p comet-core --bench fanout`.
+
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use comet_core::{ChannelName, Event, Hub, HubConfig, Since};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+fn publish(c: &mut Criterion) {
+    let hub = Hub::new(HubConfig::default());
+    let ch = ChannelName::new("bench:a").expect("valid channel name");
+    let data = Bytes::from_static(b"#12345/1795435237123456789#");
+    c.bench_function("publish/no_subscriber", |b| {
+        b.iter(|| black_box(hub.publish(&ch, None, data.clone()).expect("UTF-8")))
+    });
+}
+
+fn fanout(c: &mut Criterion) {
+    let mut group = c.benchmark_group("publish_and_fan_out");
+    for width in [1usize, 100, 1000] {
+        let hub = Hub::new(HubConfig::default());
+        let ch = ChannelName::new("bench:fan").expect("valid channel name");
+        let mut subs: Vec<_> = (0..width).map(|_| hub.subscribe(&ch, Since::Live)).collect();
+        let data = Bytes::from_static(b"#12345/1795435237123456789#");
+        let mut out: Vec<Event> = Vec::with_capacity(4);
+        group.throughput(Throughput::Elements(width as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(width), &width, |b, _| {
+            b.iter(|| {
+                hub.publish(&ch, None, data.clone()).expect("UTF-8");
+                for sub in &mut subs {
+                    sub.try_read(&mut out, 64);
+                    out.clear();
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(300))
+        .measurement_time(std::time::Duration::from_secs(1));
+    targets = publish, fanout
+}
+criterion_main!(benches);
