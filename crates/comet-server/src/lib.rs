@@ -26,5 +26,5 @@ pub mod transport;
 pub use config::{Config, ConfigError};
 pub use error::ApiError;
 pub use router::app;
-pub use server::{raise_fd_limit, serve};
+pub use server::{bind, raise_fd_limit, serve};
 pub use state::AppState;

@@ -21,6 +21,27 @@ use tower::ServiceExt;
 use crate::router::app;
 use crate::state::AppState;
 
+/// The listen backlog: connection storms (thousands of clients reconnecting after a restart)
+/// overflow tokio's default of 1,024, and the kernel then drops SYNs that clients retry only
+/// after a second or more. The kernel caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (a restarted server can bind while old
+/// connections sit in TIME_WAIT).
+///
+/// # Errors
+/// The socket, bind or listen error (e.g. the address is in use).
+pub fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Raises this process's open-file soft limit to its hard limit; returns `(soft, hard)` after.
 ///
 /// # Errors

@@ -415,3 +415,37 @@ async fn admin_disconnect_ends_subscribers_who_then_resume_without_loss() {
         "resumed exactly after the last message seen"
     );
 }
+
+#[tokio::test]
+async fn idle_streams_get_heartbeats_and_busy_ones_do_not() {
+    let server = start_server_with(Config {
+        heartbeat_secs: 1,
+        ..Config::default()
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let mut sse = BodyReader::new(
+        client
+            .get(server.url("/sub/hb"))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap(),
+    );
+    let mut stream = BodyReader::new(client.get(server.url("/sub/hb?transport=stream")).send().await.unwrap());
+    // Idle: a heartbeat within two periods.
+    sse.until("an SSE heartbeat comment", |b| b.contains(": heartbeat\n\n"))
+        .await;
+    stream
+        .until("an empty heartbeat line", |b| b.contains("\n\n") || b.starts_with('\n'))
+        .await;
+    // Busy: a message every 300 ms for 2.5 s leaves no room for a heartbeat.
+    let before = sse.buf.matches(": heartbeat").count();
+    for i in 0..8 {
+        server.publish("hb", &i.to_string()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    sse.until("the last message", |b| b.contains("data: 7\n\n")).await;
+    let during = sse.buf.matches(": heartbeat").count() - before;
+    assert!(during <= 1, "{during} heartbeats while messages flowed every 300 ms");
+}

@@ -55,9 +55,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = comet_server::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let demo = config.demo;
     let (broker, memory): (Arc<dyn Broker>, Option<Arc<MemoryBroker>>) = if config.broker == "memory" {
