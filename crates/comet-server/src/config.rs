@@ -60,7 +60,8 @@ pub struct Config {
     /// Defaults to 10.
     pub ws_pong_timeout_secs: u64,
     /// Largest WebSocket message (after reassembly and inflation) a client may send, in bytes;
-    /// larger closes with 1009. Defaults to 65,536.
+    /// larger closes with 1009. Defaults to 131,072 (128 KiB); at least `max_message_size` + 1,024,
+    /// because a `publish` command wraps the data in JSON (escaping can grow it further).
     pub ws_max_message_size: usize,
     /// Whether to accept permessage-deflate (RFC 7692) when a client offers it. Defaults to true.
     pub ws_compression: bool,
@@ -128,7 +129,7 @@ impl Default for Config {
             iframe_budget: 128 * 1024,
             ws_ping_interval_secs: 25,
             ws_pong_timeout_secs: 10,
-            ws_max_message_size: 64 * 1024,
+            ws_max_message_size: 128 * 1024,
             ws_compression: true,
             header_read_timeout_secs: 10,
             shutdown_grace_secs: 10,
@@ -284,6 +285,14 @@ impl Config {
                 self.broker
             )));
         }
+        if self.ws_max_message_size < self.max_message_size.saturating_add(1024) {
+            return Err(ConfigError::Invalid(format!(
+                "ws_max_message_size ({}) must be at least max_message_size + 1024 ({}): a WebSocket publish \
+                 wraps the data in a JSON command",
+                self.ws_max_message_size,
+                self.max_message_size.saturating_add(1024)
+            )));
+        }
         if self.longpoll_timeout_secs > self.longpoll_max_timeout_secs {
             return Err(ConfigError::Invalid(format!(
                 "longpoll_timeout_secs ({}) exceeds longpoll_max_timeout_secs ({})",
@@ -337,6 +346,17 @@ mod tests {
         assert!(c.demo);
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.max_batch, Config::default().max_batch);
+    }
+
+    #[test]
+    fn the_websocket_limit_must_carry_a_largest_publish() {
+        let env = [("COMET_MAX_MESSAGE_SIZE".to_owned(), "200000".to_owned())];
+        let err = Config::load(None, env).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("ws_max_message_size (131072) must be at least"),
+            "{err}"
+        );
     }
 
     #[test]

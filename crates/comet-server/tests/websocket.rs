@@ -788,3 +788,24 @@ async fn subscribed_cursor_resumes_a_quiet_channel_exactly() {
     assert_eq!(next_json(&mut ws).await["recovered"], true);
     assert_eq!(next_json(&mut ws).await["data"], "while away");
 }
+
+/// Regression: with the default settings, publishing a message of exactly `max_message_size`
+/// over the WebSocket closed the socket with 1009, because the JSON command around the data made
+/// the frame larger than `ws_max_message_size`.
+#[tokio::test]
+async fn a_message_of_the_largest_allowed_size_can_be_published_over_websocket_by_default() {
+    let server = start_server().await;
+    let mut ws = connect(&server, "/ws").await;
+    let data = "a".repeat(Config::default().max_message_size);
+    send_json(
+        &mut ws,
+        json!({"type":"publish","channel":"big","data":data,"ref":"big"}),
+    )
+    .await;
+    let ack = next_json(&mut ws).await;
+    assert_eq!(
+        (ack["type"].as_str(), ack["ref"].as_str()),
+        (Some("ack"), Some("big")),
+        "{ack}"
+    );
+}
