@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A faster GRIP origin for Pushpin (stdlib asyncio, keep-alive): the same answers as
-pushpin-origin.py (the shared recipe, thread per request), which turns connection bursts into
+../shared/peers/pushpin-origin.py (the shared recipe, thread per request), which turns connection bursts into
 502s from Pushpin's proxy. Listens on 127.0.0.1:PORT (default 8091).
   GET  /stream?ch=X  -> Grip-Hold: stream   (plain text stream)
   GET  /sse?ch=X     -> Grip-Hold: stream   (text/event-stream, keep-alive comments)

@@ -173,6 +173,17 @@ pub struct Adapter {
     pub subscribe: Vec<SubscribeSpec>,
 }
 
+/// A subscribe spec that publishes through the adapter's own publish spec.
+fn spec(transport: Transport, path: &str, headers: Vec<(String, String)>, framing: Framing) -> SubscribeSpec {
+    SubscribeSpec {
+        transport,
+        path: Template(path.into()),
+        headers,
+        framing,
+        publish: None,
+    }
+}
+
 impl Adapter {
     /// The subscriber spec and the publish spec to use for `transport`.
     ///
@@ -192,13 +203,6 @@ impl Adapter {
 
     /// Comet (`comet serve`) at `addr`: `POST /pub/{ch}`, `GET /sub/{ch}` per transport.
     pub fn comet(addr: SocketAddr) -> Self {
-        let spec = |transport, path: &str, headers: Vec<(String, String)>, framing| SubscribeSpec {
-            transport,
-            path: Template(path.into()),
-            headers,
-            framing,
-            publish: None,
-        };
         Self {
             name: "comet".into(),
             addr,
@@ -241,13 +245,6 @@ impl Adapter {
     /// Nchan (nginx module, `bench/peers/nchan.conf`) at `addr`: `POST /pub?id={ch}`, one
     /// subscriber URL `/sub?id={ch}` with the transport chosen by request headers.
     pub fn nchan(addr: SocketAddr) -> Self {
-        let spec = |transport, path: &str, headers: Vec<(String, String)>, framing| SubscribeSpec {
-            transport,
-            path: Template(path.into()),
-            headers,
-            framing,
-            publish: None,
-        };
         Self {
             name: "nchan".into(),
             addr,
