@@ -28,7 +28,9 @@ start() {
     : > "$dir/all.pids"
     case $name in
     comet)
-        # Two worker threads on two cores; history long enough for --rate max bursts.
+        # Two worker threads on two cores; history long enough for --rate max bursts; the per-client
+        # limits off, since one load generator stands for thousands of clients.
+        COMET_MAX_CONNECTIONS_PER_IP=0 COMET_MAX_LONGPOLLS_PER_IP=0 COMET_SUBSCRIBES_PER_SEC_PER_IP=0 COMET_PUBLISHES_PER_SEC=0 \
         COMET_HISTORY_SIZE=${COMET_HISTORY_SIZE:-1024} TOKIO_WORKER_THREADS=2 RUST_LOG=warn \
             "$COMET" serve --listen 127.0.0.1:18080 >"$dir/comet.log" 2>&1 &
         echo $! | tee -a "$dir/all.pids" >"$dir/measure.pids"

@@ -33,6 +33,21 @@ pub struct Config {
     /// Most open client connections; past it new ones get `503` and are closed. Defaults to
     /// 50,000. The open-file limit (raised to its hard limit at start) is the other bound.
     pub max_connections: usize,
+    /// Most open connections from one client address (IPv6: one `/64`); past it new ones get
+    /// `429` and are closed. `0`: no limit. Defaults to 1,000. Behind a reverse proxy every client
+    /// has the proxy's address: set 0 and limit in the proxy.
+    pub max_connections_per_ip: usize,
+    /// Most long polls one client address may have held at once; past it `429`. `0`: no limit.
+    /// Defaults to 1,000.
+    pub max_longpolls_per_ip: usize,
+    /// New subscriptions per second one client address may open (streams, SSE, iframes,
+    /// WebSockets and their `subscribe` commands, polls without a cursor), with bursts of five
+    /// seconds' worth; past it `429` + `Retry-After`. `0`: no limit. Defaults to 200.
+    pub subscribes_per_sec_per_ip: u32,
+    /// Publishes per second per token subject (anonymous callers: per address), with bursts of
+    /// five seconds' worth; past it `429` + `Retry-After`. Back-ends with `publish_api_key` are
+    /// not limited. `0`: no limit. Defaults to 100.
+    pub publishes_per_sec: u32,
     /// Messages of history kept per channel. Defaults to 256; at least 1.
     pub history_size: usize,
     /// Age after which history drops a message, in seconds. Defaults to 600.
@@ -103,6 +118,14 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// How long a ticket from `POST /tickets` stays valid, in seconds. Defaults to 60.
     pub ticket_ttl_secs: u64,
+    /// Path of the PEM certificate chain (leaf first) to serve TLS with; set together with
+    /// `tls_key_file`. Both empty (the default): plain TCP. Read at start and on SIGHUP
+    /// (`comet serve` then serves the new certificate to new connections). ALPN offers `h2`
+    /// and `http/1.1`.
+    pub tls_cert_file: String,
+    /// Path of the PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) of `tls_cert_file`; it must
+    /// match the certificate. Defaults to empty (no TLS).
+    pub tls_key_file: String,
     /// Rules per namespace, as `[namespace."chat"]` tables (see [`NamespaceRules`]); the table
     /// `[namespace.""]` is for channels without `:` and for namespaces without a table.
     /// Defaults to none: anonymous clients may do what the auth settings above leave open.
@@ -118,6 +141,10 @@ impl Default for Config {
             max_batch_body: 1024 * 1024,
             max_channels_per_connection: 64,
             max_connections: 50_000,
+            max_connections_per_ip: 1000,
+            max_longpolls_per_ip: 1000,
+            subscribes_per_sec_per_ip: 200,
+            publishes_per_sec: 100,
             history_size: 256,
             history_ttl_secs: 600,
             queue_len: 64,
@@ -144,6 +171,8 @@ impl Default for Config {
             publish_api_key: Secret::default(),
             allowed_origins: Vec::new(),
             ticket_ttl_secs: 60,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
             namespace: BTreeMap::new(),
         }
     }
@@ -200,9 +229,19 @@ impl Config {
                 .unwrap_or(toml::Value::String(value));
             table.insert(name, parsed);
         }
-        let config: Self = toml::Value::Table(table)
+        let config: Self = toml::Value::Table(table.clone())
             .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+            .map_err(|e: toml::de::Error| {
+                // The error does not say where; the first key that fails on its own does.
+                let key = table.iter().find(|(key, value)| {
+                    let alone = toml::Table::from_iter([((*key).clone(), (*value).clone())]);
+                    toml::Value::Table(alone).try_into::<Self>().is_err()
+                });
+                ConfigError::Invalid(match key {
+                    Some((key, _)) => format!("{key}: {}", e.message()),
+                    None => e.message().to_owned(),
+                })
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -215,6 +254,8 @@ impl Config {
         "jwt_issuer",
         "token_cookie",
         "publish_api_key",
+        "tls_cert_file",
+        "tls_key_file",
     ];
 
     /// The setting names, as in TOML.
@@ -225,6 +266,10 @@ impl Config {
         "max_batch_body",
         "max_channels_per_connection",
         "max_connections",
+        "max_connections_per_ip",
+        "max_longpolls_per_ip",
+        "subscribes_per_sec_per_ip",
+        "publishes_per_sec",
         "history_size",
         "history_ttl_secs",
         "queue_len",
@@ -251,13 +296,16 @@ impl Config {
         "publish_api_key",
         "allowed_origins",
         "ticket_ttl_secs",
+        "tls_cert_file",
+        "tls_key_file",
         "namespace",
     ];
 
-    /// Checks ranges.
+    /// Checks ranges, and loads the files it names (the JWT public key; the TLS certificate and
+    /// key, which must both be set or both be empty, and must match).
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] naming the setting.
+    /// [`ConfigError::Invalid`] naming the setting (and the file).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("max_message_size", self.max_message_size as u64),
@@ -300,6 +348,7 @@ impl Config {
             )));
         }
         crate::auth::validate(self).map_err(ConfigError::Invalid)?;
+        crate::tls::validate(self).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -416,7 +465,7 @@ mod tests {
             } else if ["demo", "ws_compression", "admin_api"].contains(key) {
                 "true".to_owned()
             } else if key.starts_with("jwt_") && !key.ends_with("_secs")
-                || ["token_cookie", "publish_api_key"].contains(key)
+                || ["token_cookie", "publish_api_key", "tls_cert_file", "tls_key_file"].contains(key)
             {
                 "\"x\"".to_owned()
             } else if *key == "allowed_origins" {

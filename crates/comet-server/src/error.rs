@@ -17,6 +17,9 @@ pub struct ApiError {
     pub code: &'static str,
     /// What went wrong, for people.
     pub message: String,
+    /// For `429` (and `503`): seconds after which a retry may succeed, sent as `Retry-After`
+    /// (RFC 9110 §10.2.3) and as `retry_after` in the body.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -26,6 +29,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -35,6 +39,7 @@ impl ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             code: "too_large",
             message: format!("{what} is {size} bytes; at most {max} are allowed"),
+            retry_after: None,
         }
     }
 
@@ -44,6 +49,7 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             code: "not_found",
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -53,21 +59,25 @@ impl ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "unavailable",
             message: message.into(),
+            retry_after: Some(1),
         }
     }
 
     /// The JSON body.
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"code": self.code, "message": self.message}})
+        match self.retry_after {
+            None => json!({"error": {"code": self.code, "message": self.message}}),
+            Some(secs) => json!({"error": {"code": self.code, "message": self.message, "retry_after": secs}}),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = (self.status, Json(self.body())).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(secs) = self.retry_after {
             res.headers_mut()
-                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
         }
         res
     }
@@ -106,6 +116,7 @@ impl From<BrokerError> for ApiError {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 code: "internal",
                 message: m,
+                retry_after: None,
             },
         }
     }

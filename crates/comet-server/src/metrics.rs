@@ -19,6 +19,12 @@ struct TransportLabel {
     transport: &'static str,
 }
 
+/// Label set `limit="max_connections_per_ip"` etc.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
+}
+
 /// The server's metrics. Cheap to update from any task.
 #[derive(Debug)]
 pub struct Metrics {
@@ -26,6 +32,7 @@ pub struct Metrics {
     open: Family<TransportLabel, Gauge>,
     opened: Family<TransportLabel, Counter>,
     publish_seconds: Histogram,
+    limit_refusals: Family<LimitLabel, Counter>,
     /// Connections accepted and still open (all transports, plus plain HTTP requests).
     pub(crate) connections: Arc<AtomicI64>,
     /// Accepts refused because the process ran out of file descriptors or hit `max_connections`.
@@ -117,6 +124,12 @@ impl Metrics {
             "Time to publish one message.",
             publish_seconds.clone(),
         );
+        let limit_refusals = Family::<LimitLabel, Counter>::default();
+        registry.register(
+            "comet_limit_refusals",
+            "Requests, connections, subscriptions and publishes refused by a limit (the setting's name).",
+            limit_refusals.clone(),
+        );
         registry.register_collector(Box::new(BrokerCollector(broker)));
         let connections = Arc::new(AtomicI64::new(0));
         let refused = Arc::new(AtomicU64::new(0));
@@ -129,6 +142,7 @@ impl Metrics {
             open,
             opened,
             publish_seconds,
+            limit_refusals,
             connections,
             refused,
         }
@@ -143,6 +157,20 @@ impl Metrics {
             metrics: Arc::clone(self),
             kind,
         }
+    }
+
+    /// Counts one refusal by `limit` in `comet_limit_refusals_total`.
+    pub fn limit_refused(&self, limit: crate::limits::Limit) {
+        self.limit_refusals
+            .get_or_create(&LimitLabel { limit: limit.name() })
+            .inc();
+    }
+
+    /// Refusals by `limit` so far.
+    pub fn limit_refusals(&self, limit: crate::limits::Limit) -> u64 {
+        self.limit_refusals
+            .get_or_create(&LimitLabel { limit: limit.name() })
+            .get()
     }
 
     /// Records one publish that took `seconds`.

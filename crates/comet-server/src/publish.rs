@@ -1,12 +1,14 @@
 //! The publish API: `POST /pub/{channel}` and the JSON batch `POST /pub` (docs/protocol.md
 //! "Publish").
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use axum::Json;
+use axum::extract::ConnectInfo;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use comet_core::{ChannelName, EventName, Publish};
 use http::StatusCode;
@@ -22,22 +24,34 @@ pub(crate) struct PubQuery {
     event: Option<String>,
 }
 
-/// Checks and publishes one message for `identity`; shared by HTTP and WebSocket publishing
-/// (`websocket`: the namespace's `client_publish` rule applies).
+/// Who publishes: the credential, the client's address (for the anonymous rate limit), and
+/// whether over a WebSocket (then the namespace's `client_publish` rule applies).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Publisher<'a> {
+    pub(crate) identity: &'a Identity,
+    pub(crate) client: Option<IpAddr>,
+    pub(crate) websocket: bool,
+}
+
+/// Checks and publishes one message for `by`; shared by HTTP and WebSocket publishing.
 ///
 /// # Errors
-/// `bad_channel`/`bad_event` for names, `unauthorized`/`forbidden` (auth), `too_large` (the
-/// namespace's `max_message_size`), `not_utf8`, or the broker's error.
+/// `bad_channel`/`bad_event` for names, `unauthorized`/`forbidden` (auth), `rate_limited`
+/// (`publishes_per_sec`, with `retry_after`), `too_large` (the namespace's
+/// `max_message_size`), `not_utf8`, or the broker's error.
 pub(crate) async fn publish_one(
     state: &AppState,
-    identity: &Identity,
-    websocket: bool,
+    by: Publisher<'_>,
     channel: &str,
     event: Option<&str>,
     data: Bytes,
 ) -> Result<comet_core::Cursor, ApiError> {
     let channel = ChannelName::new(channel)?;
-    identity.authorize(&state.config, Action::Publish, &channel, websocket)?;
+    let identity = by.identity;
+    identity.authorize(&state.config, Action::Publish, &channel, by.websocket)?;
+    state
+        .limits
+        .publish(crate::limits::Publisher::of(identity, by.client).as_ref())?;
     let event = event.map(EventName::new).transpose()?;
     let max = crate::auth::policy::max_message_size(&state.config, &channel);
     if data.len() > max {
@@ -55,11 +69,17 @@ pub(crate) async fn publish(
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<PubQuery>, QueryRejection>,
     identity: Identity,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let Path(channel) = path.map_err(|e| ApiError::bad_request("bad_channel", e.body_text()))?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("bad_request", e.body_text()))?;
-    let cursor = publish_one(&state, &identity, false, &channel, query.event.as_deref(), body).await?;
+    let by = Publisher {
+        identity: &identity,
+        client: client.map(|Extension(ConnectInfo(addr))| addr.ip()),
+        websocket: false,
+    };
+    let cursor = publish_one(&state, by, &channel, query.event.as_deref(), body).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"channel": channel, "id": cursor.to_string()})),
@@ -80,8 +100,14 @@ struct BatchItem {
 pub(crate) async fn publish_batch(
     State(state): State<AppState>,
     identity: Identity,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let by = Publisher {
+        identity: &identity,
+        client: client.map(|Extension(ConnectInfo(addr))| addr.ip()),
+        websocket: false,
+    };
     let items: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "bad_body",
@@ -92,16 +118,9 @@ pub(crate) async fn publish_batch(
     for (i, item) in items.into_iter().enumerate() {
         let result = match serde_json::from_value::<BatchItem>(item) {
             Err(e) => Err(ApiError::bad_request("bad_body", format!("item {i}: {e}"))),
-            Ok(item) => publish_one(
-                &state,
-                &identity,
-                false,
-                &item.channel,
-                item.event.as_deref(),
-                Bytes::from(item.data),
-            )
-            .await
-            .map(|cursor| json!({"channel": item.channel, "id": cursor.to_string()})),
+            Ok(item) => publish_one(&state, by, &item.channel, item.event.as_deref(), Bytes::from(item.data))
+                .await
+                .map(|cursor| json!({"channel": item.channel, "id": cursor.to_string()})),
         };
         results.push(result.unwrap_or_else(|e| e.body()));
     }

@@ -29,8 +29,12 @@ pub fn app(state: AppState) -> Router {
             "/pub",
             post(publish::publish_batch).layer(DefaultBodyLimit::max(batch_limit)),
         )
-        .route("/sub/{channels}", get(transport::subscribe))
-        .route("/ws", get(transport::ws_bare))
+        // CONNECT: WebSockets over HTTP/2 (RFC 8441 §4, extended CONNECT with `:protocol`).
+        .route(
+            "/sub/{channels}",
+            get(transport::subscribe).connect(transport::subscribe),
+        )
+        .route("/ws", get(transport::ws_bare).connect(transport::ws_bare))
         .route("/tickets", post(crate::auth::tickets::issue))
         .route("/channels/{channel}", get(channel_info))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -63,7 +67,12 @@ async fn disconnect(State(state): State<AppState>) -> Response {
     (http::StatusCode::ACCEPTED, axum::Json(json!({"disconnected": true}))).into_response()
 }
 
-async fn channel_info(State(state): State<AppState>, Path(channel): Path<String>) -> Result<Response, ApiError> {
+async fn channel_info(
+    State(state): State<AppState>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    // A path that is not UTF-8 once percent-decoded gets our JSON error, not axum's plain text.
+    let Path(channel) = path.map_err(|e| ApiError::bad_request("bad_channel", e.body_text()))?;
     let channel = ChannelName::new(&channel)?;
     let info = state.broker.channel_info(channel).await?;
     Ok(axum::Json(json!({

@@ -3,6 +3,13 @@
 //! Our own loop instead of `axum::serve` because we need: a header-read timeout (slowloris), a
 //! connection count and limit, polite refusal when out of file descriptors, and a bounded
 //! graceful drain in which every long-lived response ends itself.
+//!
+//! With TLS ([`serve_with_tls`], tls.rs) the handshake runs in the connection's task, bounded by
+//! `header_read_timeout_secs` (the HTTP/1.1 header-read timeout then starts after it); a client
+//! that does not finish it in time is dropped. A connection refused at a limit is refused inside
+//! TLS: the handshake (bounded the same way, at most [`TLS_REFUSAL_HANDSHAKE`]) and then the same
+//! `503`/`429` over HTTP/1.1 or HTTP/2, whichever ALPN chose. Out of descriptors, a TLS
+//! connection is closed without an answer (the handshake cannot run in the accept loop).
 
 use std::io;
 use std::sync::Arc;
@@ -18,8 +25,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
+use crate::h1_stream::{self, Head, Prefixed};
+use crate::limits::Limit;
 use crate::router::app;
 use crate::state::AppState;
+use crate::tls::Tls;
+
+/// The longest TLS handshake a connection being refused (at a limit) may take before it is
+/// dropped without its answer.
+pub const TLS_REFUSAL_HANDSHAKE: Duration = Duration::from_secs(2);
 
 /// The listen backlog: connection storms (thousands of clients reconnecting after a restart)
 /// overflow tokio's default of 1,024, and the kernel then drops SYNs that clients retry only
@@ -52,12 +66,40 @@ pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
     rlimit::Resource::NOFILE.get()
 }
 
-const REFUSAL_BODY: &str =
-    "{\"error\":{\"code\":\"unavailable\",\"message\":\"server at its connection limit; retry later\"}}";
+/// Why a connection is refused, and what the client is told.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// Out of descriptors or over `max_connections`: `503`.
+    Full,
+    /// Over `max_connections_per_ip`: `429`.
+    PerIp,
+}
 
-/// Answers `503` on a connection we will not serve: reads (and discards) the request head for at
-/// most 500 ms and 8 KiB so the client sees an answer to its request, then closes.
-async fn refuse(mut stream: TcpStream) {
+impl Refusal {
+    fn response(self) -> String {
+        let (status, code, message) = match self {
+            Refusal::Full => (
+                "503 Service Unavailable",
+                "unavailable",
+                "server at its connection limit; retry later",
+            ),
+            Refusal::PerIp => (
+                "429 Too Many Requests",
+                "too_many_connections",
+                "too many connections from this address (max_connections_per_ip); retry later",
+            ),
+        };
+        let body = format!("{{\"error\":{{\"code\":\"{code}\",\"message\":\"{message}\",\"retry_after\":1}}}}");
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+}
+
+/// Answers a connection we will not serve: reads (and discards) the request head for at most
+/// 500 ms and 8 KiB so the client sees an answer to its request, then closes.
+async fn refuse(mut stream: TcpStream, why: Refusal) {
     let mut head = [0u8; 8192];
     let mut read = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
@@ -67,12 +109,45 @@ async fn refuse(mut stream: TcpStream) {
             _ => break,
         }
     }
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{REFUSAL_BODY}",
-        REFUSAL_BODY.len()
-    );
+    let response = why.response();
     let _ = tokio::time::timeout(Duration::from_millis(200), stream.write_all(response.as_bytes())).await;
     let _ = stream.shutdown().await;
+}
+
+impl Refusal {
+    /// The status and JSON body of [`response`](Self::response), to answer through hyper.
+    fn status_and_body(self) -> (http::StatusCode, String) {
+        let raw = self.response();
+        let status = raw
+            .get("HTTP/1.1 ".len().."HTTP/1.1 000".len())
+            .and_then(|code| code.parse().ok())
+            .and_then(|code| http::StatusCode::from_u16(code).ok())
+            .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE);
+        let body = raw.split_once("\r\n\r\n").map_or("", |(_, body)| body).to_owned();
+        (status, body)
+    }
+}
+
+/// Refuses a TLS connection as [`refuse`] does a plain one, inside TLS: the handshake (within
+/// `handshake`, at most [`TLS_REFUSAL_HANDSHAKE`]), then every request on it is answered with the
+/// refusal (HTTP/1.1 then close, or HTTP/2) for at most 700 ms, then the connection is closed.
+async fn refuse_tls(stream: TcpStream, tls: tokio_rustls::TlsAcceptor, why: Refusal, handshake: Duration) {
+    let Ok(Ok(stream)) = tokio::time::timeout(handshake.min(TLS_REFUSAL_HANDSHAKE), tls.accept(stream)).await else {
+        return;
+    };
+    let (status, body) = why.status_and_body();
+    let service = hyper::service::service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
+        let response = hyper::Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::RETRY_AFTER, "1")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())));
+        std::future::ready(response)
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().keep_alive(false);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(Duration::from_millis(700), conn).await;
 }
 
 fn is_fd_exhaustion(e: &io::Error) -> bool {
@@ -96,12 +171,27 @@ impl Drop for ConnectionCount {
 
 /// Serves `listener` until `state.shutdown` is cancelled, then drains: long-lived responses end
 /// themselves (they watch the same token), and connections still open after
-/// `shutdown_grace_secs` are dropped.
+/// `shutdown_grace_secs` are dropped. Speaks TLS when the configuration names a certificate and
+/// key (`tls_cert_file`, `tls_key_file`), loaded here; to reload them later, load a [`Tls`]
+/// yourself and call [`serve_with_tls`].
 ///
 /// # Errors
-/// None today; accept errors are logged and survived. The `Result` leaves room for bind-time
-/// checks.
+/// `InvalidInput` when the TLS files cannot be loaded ([`crate::TlsError`]). Accept errors are
+/// logged and survived.
 pub async fn serve(listener: TcpListener, state: AppState) -> io::Result<()> {
+    let tls = Tls::from_config(&state.config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    serve_with_tls(listener, state, tls).await
+}
+
+/// [`serve`] with the TLS given: `Some` serves HTTPS (ALPN `h2`, `http/1.1`) with `tls`, whose
+/// [`Tls::reload`] then changes the certificate of new connections; `None` serves plain TCP.
+/// The configuration's `tls_*` settings are not read here.
+///
+/// # Errors
+/// None today; accept errors are logged and survived.
+pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<Tls>) -> io::Result<()> {
+    let handshake = Duration::from_secs(state.config.header_read_timeout_secs);
+    let head_timeout = handshake;
     let router = app(state.clone());
     let config = Arc::clone(&state.config);
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -114,9 +204,23 @@ pub async fn serve(listener: TcpListener, state: AppState) -> io::Result<()> {
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .enable_connect_protocol();
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let connections = Arc::clone(&state.metrics.connections);
     let mut spare = spare_fd();
+    // Rate-limit state of clients back at a full allowance is dropped now and then.
+    let sweeper = {
+        let (limits, shutdown) = (Arc::clone(&state.limits), state.shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = tick.tick() => limits.sweep(),
+                }
+            }
+        })
+    };
     loop {
         let accepted = tokio::select! {
             () = state.shutdown.cancelled() => break,
@@ -129,7 +233,10 @@ pub async fn serve(listener: TcpListener, state: AppState) -> io::Result<()> {
                 tracing::warn!(error = %e, "out of file descriptors; refusing a connection");
                 drop(spare.take());
                 if let Ok((stream, _)) = listener.accept().await {
-                    refuse(stream).await;
+                    // Over TLS the answer needs a handshake, too long for the accept loop: close.
+                    if tls.is_none() {
+                        refuse(stream, Refusal::Full).await;
+                    }
                 }
                 spare = spare_fd();
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -142,30 +249,98 @@ pub async fn serve(listener: TcpListener, state: AppState) -> io::Result<()> {
         };
         if connections.load(Ordering::Relaxed) >= i64::try_from(config.max_connections).unwrap_or(i64::MAX) {
             state.metrics.refused.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(refuse(stream));
+            state.metrics.limit_refused(Limit::Connections);
+            match &tls {
+                None => tokio::spawn(refuse(stream, Refusal::Full)),
+                Some(tls) => tokio::spawn(refuse_tls(stream, tls.acceptor(), Refusal::Full, handshake)),
+            };
             continue;
         }
+        let Some(per_ip) = state.limits.connection(peer.ip()) else {
+            match &tls {
+                None => tokio::spawn(refuse(stream, Refusal::PerIp)),
+                Some(tls) => tokio::spawn(refuse_tls(stream, tls.acceptor(), Refusal::PerIp, handshake)),
+            };
+            continue;
+        };
         connections.fetch_add(1, Ordering::Relaxed);
         let count = ConnectionCount(Arc::clone(&connections));
+        let mut stream = stream;
         let _ = stream.set_nodelay(true);
+        let streams_router = router.clone();
         let service = router
             .clone()
             .map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req
             });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+        // The acceptor is taken now: it serves the certificate current at accept time.
+        let (builder, watcher, tls) = (
+            Arc::clone(&builder),
+            graceful.watcher(),
+            tls.as_ref().map(Tls::acceptor),
+        );
+        let task = async move {
+            let service = TowerToHyperService::new(service);
+            let served = match tls {
+                // A streaming subscription is written here, without hyper's buffers (h1_stream.rs);
+                // anything else goes to hyper with the bytes read so far put back.
+                None => match h1_stream::read_head(&mut stream, head_timeout).await {
+                    Head::Gone => Ok(()),
+                    Head::Stream(mut request) => {
+                        request.extensions_mut().insert(ConnectInfo(peer));
+                        h1_stream::serve_stream(stream, *request, streams_router).await;
+                        Ok(())
+                    }
+                    Head::Other(prefix) => {
+                        let io = TokioIo::new(Prefixed::new(prefix, stream));
+                        let conn = builder.serve_connection_with_upgrades(io, service);
+                        // Boxed, so the task of a streaming connection is not sized for hyper's.
+                        Box::pin(watcher.watch(conn.into_owned())).await
+                    }
+                },
+                // In this task, so a slow handshake holds up no one; bounded like a request head.
+                // Boxed like hyper's above.
+                Some(tls) => {
+                    Box::pin(async move {
+                        match tokio::time::timeout(handshake, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => {
+                                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                                watcher.watch(conn.into_owned()).await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                Ok(())
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, ?handshake, "TLS handshake not finished in time; dropped");
+                                Ok(())
+                            }
+                        }
+                    })
+                    .await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(count);
-        });
+            drop(per_ip);
+        };
+        tokio::spawn(task);
     }
     drop(listener);
+    sweeper.abort();
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    // Hyper's connections drain through `graceful`; streams written by h1_stream end themselves
+    // (their bodies watch the shutdown token) and are counted in `connections`.
+    let drained = async {
+        graceful.shutdown().await;
+        while connections.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(?grace, "connections still open after the grace period; closing them");
     }
     Ok(())

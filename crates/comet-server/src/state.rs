@@ -6,6 +6,7 @@ use comet_core::Broker;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 
 /// Shared by every request handler. Cheap to clone.
@@ -17,6 +18,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Counters and histograms for `GET /metrics`.
     pub metrics: Arc<Metrics>,
+    /// Per-client connection, long-poll and rate limits, and what each client holds.
+    pub limits: Arc<Limits>,
     /// Cancelled when the server shuts down: every long-lived body (SSE, stream, iframe, held
     /// long-poll, WebSocket) watches it and ends itself, or graceful shutdown would hang.
     pub shutdown: CancellationToken,
@@ -30,8 +33,10 @@ impl AppState {
     /// State for `broker` and `config`, with a fresh shutdown token.
     pub fn new(broker: Arc<dyn Broker>, config: Config) -> Self {
         let shutdown = CancellationToken::new();
+        let metrics = Arc::new(Metrics::new(Arc::clone(&broker)));
         Self {
-            metrics: Arc::new(Metrics::new(Arc::clone(&broker))),
+            limits: Arc::new(Limits::new(&config, Arc::clone(&metrics))),
+            metrics,
             broker,
             config: Arc::new(config),
             generation: Arc::new(Mutex::new(shutdown.child_token())),

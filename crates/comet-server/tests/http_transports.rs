@@ -449,3 +449,64 @@ async fn idle_streams_get_heartbeats_and_busy_ones_do_not() {
     let during = sse.buf.matches(": heartbeat").count() - before;
     assert!(during <= 1, "{during} heartbeats while messages flowed every 300 ms");
 }
+
+/// Streams written outside hyper (h1_stream.rs) watch their socket between messages: a client
+/// that closes is unsubscribed at once, not at the next heartbeat (15 s by default). Also checks
+/// the HTTP/1.1 framing of that path byte for byte: head, chunked body, `Connection: close`.
+#[tokio::test]
+async fn streams_notice_a_client_that_goes_away_and_frame_chunks() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start_server().await;
+    for transport in ["sse", "stream", "iframe"] {
+        let channel = format!("gone-{transport}");
+        let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let request = format!("GET /sub/{channel}?transport={transport} HTTP/1.1\r\nhost: x\r\n\r\n");
+        socket.write_all(request.as_bytes()).await.unwrap();
+        server.publish(&channel, "hello").await;
+        let mut got = Vec::new();
+        recv_timeout(SOON, async {
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&got).contains("hello") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "{transport}: closed early");
+                got.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{transport}: {head}");
+        assert!(head.contains("\r\nconnection: close"), "{transport}: {head}");
+        assert!(head.contains("\r\ntransfer-encoding: chunked"), "{transport}: {head}");
+        assert!(head.contains("\r\ndate: "), "{transport}: {head}");
+        // Every chunk: hex size, CRLF, exactly that many bytes, CRLF.
+        let mut rest = body.as_bytes();
+        while let Some(at) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..at]).unwrap(), 16).unwrap();
+            if rest.len() < at + 2 + size + 2 {
+                break; // a chunk still arriving
+            }
+            assert_eq!(
+                &rest[at + 2 + size..at + 4 + size],
+                b"\r\n",
+                "{transport}: chunk framing"
+            );
+            rest = &rest[at + 4 + size..];
+        }
+        assert!(rest.is_empty(), "{transport}: trailing bytes {rest:?}");
+
+        let info = get_json(&server.url(&format!("/channels/{channel}")), 200).await;
+        assert_eq!(info["subscribers"], 1, "{transport}");
+        drop(socket);
+        recv_timeout(SOON, async {
+            loop {
+                let info = get_json(&server.url(&format!("/channels/{channel}")), 200).await;
+                if info["subscribers"] == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+}

@@ -1,4 +1,5 @@
-//! `comet serve`: load the configuration, start the broker and the server, stop on a signal.
+//! `comet serve`: load the configuration, start the broker and the server, stop on a signal;
+//! with TLS, reload the certificate on SIGHUP.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use comet_core::{Broker, MemoryBroker};
 use comet_redis::{RedisBroker, RedisConfig};
-use comet_server::{AppState, Config};
+use comet_server::{AppState, Config, Tls};
 use tracing_subscriber::EnvFilter;
 
 /// Options of `comet serve`. Flags win over `COMET_*` variables, which win over the file.
@@ -55,6 +56,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
 
+    // Loaded (and so checked) before binding: a bad certificate fails the start, not a handshake.
+    let tls = Tls::from_config(&config).context("cannot set up TLS")?;
     let listener = comet_server::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let demo = config.demo;
@@ -87,14 +90,47 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         comet_server::demo::start_publishers(&state);
     }
     tokio::spawn(stop_on_signal(state.shutdown.clone()));
+    if let Some(tls) = &tls {
+        // Installed before the "listening" line, so a SIGHUP after it never hits the default
+        // action (terminate).
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot install the SIGHUP handler")?;
+        tokio::spawn(reload_on_sighup(tls.clone(), hup, state.shutdown.clone()));
+    }
 
-    tracing::info!(%addr, demo, "comet listening on http://{addr}/");
-    comet_server::serve(listener, state).await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, demo, tls = tls.is_some(), "comet listening on {scheme}://{addr}/");
+    comet_server::serve_with_tls(listener, state, tls).await?;
     if let Some(sweeper) = sweeper {
         sweeper.await.ok();
     }
     tracing::info!("comet stopped");
     Ok(())
+}
+
+/// Re-reads the TLS certificate and key on each SIGHUP (`hup`) until `shutdown`: new connections
+/// get the new certificate; if the files do not load, the old one stays and an error is logged.
+async fn reload_on_sighup(
+    tls: Tls,
+    mut hup: tokio::signal::unix::Signal,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            received = hup.recv() => if received.is_none() { return },
+        }
+        match tls.reload() {
+            Ok(()) => tracing::info!(
+                cert = %tls.cert_file().display(),
+                key = %tls.key_file().display(),
+                "SIGHUP: TLS certificate reloaded; new connections get it"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; still serving the previous one")
+            }
+        }
+    }
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM (DESIGN §7).

@@ -72,6 +72,11 @@ fn every_transport_works_through_the_nginx_config() {
     let comet_port = free_port();
     let mut comet = Command::new(BIN)
         .args(["serve", "--listen", &format!("127.0.0.1:{comet_port}")])
+        // As deploy/nginx.conf says: behind the proxy, per-address limits are the proxy's.
+        .env("COMET_MAX_CONNECTIONS_PER_IP", "0")
+        .env("COMET_MAX_LONGPOLLS_PER_IP", "0")
+        .env("COMET_SUBSCRIBES_PER_SEC_PER_IP", "0")
+        .env("COMET_PUBLISHES_PER_SEC", "0")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .spawn()

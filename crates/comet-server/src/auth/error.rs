@@ -117,6 +117,7 @@ impl From<AuthError> for ApiError {
             status,
             code: e.code(),
             message: e.to_string(),
+            retry_after: (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1),
         }
     }
 }

@@ -210,21 +210,17 @@ pub(crate) enum Source {
     Cookie,
 }
 
-/// The credential parameters of a query string (others are ignored).
-#[derive(Debug, Default, Deserialize)]
-struct CredentialQuery {
-    token: Option<String>,
-    ticket: Option<String>,
-}
-
 /// The credential of a request and where it came from, first match winning: the
 /// `Authorization: Bearer` header, `?token=`, `?ticket=`, the cookie named `cookie`.
 pub(crate) fn credential(parts: &Parts, cookie: &str) -> Option<(Source, String)> {
+    // Header values are read lossily: one with bytes that are not visible ASCII is still a
+    // credential given (a bad one: `401`), not the absence of one.
+    let text = |v: &http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
     let bearer = parts
         .headers
         .get_all(http::header::AUTHORIZATION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(text)
         .find_map(|v| {
             let (scheme, rest) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim().to_owned())
@@ -232,24 +228,33 @@ pub(crate) fn credential(parts: &Parts, cookie: &str) -> Option<(Source, String)
     if let Some(token) = bearer {
         return Some((Source::Bearer, token));
     }
-    let query = Query::<CredentialQuery>::try_from_uri(&parts.uri)
+    // As pairs, so a parameter given twice is still given (the first one counts) rather than a
+    // query that fails to parse and so carries no credential.
+    let query = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
         .map(|q| q.0)
         .unwrap_or_default();
-    if let Some(token) = query.token.filter(|t| !t.is_empty()) {
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(key, value)| key == name && !value.is_empty())
+            .map(|(_, value)| value.clone())
+    };
+    if let Some(token) = param("token") {
         return Some((Source::Query, token));
     }
-    if let Some(ticket) = query.ticket.filter(|t| !t.is_empty()) {
+    if let Some(ticket) = param("ticket") {
         return Some((Source::Ticket, ticket));
     }
     parts
         .headers
         .get_all(http::header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            (name == cookie && !value.is_empty()).then(|| value.trim_matches('"').to_owned())
+        .map(text)
+        .find_map(|v| {
+            v.split(';').find_map(|pair| {
+                let (name, value) = pair.trim().split_once('=')?;
+                (name == cookie && !value.is_empty()).then(|| value.trim_matches('"').to_owned())
+            })
         })
         .map(|token| (Source::Cookie, token))
 }
@@ -420,6 +425,14 @@ mod tests {
             c(&parts("/sub/a?x=1&ticket=t", &[])),
             Some((Source::Ticket, "t".into()))
         );
+        assert_eq!(
+            c(&parts("/sub/a?token=q&token=r&token=q", &[])),
+            Some((Source::Query, "q".into()))
+        );
+        let not_ascii = http::HeaderValue::from_bytes(b"Bearer \xff").unwrap();
+        let mut odd = parts("/sub/a", &[]);
+        odd.headers.insert(http::header::AUTHORIZATION, not_ascii);
+        assert_eq!(c(&odd), Some((Source::Bearer, "\u{fffd}".into())));
         assert_eq!(
             c(&parts(
                 "/sub/a",

@@ -19,7 +19,9 @@ const PADDING: usize = 1024;
 /// # Errors
 /// `400 bad_callback` saying what is wrong.
 pub(crate) fn validate_callback(name: &str) -> Result<(), ApiError> {
-    let bad = |why: &str| ApiError::bad_request("bad_callback", format!("invalid callback {name:?}: {why}"));
+    // The message does not repeat the name: the answer may be shown in the page's iframe, and
+    // the name is whatever the URL's author put there.
+    let bad = |why: &str| ApiError::bad_request("bad_callback", format!("invalid callback: {why}"));
     let bytes = name.as_bytes();
     let Some(&first) = bytes.first() else {
         return Err(bad("it is empty"));

@@ -14,6 +14,7 @@ use crate::state::AppState;
 /// Handles a long poll.
 pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response, ApiError> {
     let timeout = longpoll_timeout(&state, req.query.timeout.as_deref())?;
+    let _held = state.limits.longpoll(req.client)?;
     let mut set = open(&state, &req).await?;
     let _guard = state.metrics.subscriber(Kind::LongPoll);
     let max = state.config.max_batch;

@@ -104,6 +104,8 @@ pub(crate) struct SubRequest {
     pub(crate) channels: Vec<ChannelName>,
     pub(crate) since: Vec<Since>,
     pub(crate) query: SubQuery,
+    /// The client's address, for the per-IP limits (`None` if the accept loop gave none).
+    pub(crate) client: Option<std::net::IpAddr>,
 }
 
 /// Splits and validates `a,b,c`: at least one, at most `max`, no repeats.
@@ -176,9 +178,26 @@ pub(crate) async fn subscribe(
         let Query(query) = query.map_err(|e| ApiError::bad_request("bad_request", e.body_text()))?;
         let channels = parse_channels(&list, state.config.max_channels_per_connection)?;
         identity.authorize_all(&state.config, &channels, false)?;
-        let kind = choose(req.headers(), &query)?;
-        let since = Position::resolve(cursor_text(req.headers(), &query)?, &channels)?;
-        Ok::<_, ApiError>((kind, SubRequest { channels, since, query }))
+        // Over HTTP/2 a WebSocket opens with an extended CONNECT (RFC 8441 §4; websocket.rs checks it).
+        let kind = if req.method() == http::Method::CONNECT {
+            Kind::WebSocket
+        } else {
+            choose(req.headers(), &query)?
+        };
+        let cursor = cursor_text(req.headers(), &query)?;
+        let since = Position::resolve(cursor, &channels)?;
+        let client = crate::limits::client_ip(req.extensions());
+        // A poll with a cursor continues a subscription; anything else starts one.
+        if cursor.is_none() || !matches!(kind, Kind::Poll | Kind::LongPoll) {
+            state.limits.subscribe(client)?;
+        }
+        let sub = SubRequest {
+            channels,
+            since,
+            query,
+            client,
+        };
+        Ok::<_, ApiError>((kind, sub))
     })();
     let (kind, sub) = match result {
         Ok(ok) => ok,
@@ -212,12 +231,17 @@ pub(crate) async fn ws_bare(
         Ok(Query(q)) => q,
         Err(e) => return ApiError::bad_request("bad_request", e.body_text()).into_response(),
     };
+    let client = crate::limits::client_ip(req.extensions());
+    if let Err(e) = state.limits.subscribe(client) {
+        return e.into_response();
+    }
     websocket::handle(
         state,
         SubRequest {
             channels: Vec::new(),
             since: Vec::new(),
             query,
+            client,
         },
         identity,
         req,

@@ -6,6 +6,11 @@
 //!   is selected when offered (§4.2.2, §1.9); permessage-deflate (RFC 7692) is accepted when
 //!   offered and `ws_compression` is on. The URL's channels are subscribed before the `101`, so
 //!   a broker failure is still an HTTP error.
+//! - Over HTTP/2 (RFC 8441): an extended CONNECT with `:protocol = websocket` (§4) on the same
+//!   paths, answered `200` instead of `101`, without `Sec-WebSocket-Key`/`Accept` (§5); the
+//!   server advertises `SETTINGS_ENABLE_CONNECT_PROTOCOL` (§3, server.rs). The WebSocket then
+//!   runs on that one stream with the same frames, limits, close codes and session. A CONNECT
+//!   with another `:protocol`, or none, is `400`.
 //! - One task per connection runs one `select!` over the peer's frames, the subscriptions, the
 //!   ping timer and shutdown (or `AppState::disconnect_all`). Everything ready is written as one
 //!   batch, and nothing more is read from the subscriptions until it is flushed: a slow peer
@@ -26,6 +31,9 @@
 mod protocol;
 mod socket;
 
+#[doc(hidden)]
+pub use self::protocol::parse_for_fuzzing as parse_command_for_fuzzing;
+
 use std::time::Duration;
 
 use axum::extract::Request;
@@ -43,7 +51,7 @@ use super::{Kind, SubRequest};
 use crate::auth::{Action, Auth, AuthError, Identity};
 use crate::error::ApiError;
 use crate::metrics::SubscriberGuard;
-use crate::publish::publish_one;
+use crate::publish::{Publisher, publish_one};
 use crate::state::AppState;
 
 /// The subprotocol of docs/protocol.md "ws".
@@ -59,6 +67,13 @@ const NO_PONG: u16 = 4001;
 pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
     let auth = Auth::of(&parts, &state.config);
+    if parts.method == http::Method::CONNECT && !is_websocket_connect(&parts.extensions) {
+        return ApiError::bad_request(
+            "bad_transport",
+            "CONNECT is only for WebSockets over HTTP/2: an extended CONNECT with :protocol = websocket (RFC 8441 §4)",
+        )
+        .into_response();
+    }
     if parts
         .headers
         .get(SEC_WEBSOCKET_VERSION)
@@ -68,6 +83,7 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
             status: StatusCode::UPGRADE_REQUIRED,
             code: "bad_transport",
             message: "WebSocket needs Sec-WebSocket-Version: 13 (RFC 6455 §4.4)".into(),
+            retry_after: None,
         }
         .into_response();
         res.headers_mut()
@@ -75,6 +91,7 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
         return res;
     }
     let subprotocol = offers_subprotocol(&parts.headers);
+    let client = req.client;
     let accepted = async {
         let handshake = Handshake::from_parts(&mut parts, &state.config).await?;
         let mut subs = Vec::with_capacity(req.channels.len());
@@ -97,10 +114,20 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
     let token = state.connection_token();
     tokio::spawn(async move {
         if let Some(socket) = accepted.open().await {
-            Session::new(state, token, socket, identity, auth).run(subs).await;
+            Session::new(state, token, socket, identity, auth, client)
+                .run(subs)
+                .await;
         }
     });
     response
+}
+
+/// Whether a CONNECT request carries `:protocol = websocket` (RFC 8441 §4; hyper puts the
+/// pseudo-header in the request's extensions).
+fn is_websocket_connect(extensions: &http::Extensions) -> bool {
+    extensions
+        .get::<hyper::ext::Protocol>()
+        .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
 }
 
 /// Whether the client offers `comet.v1`: `Sec-WebSocket-Protocol` is a comma-separated list and
@@ -169,6 +196,8 @@ struct Session {
     identity: Identity,
     /// Verifies the tokens of `auth` commands.
     auth: std::sync::Arc<Auth>,
+    /// The peer's address, for the per-IP limits.
+    client: Option<std::net::IpAddr>,
     /// Counts the socket in `comet_subscribers_open{transport="ws"}` while it lives.
     _guard: SubscriberGuard,
 }
@@ -188,6 +217,7 @@ impl Session {
         socket: Socket,
         identity: Identity,
         auth: std::sync::Arc<Auth>,
+        client: Option<std::net::IpAddr>,
     ) -> Self {
         let config = &state.config;
         let keepalive = Keepalive::new(
@@ -204,6 +234,7 @@ impl Session {
             keepalive,
             identity,
             auth,
+            client,
         }
     }
 
@@ -289,8 +320,11 @@ impl Session {
             }),
             Command::Publish { channel, event, data } => publish_one(
                 &self.state,
-                &self.identity,
-                true,
+                Publisher {
+                    identity: &self.identity,
+                    client: self.client,
+                    websocket: true,
+                },
                 &channel,
                 event.as_deref(),
                 Bytes::from(data),
@@ -370,6 +404,7 @@ impl Session {
                 format!("a connection may subscribe to at most {max} channels"),
             ));
         }
+        self.state.limits.subscribe(self.client)?;
         let sub = self.state.broker.subscribe(channel, since[0]).await?;
         self.add(sub);
         Ok(())

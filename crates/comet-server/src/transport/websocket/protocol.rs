@@ -75,6 +75,46 @@ impl Request {
     }
 }
 
+/// The command parser, flattened into plain text for the `ws_command` fuzz target (`fuzz/`):
+/// `Ok((ref, fields))` with the command's `type` first and then its string fields by name
+/// (absent optional ones left out), or `Err((ref, message))` with what the `error` frame would
+/// say. Exists for fuzzing only; not a stable API.
+///
+/// # Errors
+/// The `ref` and the message of [`BadCommand`] when `text` is not a command.
+#[doc(hidden)]
+#[allow(clippy::type_complexity)]
+pub fn parse_for_fuzzing(
+    text: &[u8],
+) -> Result<(Option<String>, Vec<(&'static str, String)>), (Option<String>, String)> {
+    let Request { reference, command } = Request::parse(text).map_err(|e| (e.reference, e.message))?;
+    let mut fields = Vec::new();
+    let mut field = |name: &'static str, value: Option<String>| fields.extend(value.map(|v| (name, v)));
+    match command {
+        Command::Subscribe { channel, since } => {
+            field("type", Some("subscribe".into()));
+            field("channel", Some(channel));
+            field("since", since);
+        }
+        Command::Unsubscribe { channel } => {
+            field("type", Some("unsubscribe".into()));
+            field("channel", Some(channel));
+        }
+        Command::Publish { channel, event, data } => {
+            field("type", Some("publish".into()));
+            field("channel", Some(channel));
+            field("event", event);
+            field("data", Some(data));
+        }
+        Command::Ping => field("type", Some("ping".into())),
+        Command::Auth { token } => {
+            field("type", Some("auth".into()));
+            field("token", Some(token.expose().to_owned()));
+        }
+    }
+    Ok((reference, fields))
+}
+
 /// What the server answers, apart from messages and gap notices.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]

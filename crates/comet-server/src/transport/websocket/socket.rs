@@ -64,8 +64,9 @@ impl std::fmt::Debug for Handshake {
 }
 
 impl Handshake {
-    /// Validates the upgrade request in `parts` (the version was checked before: yawc would
-    /// answer a wrong one with `400` instead of `426`).
+    /// Validates the upgrade request in `parts`: an HTTP/1.1 upgrade (RFC 6455 §4.2.1) or an
+    /// HTTP/2 extended CONNECT (RFC 8441 §4; yawc's `http2` feature tells them apart). The
+    /// version was checked before: yawc would answer a wrong one with `400` instead of `426`.
     ///
     /// # Errors
     /// `400 bad_transport` when the request is not a WebSocket handshake.
@@ -74,15 +75,16 @@ impl Handshake {
         let upgrade = IncomingUpgrade::from_request_parts(parts, &()).await.map_err(|_| {
             ApiError::bad_request(
                 "bad_transport",
-                "not a WebSocket handshake (RFC 6455 §4.2.1): an HTTP/1.1 GET with Upgrade: websocket, \
-                 Connection: Upgrade and Sec-WebSocket-Key is needed",
+                "not a WebSocket handshake: an HTTP/1.1 GET with Upgrade: websocket, Connection: Upgrade and \
+                 Sec-WebSocket-Key (RFC 6455 §4.2.1), or an HTTP/2 CONNECT with :protocol = websocket (RFC 8441 §4)",
             )
         })?;
         Ok(Self { upgrade, compress })
     }
 
-    /// Answers `101 Switching Protocols` (with permessage-deflate when offered and enabled);
-    /// the socket is ready once the response has been sent.
+    /// Answers `101 Switching Protocols`, or `200` to an HTTP/2 extended CONNECT (RFC 8441 §5),
+    /// with permessage-deflate when offered and enabled; the socket is ready once the response
+    /// has been sent.
     ///
     /// # Errors
     /// `500 internal` if yawc cannot set up the negotiated compression.
@@ -104,6 +106,7 @@ impl Handshake {
             status: http::StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal",
             message: format!("websocket handshake failed: {e}"),
+            retry_after: None,
         })?;
         Ok((
             response.map(Body::new),
@@ -214,8 +217,16 @@ impl Socket {
         loop {
             match self.inner.next_frame().await {
                 Ok(frame) => {
+                    let ping = frame.opcode() == OpCode::Ping;
                     if let Some(incoming) = self.on_frame(frame) {
                         return incoming;
+                    }
+                    // yawc queues the pong and sends it only once reading would block, so a peer
+                    // that floods pings and never reads made it queue pongs (and keep the pings'
+                    // bytes) without end. The pong goes out before anything more is read: a peer
+                    // that takes no pongs then has its pings held up by TCP.
+                    if ping && poll_fn(|cx| Pin::new(&mut self.inner).poll_ready(cx)).await.is_err() {
+                        return Incoming::End(Ending::Answered);
                     }
                 }
                 Err(e) => {
@@ -292,7 +303,7 @@ impl Socket {
     }
 
     /// Ends the connection as `ending` says, within `linger`, then closes TCP (the server
-    /// closes it first, RFC 6455 §7.1.1).
+    /// closes it first, RFC 6455 §7.1.1), or over HTTP/2 ends its stream (RFC 8441 §5.1).
     pub(super) async fn finish(mut self, ending: Ending, linger: Duration) {
         let closing = async {
             match ending {

@@ -1,0 +1,375 @@
+//! Long-lived HTTP/1.1 responses (SSE, HTTP streaming, iframe) written without hyper's
+//! per-connection buffers.
+//!
+//! An idle SSE subscriber served by hyper keeps two buffers of 8 KiB each for the life of the
+//! connection (the read buffer, and the write buffer for heads), two thirds of its memory
+//! (bench/RESULTS.md, S1). So the accept loop reads each new connection's first request head
+//! itself ([`read_head`]) and, when it is a `GET /sub/…` that will stream (by `?transport=` or
+//! `Accept: text/event-stream`, as the router decides), runs the router on it and writes the
+//! response here ([`serve_stream`]): the head, then each body chunk in one vectored write
+//! (RFC 9112 §7.1 chunked coding), with `Connection: close`. Between chunks it watches the
+//! socket, so a client that goes away is noticed at once, not at the next heartbeat.
+//!
+//! Everything else (other requests, HTTP/2, upgrades, a head we cannot parse or that is too
+//! large) goes to hyper with the bytes read so far replayed in front of the socket
+//! ([`Prefixed`]), so hyper sees the connection from its first byte.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use bytes::{Buf, Bytes};
+use http::{HeaderName, HeaderValue, Request, Response, header};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tower::ServiceExt;
+
+/// The largest request head read here; a larger one is handed to hyper, whose limits answer it.
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
+
+/// Most request header fields parsed here (more: hyper's turn).
+const MAX_HEADERS: usize = 64;
+
+/// What the first bytes of a connection turned out to be.
+#[derive(Debug)]
+pub(crate) enum Head {
+    /// A complete request head for a streaming subscription, and nothing after it.
+    Stream(Box<Request<Body>>),
+    /// Anything else, for hyper: the bytes read so far.
+    Other(Bytes),
+    /// The client closed, failed, or did not finish its head within the timeout.
+    Gone,
+}
+
+/// Reads the first request head of a connection, for at most `timeout` (slowloris).
+pub(crate) async fn read_head<IO: AsyncRead + Unpin>(io: &mut IO, timeout: Duration) -> Head {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    loop {
+        if buf.len() == buf.capacity() {
+            if buf.len() >= MAX_HEAD {
+                return Head::Other(buf.into());
+            }
+            buf.reserve(buf.len());
+        }
+        match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
+            Ok(Ok(0)) if buf.is_empty() => return Head::Gone,
+            // A partial head then EOF: hyper answers or closes as it would have.
+            Ok(Ok(0)) => return Head::Other(buf.into()),
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => return Head::Gone,
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&buf) {
+            Ok(httparse::Status::Partial) => {}
+            Ok(httparse::Status::Complete(len)) if len == buf.len() => {
+                return match streaming_request(&parsed) {
+                    Some(request) => Head::Stream(Box::new(request)),
+                    None => Head::Other(buf.into()),
+                };
+            }
+            // Pipelined bytes after the head, or a head httparse refuses (HTTP/2's preface
+            // among them): hyper's.
+            Ok(httparse::Status::Complete(_)) | Err(_) => return Head::Other(buf.into()),
+        }
+    }
+}
+
+/// The request, if `parsed` is an HTTP/1.1 `GET /sub/…` without a body or an upgrade that asks
+/// for a stream, SSE or iframe transport.
+fn streaming_request(parsed: &httparse::Request<'_, '_>) -> Option<Request<Body>> {
+    let path = parsed.path?;
+    if parsed.method? != "GET" || parsed.version? != 1 || !path.starts_with("/sub/") {
+        return None;
+    }
+    let mut builder = Request::builder()
+        .method(http::Method::GET)
+        .uri(path)
+        .version(http::Version::HTTP_11);
+    let mut wants_sse = false;
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        let value = HeaderValue::from_bytes(h.value).ok()?;
+        if name == header::UPGRADE
+            || name == header::TRANSFER_ENCODING
+            || name == header::EXPECT
+            || (name == header::CONTENT_LENGTH && value != "0")
+        {
+            return None;
+        }
+        if name == header::ACCEPT {
+            wants_sse |= value.to_str().is_ok_and(|v| v.contains("text/event-stream"));
+        }
+        builder = builder.header(name, value);
+    }
+    let query = path.split_once('?').map_or("", |(_, q)| q);
+    let transport = query.split('&').find_map(|kv| kv.strip_prefix("transport="));
+    let streams = match transport {
+        Some(t) => matches!(t, "sse" | "stream" | "iframe"),
+        None => wants_sse,
+    };
+    if !streams {
+        return None;
+    }
+    builder.body(Body::empty()).ok()
+}
+
+/// Runs `router` on `request` and writes the response to `io` as HTTP/1.1 with
+/// `Connection: close`: a body of known length as is, any other chunked, each chunk in one
+/// vectored write. Returns when the body ends, the client goes away (EOF, error, or more than
+/// [`MAX_HEAD`] bytes sent after its request), or a write fails; then closes `io`.
+pub(crate) async fn serve_stream<IO>(mut io: IO, request: Request<Body>, router: Router)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    // Boxed: the router's future is large and done with once it answers; the task keeps only
+    // what streaming needs.
+    let response = match Box::pin(router.oneshot(request)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let (head, exact) = response_head(&response);
+    let mut body = response.into_body();
+    if io.write_all(&head).await.is_err() {
+        return;
+    }
+    drop(head);
+    let mut sink = [0u8; 64];
+    let mut ignored = 0usize;
+    loop {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            read = io.read(&mut sink) => match read {
+                Ok(n) if n > 0 && ignored + n <= MAX_HEAD => {
+                    ignored += n;
+                    continue;
+                }
+                _ => return,
+            },
+        };
+        let written = match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if data.is_empty() => Ok(()),
+                Ok(data) if exact.is_some() => io.write_all(&data).await,
+                Ok(data) => write_chunk(&mut io, &data).await,
+                Err(_trailers) => Ok(()),
+            },
+            Some(Err(_)) => return,
+            None => {
+                if exact.is_none() {
+                    let _ = io.write_all(b"0\r\n\r\n").await;
+                }
+                break;
+            }
+        };
+        if written.is_err() {
+            return;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+}
+
+/// The status line and headers of `response` (hop-by-hop ones replaced by ours), and the body
+/// length if known.
+fn response_head(response: &Response<Body>) -> (Vec<u8>, Option<u64>) {
+    let exact = http_body::Body::size_hint(response.body()).exact();
+    let mut head = Vec::with_capacity(512);
+    let status = response.status();
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in response.headers() {
+        if name == header::CONNECTION || name == header::TRANSFER_ENCODING || name == header::CONTENT_LENGTH {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if !response.headers().contains_key(header::DATE) {
+        // RFC 9110 §6.6.1: an origin server with a clock sends Date.
+        head.extend_from_slice(b"date: ");
+        head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"connection: close\r\n");
+    match exact {
+        Some(len) => {
+            head.extend_from_slice(b"content-length: ");
+            head.extend_from_slice(len.to_string().as_bytes());
+            head.extend_from_slice(b"\r\n\r\n");
+        }
+        None => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
+    }
+    (head, exact)
+}
+
+/// Writes `data` as one chunk (RFC 9112 §7.1): size line, data, CRLF, in one vectored write when
+/// the socket takes it all.
+async fn write_chunk<W: AsyncWrite + Unpin>(io: &mut W, data: &[u8]) -> io::Result<()> {
+    let mut size = [0u8; 18];
+    let size_len = chunk_size_line(data.len(), &mut size);
+    let mut parts = [
+        IoSlice::new(&size[..size_len]),
+        IoSlice::new(data),
+        IoSlice::new(b"\r\n"),
+    ];
+    let mut parts: &mut [IoSlice<'_>] = &mut parts;
+    while !parts.is_empty() {
+        let n = io.write_vectored(parts).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut parts, n);
+    }
+    Ok(())
+}
+
+/// Writes `len` in hex plus CRLF into `out`; returns the length written.
+fn chunk_size_line(len: usize, out: &mut [u8; 18]) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1) as usize;
+    for i in 0..digits {
+        out[digits - 1 - i] = HEX[(len >> (4 * i)) & 0xf];
+    }
+    out[digits] = b'\r';
+    out[digits + 1] = b'\n';
+    digits + 2
+}
+
+/// A connection with bytes already read from it put back in front: reads return `prefix` first,
+/// then the socket's bytes; writes go straight to the socket.
+#[derive(Debug)]
+pub(crate) struct Prefixed<IO> {
+    prefix: Bytes,
+    io: IO,
+}
+
+impl<IO> Prefixed<IO> {
+    /// `io`, with `prefix` to be read again first.
+    pub(crate) fn new(prefix: Bytes, io: IO) -> Self {
+        Self { prefix, io }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                self.prefix = Bytes::new(); // gives the buffer back
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Head {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut io = text.as_bytes();
+            read_head(&mut io, Duration::from_secs(1)).await
+        })
+    }
+
+    #[test]
+    fn streaming_subscriptions_are_taken() {
+        for text in [
+            "GET /sub/a?transport=sse HTTP/1.1\r\nhost: x\r\n\r\n",
+            "GET /sub/a,b?since=now&transport=stream HTTP/1.1\r\nhost: x\r\n\r\n",
+            "GET /sub/a?transport=iframe&callback=p HTTP/1.1\r\nhost: x\r\n\r\n",
+            "GET /sub/a HTTP/1.1\r\naccept: text/event-stream\r\ncontent-length: 0\r\n\r\n",
+        ] {
+            let Head::Stream(req) = head(text) else {
+                panic!("not taken: {text:?}")
+            };
+            assert!(req.uri().path().starts_with("/sub/"), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn everything_else_goes_to_hyper_whole() {
+        for text in [
+            "GET /sub/a HTTP/1.1\r\nhost: x\r\n\r\n",
+            "GET /sub/a?transport=poll HTTP/1.1\r\naccept: text/event-stream\r\n\r\n",
+            "GET /sub/a?transport=sse HTTP/1.0\r\n\r\n",
+            "POST /sub/a?transport=sse HTTP/1.1\r\ncontent-length: 1\r\n\r\nx",
+            "GET /sub/a?transport=sse HTTP/1.1\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            "GET /sub/a?transport=sse HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
+            "GET /metrics HTTP/1.1\r\n\r\n",
+            "GET /sub/a?transport=sse HTTP/1.1\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET /sub/a?transport=sse HTTP/1.1\r\nhost",
+            "garbage\r\n\r\n",
+        ] {
+            match head(text) {
+                Head::Other(bytes) => assert_eq!(bytes, text.as_bytes(), "{text:?}"),
+                other => panic!("{text:?} gave {other:?}"),
+            }
+        }
+        assert!(matches!(head(""), Head::Gone));
+    }
+
+    #[test]
+    fn chunk_size_lines() {
+        let mut out = [0u8; 18];
+        for (len, line) in [(0, "0\r\n"), (9, "9\r\n"), (255, "ff\r\n"), (4096, "1000\r\n")] {
+            let n = chunk_size_line(len, &mut out);
+            assert_eq!(&out[..n], line.as_bytes());
+        }
+        let n = chunk_size_line(usize::MAX, &mut out);
+        assert_eq!(n, 18);
+    }
+
+    #[tokio::test]
+    async fn prefixed_replays_then_reads_on() {
+        let rest: &[u8] = b" world";
+        let mut io = Prefixed::new(Bytes::from_static(b"hello"), rest);
+        let mut all = String::new();
+        io.read_to_string(&mut all).await.unwrap();
+        assert_eq!(all, "hello world");
+    }
+}
