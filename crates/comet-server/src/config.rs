@@ -90,6 +90,10 @@ pub struct Config {
     /// Serve `POST /admin/disconnect`, which ends every subscriber connection (they resume by
     /// cursor). For tests and for draining a node; unauthenticated, so off by default.
     pub admin_api: bool,
+    /// A path (such as `/echo`) at which to serve a WebSocket that echoes every message, for
+    /// conformance suites (the Autobahn fuzzing client); `comet serve --ws-echo /echo`. It uses
+    /// the subscriber sockets' code and limits. Defaults to empty: no such route.
+    pub ws_echo: String,
     /// HS256 secret for client tokens (JWT, RFC 7519; docs/protocol.md "Authentication").
     /// Empty (the default) with no `jwt_public_key_file` means JWT is off: tokens are ignored.
     /// Use at least 32 random bytes. Never logged.
@@ -162,6 +166,7 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             demo: false,
             admin_api: false,
+            ws_echo: String::new(),
             jwt_secret: Secret::default(),
             jwt_public_key_file: String::new(),
             jwt_audience: String::new(),
@@ -193,6 +198,22 @@ pub enum ConfigError {
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
+
+/// Paths (and the prefixes of paths) the router serves, which `ws_echo` may not take.
+const RESERVED_PATHS: &[&str] = &[
+    "/pub",
+    "/sub",
+    "/ws",
+    "/tickets",
+    "/channels",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/demo",
+    "/comet.js",
+    "/comet.mjs",
+    "/admin",
+];
 
 impl Config {
     /// Loads defaults, then `file` (if any), then `COMET_*` variables from `env`.
@@ -256,6 +277,7 @@ impl Config {
         "publish_api_key",
         "tls_cert_file",
         "tls_key_file",
+        "ws_echo",
     ];
 
     /// The setting names, as in TOML.
@@ -287,6 +309,7 @@ impl Config {
         "shutdown_grace_secs",
         "demo",
         "admin_api",
+        "ws_echo",
         "jwt_secret",
         "jwt_public_key_file",
         "jwt_audience",
@@ -340,6 +363,23 @@ impl Config {
                 self.ws_max_message_size,
                 self.max_message_size.saturating_add(1024)
             )));
+        }
+        if !self.ws_echo.is_empty() {
+            let taken = RESERVED_PATHS
+                .iter()
+                .any(|p| self.ws_echo == *p || self.ws_echo.starts_with(&format!("{p}/")));
+            let plain = self.ws_echo.starts_with('/')
+                && self.ws_echo.len() > 1
+                && self.ws_echo[1..]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+            if !plain || taken {
+                return Err(ConfigError::Invalid(format!(
+                    "ws_echo must be a path of its own such as \"/echo\" (letters, digits, - _ . /), not one of \
+                     Comet's routes; got {:?}",
+                    self.ws_echo
+                )));
+            }
         }
         if self.longpoll_timeout_secs > self.longpoll_max_timeout_secs {
             return Err(ConfigError::Invalid(format!(
@@ -465,7 +505,14 @@ mod tests {
             } else if ["demo", "ws_compression", "admin_api"].contains(key) {
                 "true".to_owned()
             } else if key.starts_with("jwt_") && !key.ends_with("_secs")
-                || ["token_cookie", "publish_api_key", "tls_cert_file", "tls_key_file"].contains(key)
+                || [
+                    "token_cookie",
+                    "publish_api_key",
+                    "tls_cert_file",
+                    "tls_key_file",
+                    "ws_echo",
+                ]
+                .contains(key)
             {
                 "\"x\"".to_owned()
             } else if *key == "allowed_origins" {

@@ -52,6 +52,10 @@ pub fn app(state: AppState) -> Router {
     } else {
         router
     };
+    let router = match state.config.ws_echo.as_str() {
+        "" => router,
+        path => router.route(path, get(transport::websocket::echo)),
+    };
     let auth = crate::auth::Auth::new(&state.config);
     let cors = crate::auth::origin::cors_layer(&state.config);
     router

@@ -169,6 +169,18 @@ impl Drop for ConnectionCount {
     }
 }
 
+/// A TCP connection's place in `max_connections` and `max_connections_per_ip`, given back when
+/// the last holder drops it: the connection's task, and any WebSocket upgraded from it (the
+/// session outlives hyper's connection future), found in each request's extensions.
+#[derive(Clone)]
+pub(crate) struct ConnectionHold(#[allow(dead_code)] Arc<(ConnectionCount, crate::limits::Held)>);
+
+impl std::fmt::Debug for ConnectionHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionHold")
+    }
+}
+
 /// Serves `listener` until `state.shutdown` is cancelled, then drains: long-lived responses end
 /// themselves (they watch the same token), and connections still open after
 /// `shutdown_grace_secs` are dropped. Speaks TLS when the configuration names a certificate and
@@ -204,6 +216,9 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .enable_connect_protocol();
+    // Over TLS, ALPN has already chosen the protocol: skipping auto-detection (which has no
+    // timeout) lets HTTP/1.1's header-read timeout start at once after the handshake.
+    let alpn_builders = Arc::new((builder.clone().http1_only(), builder.clone().http2_only()));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let connections = Arc::clone(&state.metrics.connections);
@@ -264,17 +279,19 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
             continue;
         };
         connections.fetch_add(1, Ordering::Relaxed);
-        let count = ConnectionCount(Arc::clone(&connections));
-        let mut stream = stream;
+        let hold = ConnectionHold(Arc::new((ConnectionCount(Arc::clone(&connections)), per_ip)));
+        let request_hold = hold.clone();
         let _ = stream.set_nodelay(true);
         let streams_router = router.clone();
         let service = router
             .clone()
             .map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(request_hold.clone());
                 req
             });
         // The acceptor is taken now: it serves the certificate current at accept time.
+        let alpn_builders = Arc::clone(&alpn_builders);
         let (builder, watcher, tls) = (
             Arc::clone(&builder),
             graceful.watcher(),
@@ -282,32 +299,41 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
         );
         let task = async move {
             let service = TowerToHyperService::new(service);
+            // The first request head is read here, within the header-read timeout (hyper's
+            // starts only with a request's first byte, and its protocol detection has none): a
+            // streaming subscription is then written without hyper's buffers (h1_stream.rs),
+            // anything else goes to hyper with the bytes read so far put back. Hyper's future
+            // is boxed, so the task of a streaming connection is not sized for it.
+            macro_rules! serve_io {
+                ($io:expr, $builder:expr) => {{
+                    let mut io = $io;
+                    match h1_stream::read_head(&mut io, head_timeout).await {
+                        Head::Gone => Ok(()),
+                        Head::Stream(mut request) => {
+                            request.extensions_mut().insert(ConnectInfo(peer));
+                            h1_stream::serve_stream(io, *request, streams_router).await;
+                            Ok(())
+                        }
+                        Head::Other(prefix) => {
+                            let io = TokioIo::new(Prefixed::new(prefix, io));
+                            let conn = $builder.serve_connection_with_upgrades(io, service);
+                            Box::pin(watcher.watch(conn.into_owned())).await
+                        }
+                    }
+                }};
+            }
             let served = match tls {
-                // A streaming subscription is written here, without hyper's buffers (h1_stream.rs);
-                // anything else goes to hyper with the bytes read so far put back.
-                None => match h1_stream::read_head(&mut stream, head_timeout).await {
-                    Head::Gone => Ok(()),
-                    Head::Stream(mut request) => {
-                        request.extensions_mut().insert(ConnectInfo(peer));
-                        h1_stream::serve_stream(stream, *request, streams_router).await;
-                        Ok(())
-                    }
-                    Head::Other(prefix) => {
-                        let io = TokioIo::new(Prefixed::new(prefix, stream));
-                        let conn = builder.serve_connection_with_upgrades(io, service);
-                        // Boxed, so the task of a streaming connection is not sized for hyper's.
-                        Box::pin(watcher.watch(conn.into_owned())).await
-                    }
-                },
+                None => serve_io!(stream, builder),
                 // In this task, so a slow handshake holds up no one; bounded like a request head.
-                // Boxed like hyper's above.
+                // Boxed like hyper's.
                 Some(tls) => {
                     Box::pin(async move {
                         match tokio::time::timeout(handshake, tls.accept(stream)).await {
-                            Ok(Ok(stream)) => {
-                                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                                watcher.watch(conn.into_owned()).await
+                            // ALPN has chosen the protocol: no detection step.
+                            Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                                serve_io!(stream, alpn_builders.1)
                             }
+                            Ok(Ok(stream)) => serve_io!(stream, alpn_builders.0),
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
                                 Ok(())
@@ -324,8 +350,7 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            drop(count);
-            drop(per_ip);
+            drop(hold);
         };
         tokio::spawn(task);
     }

@@ -371,3 +371,42 @@ fn limit_settings_from_the_environment() {
     .unwrap_err();
     assert!(err.to_string().contains("subscribes_per_sec_per_ip"), "{err}");
 }
+
+/// A WebSocket outlives hyper's connection future (the upgrade ends it): its TCP connection
+/// must stay counted until the session ends, or one address could open any number of them.
+#[tokio::test]
+async fn websockets_stay_counted_per_ip() {
+    let server = start_server_with(Config {
+        max_connections_per_ip: 2,
+        ..unlimited()
+    })
+    .await;
+    let limits = std::sync::Arc::clone(&server.state.limits);
+    let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let (first, _) = tokio_tungstenite::connect_async(server.ws_url("/ws"))
+        .await
+        .expect("ws 1");
+    let (mut second, _) = tokio_tungstenite::connect_async(server.ws_url("/sub/c"))
+        .await
+        .expect("ws 2");
+    let subscribed = recv_timeout(SOON, second.next()).await.unwrap().unwrap();
+    assert!(subscribed.to_text().unwrap().contains("subscribed"), "{subscribed:?}");
+    assert_eq!(limits.connections_of(local), 2);
+    let refused = tokio_tungstenite::connect_async(server.ws_url("/ws")).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 429),
+        other => panic!("a third WebSocket from the address was not refused: {other:?}"),
+    }
+    drop(first);
+    recv_timeout(SOON, async {
+        while limits.connections_of(local) > 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let (mut third, _) = tokio_tungstenite::connect_async(server.ws_url("/sub/c"))
+        .await
+        .expect("ws 3");
+    let subscribed = recv_timeout(SOON, third.next()).await.unwrap().unwrap();
+    assert!(subscribed.to_text().unwrap().contains("subscribed"), "{subscribed:?}");
+}

@@ -715,3 +715,24 @@ async fn bad_tls_settings_are_clear_errors() {
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     assert!(err.to_string().contains("no CERTIFICATE block"), "{err}");
 }
+
+/// After the handshake, a client that says nothing more is dropped at the header-read timeout:
+/// ALPN picks the protocol, so no detection step without a timeout sits in between.
+#[tokio::test]
+async fn a_silent_client_after_the_handshake_is_dropped_at_the_header_timeout() {
+    let pki = Pki::new("quiet");
+    let config = Config {
+        header_read_timeout_secs: 1,
+        ..Config::default()
+    };
+    let server = start_with_config(&pki, config).await;
+    for alpn in [H1, H2, &[][..]] {
+        let mut tls = tls_connect(server.addr, &pki.connector(alpn)).await;
+        let mut buf = [0u8; 256];
+        let read = tokio::time::timeout(Duration::from_secs(8), tls.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("a silent client (ALPN {alpn:?}) was kept open"));
+        // EOF (with or without close_notify): hung up, having said nothing.
+        assert!(matches!(read, Ok(0) | Err(_)), "ALPN {alpn:?}: {read:?}");
+    }
+}

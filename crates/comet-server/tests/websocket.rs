@@ -809,3 +809,115 @@ async fn a_message_of_the_largest_allowed_size_can_be_published_over_websocket_b
         "{ack}"
     );
 }
+
+/// The close code the server sends next (frames before it are skipped).
+async fn close_code_of(ws: &mut Ws) -> u16 {
+    loop {
+        match recv_timeout(SOON, ws.next()).await {
+            Some(Ok(WsMessage::Close(Some(frame)))) => return u16::from(frame.code),
+            Some(Ok(WsMessage::Close(None))) => return 1005,
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+/// `--ws-echo /echo` (for the Autobahn fuzzing client): off by default; when on, text, binary
+/// and fragmented messages come back whole, and the subscriber sockets' limits and close codes
+/// apply (1007 bad UTF-8, 1009 too big, 1000 echoed).
+#[tokio::test]
+async fn ws_echo_route_echoes_through_the_same_socket_code() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let off = start_server().await;
+    let res = reqwest::get(off.url("/echo")).await.unwrap();
+    assert_eq!(res.status(), 404, "no echo route unless configured");
+
+    let server = start_server_with(Config {
+        ws_echo: "/echo".into(),
+        max_message_size: 1024,
+        ws_max_message_size: 4096,
+        ..Config::default()
+    })
+    .await;
+    let mut ws = connect(&server, "/echo").await;
+    ws.send(WsMessage::text("héllo")).await.unwrap();
+    assert_eq!(
+        recv_timeout(SOON, ws.next()).await.unwrap().unwrap(),
+        WsMessage::text("héllo")
+    );
+    let binary = bytes::Bytes::from_static(&[0, 159, 146, 150, 255]);
+    ws.send(WsMessage::Binary(binary.clone())).await.unwrap();
+    assert_eq!(
+        recv_timeout(SOON, ws.next()).await.unwrap().unwrap(),
+        WsMessage::Binary(binary)
+    );
+    // A text message in three fragments, with a ping between them (RFC 6455 §5.4, §5.5).
+    for (part, opcode, fin) in [
+        ("frag", OpCode::Data(Data::Text), false),
+        ("men", OpCode::Data(Data::Continue), false),
+        ("ted", OpCode::Data(Data::Continue), true),
+    ] {
+        ws.send(WsMessage::Frame(Frame::message(part.as_bytes().to_vec(), opcode, fin)))
+            .await
+            .unwrap();
+        if !fin {
+            ws.send(WsMessage::Ping("p".into())).await.unwrap();
+        }
+    }
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.push(recv_timeout(SOON, ws.next()).await.unwrap().unwrap());
+    }
+    assert!(got.contains(&WsMessage::text("fragmented")), "{got:?}");
+    assert_eq!(
+        got.iter().filter(|m| matches!(m, WsMessage::Pong(_))).count(),
+        2,
+        "{got:?}"
+    );
+    // A normal close is answered with the same code.
+    ws.send(WsMessage::Close(None)).await.unwrap();
+    assert_eq!(close_code_of(&mut ws).await, 1005);
+
+    let mut ws = connect(&server, "/echo").await;
+    ws.send(WsMessage::Frame(Frame::message(
+        vec![0xff, 0xfe],
+        OpCode::Data(Data::Text),
+        true,
+    )))
+    .await
+    .unwrap();
+    assert_eq!(close_code_of(&mut ws).await, 1007, "invalid UTF-8");
+
+    let mut ws = connect(&server, "/echo").await;
+    ws.send(WsMessage::Binary(vec![7u8; 5000].into())).await.unwrap();
+    assert_eq!(close_code_of(&mut ws).await, 1009, "over ws_max_message_size");
+
+    // The limits did not disturb the route: a new socket still echoes.
+    let mut ws = connect(&server, "/echo").await;
+    ws.send(WsMessage::text("again")).await.unwrap();
+    assert_eq!(
+        recv_timeout(SOON, ws.next()).await.unwrap().unwrap(),
+        WsMessage::text("again")
+    );
+}
+
+#[test]
+fn ws_echo_must_be_a_path_of_its_own() {
+    for bad in ["echo", "/", "/sub/x", "/ws", "/metrics", "/e{x}", "/e cho"] {
+        let config = Config {
+            ws_echo: bad.into(),
+            ..Config::default()
+        };
+        let err = config.validate().expect_err(bad).to_string();
+        assert!(err.contains("ws_echo must be a path of its own"), "{bad}: {err}");
+    }
+    for good in ["/echo", "/test/echo", "/autobahn-1"] {
+        let config = Config {
+            ws_echo: good.into(),
+            ..Config::default()
+        };
+        config.validate().expect(good);
+    }
+}

@@ -27,6 +27,10 @@ pub(crate) struct ServeArgs {
     /// Start the built-in demo publishers (demo:stock, demo:progress).
     #[arg(long)]
     demo: bool,
+    /// Serve a WebSocket echo at this path (e.g. /echo) for conformance suites such as the
+    /// Autobahn fuzzing client [env COMET_WS_ECHO].
+    #[arg(long, value_name = "PATH")]
+    ws_echo: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -46,6 +50,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.listen = listen;
     }
     config.demo |= args.demo;
+    if let Some(path) = args.ws_echo {
+        config.ws_echo = path;
+    }
     if let Some(broker) = args.broker {
         config.broker = broker;
     }

@@ -36,7 +36,7 @@ pub use self::protocol::parse_for_fuzzing as parse_command_for_fuzzing;
 
 use std::time::Duration;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use comet_core::{ChannelName, ChannelSubscription, Event, Position, SubscriptionSet};
@@ -52,6 +52,7 @@ use crate::auth::{Action, Auth, AuthError, Identity};
 use crate::error::ApiError;
 use crate::metrics::SubscriberGuard;
 use crate::publish::{Publisher, publish_one};
+use crate::server::ConnectionHold;
 use crate::state::AppState;
 
 /// The subprotocol of docs/protocol.md "ws".
@@ -67,28 +68,8 @@ const NO_PONG: u16 = 4001;
 pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
     let auth = Auth::of(&parts, &state.config);
-    if parts.method == http::Method::CONNECT && !is_websocket_connect(&parts.extensions) {
-        return ApiError::bad_request(
-            "bad_transport",
-            "CONNECT is only for WebSockets over HTTP/2: an extended CONNECT with :protocol = websocket (RFC 8441 §4)",
-        )
-        .into_response();
-    }
-    if parts
-        .headers
-        .get(SEC_WEBSOCKET_VERSION)
-        .is_none_or(|v| v.as_bytes() != b"13")
-    {
-        let mut res = ApiError {
-            status: StatusCode::UPGRADE_REQUIRED,
-            code: "bad_transport",
-            message: "WebSocket needs Sec-WebSocket-Version: 13 (RFC 6455 §4.4)".into(),
-            retry_after: None,
-        }
-        .into_response();
-        res.headers_mut()
-            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-        return res;
+    if let Err(refusal) = preflight(&parts) {
+        return refusal;
     }
     let subprotocol = offers_subprotocol(&parts.headers);
     let client = req.client;
@@ -112,12 +93,99 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
     }
     // Taken now, so a `disconnect_all` after this answer still reaches the connection.
     let token = state.connection_token();
+    // The TCP connection stays counted (max_connections, per IP) while the session lives.
+    let hold = parts.extensions.get::<ConnectionHold>().cloned();
     tokio::spawn(async move {
+        let _hold = hold;
         if let Some(socket) = accepted.open().await {
             Session::new(state, token, socket, identity, auth, client)
                 .run(subs)
                 .await;
         }
+    });
+    response
+}
+
+/// What every WebSocket handshake is checked for before yawc sees it: a CONNECT must be an
+/// RFC 8441 one, and the version must be 13 (`426` with `Sec-WebSocket-Version: 13` otherwise,
+/// RFC 6455 §4.4).
+#[allow(clippy::result_large_err)]
+fn preflight(parts: &http::request::Parts) -> Result<(), Response> {
+    if parts.method == http::Method::CONNECT && !is_websocket_connect(&parts.extensions) {
+        return Err(ApiError::bad_request(
+            "bad_transport",
+            "CONNECT is only for WebSockets over HTTP/2: an extended CONNECT with :protocol = websocket (RFC 8441 §4)",
+        )
+        .into_response());
+    }
+    if parts
+        .headers
+        .get(SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        let mut res = ApiError {
+            status: StatusCode::UPGRADE_REQUIRED,
+            code: "bad_transport",
+            message: "WebSocket needs Sec-WebSocket-Version: 13 (RFC 6455 §4.4)".into(),
+            retry_after: None,
+        }
+        .into_response();
+        res.headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return Err(res);
+    }
+    Ok(())
+}
+
+/// `GET {ws_echo}` (off unless `ws_echo` names a path): a WebSocket that sends every text and
+/// binary message back, through the same wrapper, limits (`ws_max_message_size`, UTF-8, close
+/// codes) and shutdown handling as subscriber sockets, so a conformance suite such as the
+/// Autobahn fuzzing client can test them. No Comet protocol: no commands, no pings of ours.
+pub(crate) async fn echo(State(state): State<AppState>, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    if let Err(refusal) = preflight(&parts) {
+        return refusal;
+    }
+    let accepted = async {
+        let handshake = Handshake::from_parts(&mut parts, &state.config).await?;
+        handshake.accept(&state.config)
+    };
+    let (response, accepted) = match accepted.await {
+        Ok(ok) => ok,
+        Err(e) => return e.into_response(),
+    };
+    let token = state.connection_token();
+    let hold = parts.extensions.get::<ConnectionHold>().cloned();
+    tokio::spawn(async move {
+        let _hold = hold;
+        let Some(mut socket) = accepted.open().await else {
+            return;
+        };
+        let config = &state.config;
+        let stall = Duration::from_secs(config.ws_ping_interval_secs + config.ws_pong_timeout_secs);
+        let ending = loop {
+            if socket.has_queued() {
+                tokio::select! {
+                    biased;
+                    () = token.cancelled() => break Ending::Close(GOING_AWAY, "server going away"),
+                    written = socket.flush() => if written.is_err() { break Ending::Answered },
+                    () = tokio::time::sleep(stall) => break Ending::Close(SLOW_CONSUMER, "slow consumer"),
+                }
+            }
+            tokio::select! {
+                biased;
+                () = token.cancelled() => break Ending::Close(GOING_AWAY, "server going away"),
+                incoming = socket.recv() => match incoming {
+                    Incoming::Text(text) => socket.queue_text(text),
+                    Incoming::Binary(data) => socket.queue_binary(data),
+                    Incoming::Pong => {}
+                    Incoming::End(ending) => break ending,
+                },
+            }
+        };
+        socket
+            .finish(ending, Duration::from_secs(config.ws_pong_timeout_secs))
+            .await;
     });
     response
 }
@@ -263,13 +331,15 @@ impl Session {
                 }
                 incoming = self.socket.recv() => match incoming {
                     Incoming::Text(text) => {
-                        if let Some(ending) = self.command(&text).await {
+                        // Boxed: commands are rare, and their futures (publish, subscribe) would
+                        // otherwise size every idle connection's task.
+                        if let Some(ending) = Box::pin(self.command(&text)).await {
                             // The `error` frame saying why goes out before the close.
                             let _ = self.flush().await;
                             break ending;
                         }
                     }
-                    Incoming::Binary => self.error(None, "bad_request", "binary frames are not supported; send text"),
+                    Incoming::Binary(_) => self.error(None, "bad_request", "binary frames are not supported; send text"),
                     Incoming::Pong => self.keepalive.pong(),
                     Incoming::End(ending) => break ending,
                 },
@@ -282,7 +352,7 @@ impl Session {
         };
         tracing::debug!(?ending, "websocket closing");
         let linger = Duration::from_secs(self.state.config.ws_pong_timeout_secs);
-        self.socket.finish(ending, linger).await;
+        Box::pin(self.socket.finish(ending, linger)).await;
     }
 
     /// Writes what is queued, unless shutdown (or `disconnect_all`) comes first or the peer takes

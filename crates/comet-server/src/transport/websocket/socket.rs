@@ -167,8 +167,8 @@ impl Accepted {
 pub(super) enum Incoming {
     /// A whole text message, valid UTF-8.
     Text(Bytes),
-    /// A whole binary message (its bytes are of no use to Comet).
-    Binary,
+    /// A whole binary message (Comet's protocol has no use for one; the echo route sends it back).
+    Binary(Bytes),
     /// A pong (RFC 6455 §5.5.3), answering our ping or unsolicited.
     Pong,
     /// The connection is over: finish it with [`Socket::finish`].
@@ -265,7 +265,7 @@ impl Socket {
         if payload.len() > self.max_message {
             fail(1009, "message too big")
         } else if opcode != OpCode::Text {
-            Incoming::Binary
+            Incoming::Binary(payload)
         } else if std::str::from_utf8(&payload).is_err() {
             fail(1007, "text message is not UTF-8")
         } else {
@@ -276,6 +276,11 @@ impl Socket {
     /// Queues a text frame for the next [`flush`](Self::flush).
     pub(super) fn queue_text(&mut self, text: Bytes) {
         self.queued.push(Frame::text(text));
+    }
+
+    /// Queues a binary frame for the next [`flush`](Self::flush).
+    pub(super) fn queue_binary(&mut self, data: Bytes) {
+        self.queued.push(Frame::binary(data));
     }
 
     /// Queues a ping (RFC 6455 §5.5.2) for the next [`flush`](Self::flush).
