@@ -97,11 +97,14 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
     let hold = parts.extensions.get::<ConnectionHold>().cloned();
     tokio::spawn(async move {
         let _hold = hold;
-        if let Some(socket) = accepted.open().await {
-            Session::new(state, token, socket, identity, auth, client)
-                .run(subs)
-                .await;
-        }
+        // `let … else`, not `if let`: the latter keeps the `Option<Socket>` temporary alive
+        // beside the session for the whole connection.
+        let Some(socket) = accepted.open().await else { return };
+        // The session lives here and `run` borrows it: a `run(self)` future would hold the
+        // session twice (the argument and its local), 800 bytes more per idle socket.
+        let mut session = Session::new(state, token, socket, identity, auth, client);
+        let ending = session.run(subs).await;
+        Box::pin(session.finish(ending)).await;
     });
     response
 }
@@ -306,8 +309,9 @@ impl Session {
         }
     }
 
-    /// Serves the connection until it ends. Dropping the session unsubscribes everything.
-    async fn run(mut self, initial: Vec<ChannelSubscription>) {
+    /// Serves the connection until it ends, and says how to end it: pass that to
+    /// [`finish`](Self::finish).
+    async fn run(&mut self, initial: Vec<ChannelSubscription>) -> Ending {
         for sub in initial {
             self.add(sub);
         }
@@ -351,8 +355,14 @@ impl Session {
             }
         };
         tracing::debug!(?ending, "websocket closing");
+        ending
+    }
+
+    /// Ends the connection as `ending` says (see [`Socket::finish`]), waiting at most a pong
+    /// timeout for the peer. Dropping the session then unsubscribes everything.
+    async fn finish(self, ending: Ending) {
         let linger = Duration::from_secs(self.state.config.ws_pong_timeout_secs);
-        Box::pin(self.socket.finish(ending, linger)).await;
+        self.socket.finish(ending, linger).await;
     }
 
     /// Writes what is queued, unless shutdown (or `disconnect_all`) comes first or the peer takes

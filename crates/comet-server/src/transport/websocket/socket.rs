@@ -35,8 +35,12 @@ use crate::error::ApiError;
 /// Messages below this many bytes go out uncompressed: deflate would not pay for itself.
 const COMPRESSION_THRESHOLD: usize = 128;
 
-/// Socket buffers start this small (and grow for large frames), so idle sockets stay cheap.
-const BUFFER_CAPACITY: usize = 1024;
+/// Socket buffers start this small (and grow for large frames), so idle sockets stay cheap. Clients
+/// send little (commands, pongs), so the read side starts smaller; the write side fits a typical
+/// message, since yawc gives back a write buffer that grew once it is flushed (an allocation
+/// per larger message).
+const READ_BUFFER_CAPACITY: usize = 256;
+const WRITE_BUFFER_CAPACITY: usize = 1024;
 
 /// Deflate state shared by every compressed connection of the process. Both directions run
 /// without context takeover, so a connection needs deflate state only while a message is being
@@ -92,8 +96,8 @@ impl Handshake {
         let mut options = Options::default()
             // yawc's bound is exclusive; ours is inclusive.
             .with_max_payload_read(config.ws_max_message_size.saturating_add(1))
-            .with_read_buffer_capacity(BUFFER_CAPACITY)
-            .with_write_buffer_capacity(BUFFER_CAPACITY);
+            .with_read_buffer_capacity(READ_BUFFER_CAPACITY)
+            .with_write_buffer_capacity(WRITE_BUFFER_CAPACITY);
         if self.compress {
             options = options
                 .with_low_latency_compression()
