@@ -12,7 +12,7 @@
 //!
 //! Every broker (memory, Redis) fans out through this code.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::pin::pin;
@@ -44,10 +44,13 @@ struct Shard {
 }
 
 /// Settings of the local fan-out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubConfig {
-    /// Per-channel history bounds.
+    /// Per-channel history bounds, unless `namespace_history` says otherwise.
     pub history: HistoryLimits,
+    /// History bounds by namespace (the part of a channel name before `:`; `""` for channels
+    /// without one, and for namespaces without an entry). Defaults to none: `history` for all.
+    pub namespace_history: BTreeMap<String, HistoryLimits>,
     /// How far (in messages) a subscriber may trail the live edge before it counts as lagged.
     /// Defaults to 64.
     pub queue_len: usize,
@@ -57,8 +60,25 @@ impl Default for HubConfig {
     fn default() -> Self {
         Self {
             history: HistoryLimits::default(),
+            namespace_history: BTreeMap::new(),
             queue_len: 64,
         }
+    }
+}
+
+impl HubConfig {
+    /// The history bounds of `channel`: its namespace's entry, else the `""` entry, else
+    /// `history`.
+    pub fn history_for(&self, channel: &ChannelName) -> HistoryLimits {
+        if self.namespace_history.is_empty() {
+            return self.history;
+        }
+        let ns = channel.namespace().unwrap_or("");
+        self.namespace_history
+            .get(ns)
+            .or_else(|| self.namespace_history.get(""))
+            .copied()
+            .unwrap_or(self.history)
     }
 }
 
@@ -183,7 +203,7 @@ impl Hub {
                 state: Mutex::new(LogState {
                     epoch,
                     head,
-                    history: History::new(self.config.history),
+                    history: History::new(self.config.history_for(name)),
                 }),
                 notify: Notify::new(),
                 subscribers: AtomicUsize::new(0),

@@ -36,6 +36,7 @@ fn small(n: usize) -> MemoryBroker {
             ..Default::default()
         },
         queue_len: 4,
+        ..HubConfig::default()
     })
 }
 
@@ -163,6 +164,7 @@ async fn sweep_forgets_idle_channels_whose_history_expired() {
             max_age: Duration::from_millis(1),
         },
         queue_len: 4,
+        ..HubConfig::default()
     });
     let kept = ch("kept");
     let _sub = b.subscribe(kept.clone(), Since::Live).await.unwrap();
@@ -213,6 +215,7 @@ async fn no_gap_and_no_duplicate_at_the_seam_under_concurrent_publishing() {
             ..Default::default()
         },
         queue_len: 64,
+        ..HubConfig::default()
     }));
     let c = ch("seam");
     publish(&b, &c, "seed");
@@ -276,6 +279,7 @@ async fn a_swept_channel_keeps_its_epoch_so_cursors_stay_valid() {
             max_age: Duration::from_millis(1),
         },
         queue_len: 4,
+        ..HubConfig::default()
     });
     let quiet = ch("quiet");
     let cursor = b.subscribe(quiet.clone(), Since::Live).await.unwrap().cursor();

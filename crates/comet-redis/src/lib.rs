@@ -132,7 +132,7 @@ impl RedisBroker {
         )
         .await
         .map_err(|e| unavailable(&e))?;
-        let hub = Arc::new(Hub::new(config.hub));
+        let hub = Arc::new(Hub::new(config.hub.clone()));
         let (requests, request_rx) = mpsc::channel(1024);
         let reader = reader::Reader::new(Arc::clone(&hub), data.clone(), pubsub, config.clone());
         tokio::spawn(reader.run(request_rx, push_rx));
@@ -157,6 +157,7 @@ impl RedisBroker {
             })?
             .to_owned();
         let keys = Keys::new(&self.config.prefix, &msg.channel);
+        let history = self.config.hub.history_for(&msg.channel);
         let time = now_millis();
         let event = msg.event.as_ref().map_or("", |e| e.as_str());
         let (epoch, offset): (String, u64) = self
@@ -164,8 +165,8 @@ impl RedisBroker {
             .key(&keys.meta)
             .key(&keys.stream)
             .arg(new_epoch())
-            .arg(self.config.hub.history.max_messages)
-            .arg(self.config.hub.history.max_age.as_secs())
+            .arg(history.max_messages)
+            .arg(history.max_age.as_secs())
             .arg(time)
             .arg(event)
             .arg(&data)

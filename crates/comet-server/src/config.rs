@@ -394,11 +394,28 @@ impl Config {
 
     /// The broker's fan-out settings derived from this configuration.
     pub fn hub_config(&self) -> HubConfig {
+        let history = HistoryLimits {
+            max_messages: self.history_size,
+            max_age: Duration::from_secs(self.history_ttl_secs),
+        };
+        // Every namespace table gets an entry (its own limits or the global ones), so a table
+        // without history settings does not fall through to `[namespace.""]`'s: the same
+        // lookup as the other namespace rules (auth::policy::rules).
+        let namespace_history = self
+            .namespace
+            .iter()
+            .map(|(ns, rules)| {
+                let limits = HistoryLimits {
+                    max_messages: rules.history_size.unwrap_or(history.max_messages),
+                    max_age: rules.history_ttl_secs.map_or(history.max_age, Duration::from_secs),
+                };
+                (ns.clone(), limits)
+            })
+            .filter(|(ns, limits)| !ns.is_empty() || *limits != history)
+            .collect();
         HubConfig {
-            history: HistoryLimits {
-                max_messages: self.history_size,
-                max_age: Duration::from_secs(self.history_ttl_secs),
-            },
+            history,
+            namespace_history,
             queue_len: self.queue_len,
         }
     }

@@ -285,3 +285,62 @@ async fn over_max_connections_new_clients_get_a_polite_503() {
     }
     assert!(ok, "the server did not recover after connections closed");
 }
+
+/// `[namespace."x"] history_size / history_ttl_secs`: each namespace keeps its own history, a
+/// namespace without a table follows `[namespace.""]`, one with a table but no history settings
+/// keeps the global ones; and a zero is refused at start.
+#[tokio::test]
+async fn namespaces_keep_their_own_history() {
+    let config: Config = toml::from_str(
+        "history_size = 5\n\
+         [namespace.\"\"]\nhistory_size = 3\n\
+         [namespace.short]\nhistory_size = 2\n\
+         [namespace.brief]\nhistory_ttl_secs = 1\n\
+         [namespace.chat]\nclient_publish = true\n",
+    )
+    .unwrap();
+    config.validate().unwrap();
+    let server = start_server_with(config).await;
+    for channel in ["short:a", "plain", "other:a", "chat:a", "brief:a"] {
+        for i in 0..6 {
+            server.publish(channel, &format!("m{i}")).await;
+        }
+    }
+    let kept = |channel: &'static str| {
+        let url = server.url(&format!("/sub/{channel}?transport=poll&since=earliest"));
+        async move {
+            let v = get_json(&url, 200).await;
+            v["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["data"].is_string())
+                .count()
+        }
+    };
+    assert_eq!(kept("short:a").await, 2, "its own history_size");
+    assert_eq!(kept("plain").await, 3, "no namespace: the \"\" table");
+    assert_eq!(kept("other:a").await, 3, "no table of its own: the \"\" table");
+    assert_eq!(
+        kept("chat:a").await,
+        5,
+        "a table without history settings: the global ones"
+    );
+    assert_eq!(kept("brief:a").await, 5, "young messages are kept");
+    recv_timeout(SOON, async {
+        while kept("brief:a").await > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(kept("chat:a").await, 5, "other namespaces keep theirs");
+
+    for bad in ["history_size = 0", "history_ttl_secs = 0"] {
+        let config: Config = toml::from_str(&format!("[namespace.x]\n{bad}\n")).unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("namespace \"x\"") && err.contains("must be at least 1"),
+            "{err}"
+        );
+    }
+}

@@ -574,6 +574,7 @@ async fn namespace_rules_decide_for_anonymous_clients_ws_publishing_and_message_
             anonymous_publish: Some(true),
             client_publish: Some(false),
             max_message_size: Some(8),
+            ..NamespaceRules::default()
         },
     );
     // No JWT: the namespace rules alone close or open channels.

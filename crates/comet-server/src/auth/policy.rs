@@ -1,5 +1,5 @@
 //! Per-namespace rules (`[namespace."chat"]` in comet.toml): what anonymous clients may do,
-//! whether WebSocket clients may publish, and a message size override.
+//! whether WebSocket clients may publish, and overrides of the message size and of history.
 //!
 //! The namespace of `chat:lobby` is `chat`; a channel without `:` is in the namespace `""`. A
 //! namespace without its own table follows `[namespace.""]`, and without that the built-in
@@ -28,6 +28,12 @@ pub struct NamespaceRules {
     /// WebSocket publishing (a WebSocket message stays bounded by `ws_max_message_size` too).
     /// Defaults to `max_message_size`. At least 1.
     pub max_message_size: Option<usize>,
+    /// Messages of history kept per channel in this namespace; overrides `history_size`.
+    /// Defaults to `history_size`. At least 1.
+    pub history_size: Option<usize>,
+    /// Age after which this namespace's history drops a message, in seconds; overrides
+    /// `history_ttl_secs`. Defaults to `history_ttl_secs`. At least 1.
+    pub history_ttl_secs: Option<u64>,
 }
 
 /// The rules that apply to `channel`.
@@ -87,8 +93,14 @@ pub(crate) fn validate(config: &Config) -> Result<(), String> {
                 "namespace {name:?} is not a namespace: use the part of a channel name before its first ':'"
             ));
         }
-        if rules.max_message_size == Some(0) {
-            return Err(format!("namespace {name:?}: max_message_size must be at least 1"));
+        for (setting, zero) in [
+            ("max_message_size", rules.max_message_size == Some(0)),
+            ("history_size", rules.history_size == Some(0)),
+            ("history_ttl_secs", rules.history_ttl_secs == Some(0)),
+        ] {
+            if zero {
+                return Err(format!("namespace {name:?}: {setting} must be at least 1"));
+            }
         }
     }
     Ok(())
