@@ -30,6 +30,8 @@
 mod client;
 mod cursor;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod subscription;
 mod transport;
 mod types;

@@ -52,6 +52,9 @@ pub(super) struct BadCommand {
     pub(super) message: String,
 }
 
+/// The longest parser error quoted in a [`BadCommand`] message, in bytes.
+const MAX_REASON: usize = 160;
+
 impl Request {
     /// Parses one text message.
     ///
@@ -65,10 +68,21 @@ impl Request {
                 #[serde(rename = "ref")]
                 reference: Option<String>,
             }
+            // serde quotes what it rejects (an unknown `type` in full): cut, so the answer stays
+            // small whatever was sent.
+            let mut why = e.to_string();
+            if why.len() > MAX_REASON {
+                let mut end = MAX_REASON;
+                while !why.is_char_boundary(end) {
+                    end -= 1;
+                }
+                why.truncate(end);
+                why.push('…');
+            }
             BadCommand {
                 reference: serde_json::from_slice::<RefOnly>(text).ok().and_then(|r| r.reference),
                 message: format!(
-                    "not a command ({e}); send {{\"type\":\"subscribe|unsubscribe|publish|ping|auth\",…}}"
+                    "not a command ({why}); send {{\"type\":\"subscribe|unsubscribe|publish|ping|auth\",…}}"
                 ),
             }
         })
@@ -234,6 +248,18 @@ mod tests {
             assert_eq!(e.reference.as_deref(), reference, "{text}");
             assert!(e.message.contains(says), "{text}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn bad_command_messages_stay_short() {
+        // Found by fuzz/fuzz_targets/ws_command.rs: the unknown `type` was quoted in full.
+        let long = format!(r#"{{"type":"{}","ref":"r"}}"#, "a".repeat(100_000));
+        let e = parse(&long).unwrap_err();
+        assert!(e.message.len() < 300, "{} bytes", e.message.len());
+        assert!(e.message.contains("unknown variant `aaa"), "{}", e.message);
+        assert_eq!(e.reference.as_deref(), Some("r"));
+        let e = parse(&format!(r#"{{"type":"{}"}}"#, "é".repeat(1000))).unwrap_err();
+        assert!(e.message.contains('…'), "cut at a char boundary: {}", e.message);
     }
 
     #[test]
