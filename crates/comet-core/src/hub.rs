@@ -1,6 +1,6 @@
 //! The local fan-out: every channel's history log, and the subscriptions that read it by cursor.
 //!
-//! Each channel has one log (its [`History`]) behind a short `std::sync::Mutex` and one
+//! Each channel has one log (its [`History`]) behind a short `std::sync::RwLock` and one
 //! [`Notify`]. Publishing appends under the lock and wakes the channel's waiting subscribers;
 //! each subscriber then copies what follows its own cursor out of the shared log. So:
 //! - the seam between replay and live delivery cannot lose or double a message: there is one
@@ -17,7 +17,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -128,8 +128,9 @@ pub struct Gap {
 #[derive(Debug)]
 struct ChannelLog {
     name: ChannelName,
-    /// Short critical sections only, never held across `.await`.
-    state: Mutex<LogState>,
+    /// Short critical sections only, never held across `.await`. Written by publish, read by
+    /// every subscriber's `try_read`.
+    state: RwLock<LogState>,
     notify: Notify,
     subscribers: AtomicUsize,
 }
@@ -143,10 +144,15 @@ struct LogState {
 }
 
 impl ChannelLog {
-    fn lock(&self) -> MutexGuard<'_, LogState> {
-        // A panic while holding this lock leaves consistent data (every update is a single
-        // push or pop), so poisoning is ignored.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    // A panic while holding this lock leaves consistent data (every update is a single push or
+    // pop), so poisoning is ignored.
+    fn write(&self) -> RwLockWriteGuard<'_, LogState> {
+        self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Shared: the subscribers of a busy channel read it from every worker thread at once.
+    fn read(&self) -> RwLockReadGuard<'_, LogState> {
+        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -200,7 +206,7 @@ impl Hub {
                 .map_or_else(|| (new_epoch(), 0), |(e, h, _)| (e, h));
             Arc::new(ChannelLog {
                 name: name.clone(),
-                state: Mutex::new(LogState {
+                state: RwLock::new(LogState {
                     epoch,
                     head,
                     history: History::new(self.config.history_for(name)),
@@ -235,7 +241,7 @@ impl Hub {
         })?;
         let log = self.log(channel, false);
         let msg = {
-            let mut state = log.lock();
+            let mut state = log.write();
             let cursor = Cursor::new(state.epoch, state.head + 1);
             let msg = Arc::new(Message::new(channel.clone(), cursor, event, data, now_millis())?);
             state.head = cursor.offset;
@@ -257,7 +263,7 @@ impl Hub {
             return Append::UnknownChannel;
         };
         {
-            let mut state = log.lock();
+            let mut state = log.write();
             if msg.cursor.epoch != state.epoch {
                 return Append::OtherEpoch {
                     head: Cursor::new(state.epoch, state.head),
@@ -287,7 +293,7 @@ impl Hub {
     pub fn replace(&self, channel: &ChannelName, epoch: u64, head: u64, tail: Vec<Arc<Message>>) {
         let log = self.log(channel, false);
         {
-            let mut state = log.lock();
+            let mut state = log.write();
             let newer: Vec<Arc<Message>> = if state.epoch == epoch {
                 state.history.after(head).cloned().collect()
             } else {
@@ -310,7 +316,7 @@ impl Hub {
     /// The newest cursor of `channel` on this node, if it holds the channel.
     pub fn head(&self, channel: &ChannelName) -> Option<Cursor> {
         let log = self.existing(channel)?;
-        let state = log.lock();
+        let state = log.read();
         Some(Cursor::new(state.epoch, state.head))
     }
 
@@ -337,7 +343,7 @@ impl Hub {
     pub fn subscribe(&self, channel: &ChannelName, since: Since) -> ChannelSubscription {
         let log = self.log(channel, true);
         let (epoch, position, gap) = {
-            let mut state = log.lock();
+            let mut state = log.write();
             state.history.trim_age(Instant::now());
             let oldest = state.history.first_offset().map_or(state.head, |o| o - 1);
             match since {
@@ -368,7 +374,7 @@ impl Hub {
     pub fn info(&self, channel: &ChannelName) -> Option<(usize, Option<Cursor>, usize)> {
         let log = self.existing(channel)?;
         let subscribers = log.subscribers.load(Ordering::Relaxed);
-        let state = log.lock();
+        let state = log.read();
         let last = (state.head > 0).then(|| Cursor::new(state.epoch, state.head));
         Some((subscribers, last, state.history.len()))
     }
@@ -383,7 +389,7 @@ impl Hub {
             let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let Shard { logs, tombstones } = &mut *shard;
             logs.retain(|name, log| {
-                let mut state = log.lock();
+                let mut state = log.write();
                 state.history.trim_age(now);
                 let idle = state.history.is_empty() && log.subscribers.load(Ordering::Relaxed) == 0;
                 if idle {
@@ -464,7 +470,7 @@ impl ChannelSubscription {
         let mut delivered = 0u64;
         let mut gap_after = None;
         {
-            let state = self.log.lock();
+            let state = self.log.read();
             if state.epoch != self.epoch {
                 gap_after = Some(Some(self.cursor()));
                 self.epoch = state.epoch;
