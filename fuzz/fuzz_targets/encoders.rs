@@ -9,7 +9,6 @@
 
 #![no_main]
 
-use bytes::Bytes;
 use comet_client::Envelope;
 use comet_client::fuzzing::{Decoded, cut, decode_iframe, decode_ndjson, decode_sse};
 use comet_core::{ChannelName, Cursor, EventName, MAX_EVENT_LEN, Message};
@@ -107,7 +106,7 @@ fuzz_target!(|bytes: &[u8]| {
         ChannelName::new(&channel).unwrap(),
         cursor,
         event.as_deref().map(|e| EventName::new(e).unwrap()),
-        Bytes::copy_from_slice(input.data.as_bytes()),
+        input.data.as_bytes(),
         input.time,
     )
     .unwrap();

@@ -16,7 +16,7 @@ fn publish(c: &mut Criterion) {
     let ch = ChannelName::new("bench:a").expect("valid channel name");
     let data = Bytes::from_static(b"#12345/1795435237123456789#");
     c.bench_function("publish/no_subscriber", |b| {
-        b.iter(|| black_box(hub.publish(&ch, None, data.clone()).expect("UTF-8")))
+        b.iter(|| black_box(hub.publish(&ch, None, &data).expect("UTF-8")))
     });
 }
 
@@ -31,7 +31,7 @@ fn fanout(c: &mut Criterion) {
         group.throughput(Throughput::Elements(width as u64));
         group.bench_with_input(BenchmarkId::from_parameter(width), &width, |b, _| {
             b.iter(|| {
-                hub.publish(&ch, None, data.clone()).expect("UTF-8");
+                hub.publish(&ch, None, &data).expect("UTF-8");
                 for sub in &mut subs {
                     sub.try_read(&mut out, 64);
                     out.clear();

@@ -99,19 +99,9 @@ impl History {
 mod tests {
     use super::*;
     use crate::{ChannelName, Cursor};
-    use bytes::Bytes;
 
     fn msg(offset: u64) -> Arc<Message> {
-        Arc::new(
-            Message::new(
-                ChannelName::new("c").unwrap(),
-                Cursor::new(1, offset),
-                None,
-                Bytes::new(),
-                0,
-            )
-            .unwrap(),
-        )
+        Arc::new(Message::new(ChannelName::new("c").unwrap(), Cursor::new(1, offset), None, b"", 0).unwrap())
     }
 
     #[test]

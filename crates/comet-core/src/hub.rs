@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::cursor::{Cursor, Position, Since};
@@ -226,7 +225,8 @@ impl Hub {
         self.shard(name).logs.get(name).cloned()
     }
 
-    /// Publishes on this node: assigns the next cursor, appends to history, wakes subscribers.
+    /// Publishes on this node: assigns the next cursor, appends to history (a copy of `data`,
+    /// see [`Message::new`]), wakes subscribers.
     ///
     /// # Errors
     /// [`NotUtf8`] when `data` is not UTF-8 text.
@@ -234,9 +234,9 @@ impl Hub {
         &self,
         channel: &ChannelName,
         event: Option<EventName>,
-        data: Bytes,
+        data: &[u8],
     ) -> Result<Arc<Message>, NotUtf8> {
-        std::str::from_utf8(&data).map_err(|e| NotUtf8 {
+        std::str::from_utf8(data).map_err(|e| NotUtf8 {
             valid_up_to: e.valid_up_to(),
         })?;
         let log = self.log(channel, false);

@@ -45,7 +45,7 @@ impl Broker for MemoryBroker {
     fn publish(&self, msg: Publish) -> BoxFuture<'_, Result<Arc<Message>, BrokerError>> {
         let result = self
             .hub
-            .publish(&msg.channel, msg.event, msg.data)
+            .publish(&msg.channel, msg.event, &msg.data)
             .map_err(BrokerError::from);
         Box::pin(std::future::ready(result))
     }

@@ -13,10 +13,7 @@ fn ch(s: &str) -> ChannelName {
 }
 
 fn publish(b: &MemoryBroker, c: &ChannelName, data: &str) -> Cursor {
-    b.hub()
-        .publish(c, None, Bytes::copy_from_slice(data.as_bytes()))
-        .unwrap()
-        .cursor
+    b.hub().publish(c, None, data.as_bytes()).unwrap().cursor
 }
 
 fn data_of(events: &[Event]) -> Vec<String> {

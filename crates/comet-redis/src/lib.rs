@@ -19,7 +19,6 @@ mod scripts;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use comet_core::{
     BoxFuture, Broker, BrokerError, BrokerStats, ChannelInfo, ChannelName, ChannelSubscription, Cursor, Hub, HubConfig,
     Message, Publish, Since, now_millis,
@@ -182,7 +181,7 @@ impl RedisBroker {
             msg.channel,
             Cursor::new(epoch, offset),
             msg.event,
-            Bytes::from(data),
+            data.as_bytes(),
             time,
         )?))
     }

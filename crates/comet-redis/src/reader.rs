@@ -127,7 +127,7 @@ impl Reader {
                 .transpose()
                 .ok()
                 .flatten();
-            if let Ok(msg) = Message::new(channel.clone(), Cursor::new(epoch, offset), event, data, time) {
+            if let Ok(msg) = Message::new(channel.clone(), Cursor::new(epoch, offset), event, &data, time) {
                 tail.push(Arc::new(msg));
             }
         }
@@ -183,7 +183,7 @@ impl Reader {
         } else {
             Some(EventName::new(event).ok()?)
         };
-        let data = Bytes::copy_from_slice(&payload[newline + 1..]);
+        let data = &payload[newline + 1..];
         let msg = Message::new(channel.clone(), Cursor::new(epoch, offset), event, data, time).ok()?;
         Some((channel, msg))
     }

@@ -19,7 +19,7 @@ fn message(data: &'static str) -> Message {
         ChannelName::new("bench:ticker").expect("valid channel name"),
         Cursor::new(0x9f2c_61d0_4ab3, 42),
         None,
-        Bytes::from_static(data.as_bytes()),
+        data.as_bytes(),
         1_795_435_237_123,
     )
     .expect("UTF-8 data")

@@ -5,7 +5,6 @@
 //! exception: raw single-channel SSE reads CR and CRLF in the data as LF (HTML Standard, event
 //! streams) and carries no time. `fuzz/fuzz_targets/encoders.rs` checks the same for longer.
 
-use bytes::Bytes;
 use comet_client::Envelope;
 use comet_client::fuzzing::{Decoded, cut, decode_iframe, decode_ndjson, decode_sse};
 use comet_core::{ChannelName, Cursor, EventName, Message};
@@ -52,7 +51,7 @@ impl Case {
             ChannelName::new(&self.channel).unwrap(),
             self.cursor,
             self.event.as_deref().map(|e| EventName::new(e).unwrap()),
-            Bytes::copy_from_slice(self.data.as_bytes()),
+            self.data.as_bytes(),
             self.time,
         )
         .unwrap()

@@ -75,7 +75,7 @@ mod tests {
             ChannelName::new("chat:a").unwrap(),
             Cursor::new(0xab, 3),
             Some(EventName::new("say").unwrap()),
-            "he said \"hi\"\n\u{2028}</script>".into(),
+            "he said \"hi\"\n\u{2028}</script>".as_bytes(),
             1234,
         )
         .unwrap();

@@ -87,7 +87,7 @@ mod tests {
         let empty: serde_json::Value = serde_json::from_slice(&encode_answer(&[], "ab-1", false)).unwrap();
         assert_eq!(empty, serde_json::json!({"messages": [], "cursor": "ab-1"}));
         let c = ChannelName::new("c").unwrap();
-        let m = Arc::new(Message::new(c.clone(), Cursor::new(0xab, 2), None, "x".into(), 5).unwrap());
+        let m = Arc::new(Message::new(c.clone(), Cursor::new(0xab, 2), None, b"x", 5).unwrap());
         let events = [
             Event::Gap(Gap {
                 channel: c,

@@ -219,7 +219,7 @@ mod tests {
             ChannelName::new("c").unwrap(),
             Cursor::new(0xa, 7),
             event.map(|e| EventName::new(e).unwrap()),
-            Bytes::copy_from_slice(data.as_bytes()),
+            data.as_bytes(),
             1,
         )
         .unwrap()

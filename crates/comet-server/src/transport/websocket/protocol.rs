@@ -297,14 +297,7 @@ mod tests {
 
     #[test]
     fn message_text_is_built_once_and_shared() {
-        let msg = Message::new(
-            ChannelName::new("c").unwrap(),
-            Cursor::new(0xa, 2),
-            None,
-            "x\ny".into(),
-            5,
-        )
-        .unwrap();
+        let msg = Message::new(ChannelName::new("c").unwrap(), Cursor::new(0xa, 2), None, b"x\ny", 5).unwrap();
         let (a, b) = (message_text(&msg), message_text(&msg));
         assert_eq!(a.as_ptr(), b.as_ptr());
         assert_eq!(
