@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::cursor::{Cursor, Position, Since};
@@ -239,11 +240,13 @@ impl Hub {
         std::str::from_utf8(data).map_err(|e| NotUtf8 {
             valid_up_to: e.valid_up_to(),
         })?;
+        // Copied here, not under the lock (see `Message::new` for why it is copied at all).
+        let data = Bytes::copy_from_slice(data);
         let log = self.log(channel, false);
         let msg = {
             let mut state = log.write();
             let cursor = Cursor::new(state.epoch, state.head + 1);
-            let msg = Arc::new(Message::new(channel.clone(), cursor, event, data, now_millis())?);
+            let msg = Arc::new(Message::from_text(channel.clone(), cursor, event, data, now_millis()));
             state.head = cursor.offset;
             state.history.trim_age(msg.appended_at);
             state.history.push(Arc::clone(&msg));

@@ -74,15 +74,34 @@ impl Message {
         std::str::from_utf8(data).map_err(|e| NotUtf8 {
             valid_up_to: e.valid_up_to(),
         })?;
-        Ok(Self {
+        Ok(Self::from_text(
             channel,
             cursor,
             event,
-            data: Bytes::copy_from_slice(data),
+            Bytes::copy_from_slice(data),
+            published_at,
+        ))
+    }
+
+    /// [`new`](Self::new) without the check and the copy: `data` must be UTF-8 in an allocation
+    /// of its own. For [`Hub::publish`](crate::Hub::publish), which does both before taking the
+    /// channel's lock.
+    pub(crate) fn from_text(
+        channel: ChannelName,
+        cursor: Cursor,
+        event: Option<EventName>,
+        data: Bytes,
+        published_at: u64,
+    ) -> Self {
+        Self {
+            channel,
+            cursor,
+            event,
+            data,
             published_at,
             appended_at: Instant::now(),
             encodings: Default::default(),
-        })
+        }
     }
 
     /// The published text.

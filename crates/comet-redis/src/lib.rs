@@ -150,11 +150,9 @@ impl RedisBroker {
     }
 
     async fn publish_now(&self, msg: Publish) -> Result<Arc<Message>, BrokerError> {
-        let data = std::str::from_utf8(&msg.data)
-            .map_err(|e| comet_core::NotUtf8 {
-                valid_up_to: e.valid_up_to(),
-            })?
-            .to_owned();
+        let data = std::str::from_utf8(&msg.data).map_err(|e| comet_core::NotUtf8 {
+            valid_up_to: e.valid_up_to(),
+        })?;
         let keys = Keys::new(&self.config.prefix, &msg.channel);
         let history = self.config.hub.history_for(&msg.channel);
         let time = now_millis();
@@ -168,7 +166,7 @@ impl RedisBroker {
             .arg(history.max_age.as_secs())
             .arg(time)
             .arg(event)
-            .arg(&data)
+            .arg(data)
             .arg(&keys.notify)
             .invoke_async(&mut self.data.clone())
             .await

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use comet_core::{Append, BrokerError, ChannelName, Cursor, EventName, Hub, Message};
 use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
@@ -127,7 +126,7 @@ impl Reader {
                 .transpose()
                 .ok()
                 .flatten();
-            if let Ok(msg) = Message::new(channel.clone(), Cursor::new(epoch, offset), event, &data, time) {
+            if let Ok(msg) = Message::new(channel.clone(), Cursor::new(epoch, offset), event, data, time) {
                 tail.push(Arc::new(msg));
             }
         }
@@ -243,10 +242,11 @@ fn as_str(v: &Value) -> Option<String> {
     }
 }
 
-type Entry = (u64, u64, String, Bytes);
+/// `(offset, time, event, data)`; the data borrowed from the script's answer.
+type Entry<'a> = (u64, u64, String, &'a [u8]);
 
 /// `{epoch, offset, entries}` of the sync script.
-fn parse_sync(value: &Value) -> Option<(u64, u64, Vec<Entry>)> {
+fn parse_sync(value: &Value) -> Option<(u64, u64, Vec<Entry<'_>>)> {
     let Value::Array(items) = value else { return None };
     let [epoch, head, entries] = items.as_slice() else {
         return None;
@@ -261,7 +261,7 @@ fn parse_sync(value: &Value) -> Option<(u64, u64, Vec<Entry>)> {
             return None;
         };
         let offset: u64 = as_str(id)?.split_once('-')?.0.parse().ok()?;
-        let (mut time, mut event, mut data) = (0, String::new(), Bytes::new());
+        let (mut time, mut event, mut data) = (0, String::new(), &[][..]);
         for kv in fields.chunks(2) {
             let [k, v] = kv else { return None };
             match as_str(k)?.as_str() {
@@ -269,7 +269,7 @@ fn parse_sync(value: &Value) -> Option<(u64, u64, Vec<Entry>)> {
                 "v" => event = as_str(v)?,
                 "d" => {
                     data = match v {
-                        Value::BulkString(b) => Bytes::copy_from_slice(b),
+                        Value::BulkString(b) => b.as_slice(),
                         _ => return None,
                     }
                 }
