@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -133,6 +133,11 @@ struct ChannelLog {
     state: RwLock<LogState>,
     notify: Notify,
     subscribers: AtomicUsize,
+    /// Bumped by every [`write`](Self::write), so a subscriber that found nothing new at one
+    /// version knows, without the lock, that nothing changed since: a waiting subscriber
+    /// checks before and after registering for a wake, and 10,000 of them taking the read lock
+    /// for that made its counter bounce between the cores.
+    version: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -147,7 +152,10 @@ impl ChannelLog {
     // A panic while holding this lock leaves consistent data (every update is a single push or
     // pop), so poisoning is ignored.
     fn write(&self) -> RwLockWriteGuard<'_, LogState> {
-        self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        let guard = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Under the lock: a reader holding the read lock sees a version that matches the state.
+        self.version.fetch_add(1, Ordering::AcqRel);
+        guard
     }
 
     /// Shared: the subscribers of a busy channel read it from every worker thread at once.
@@ -213,6 +221,7 @@ impl Hub {
                 }),
                 notify: Notify::new(),
                 subscribers: AtomicUsize::new(0),
+                version: AtomicU64::new(0),
             })
         });
         if subscribe {
@@ -365,6 +374,7 @@ impl Hub {
             lagging: false,
             stats: Arc::clone(&self.stats),
             queue_len: self.config.queue_len,
+            idle_at: NOT_IDLE,
         };
         if let Some(after) = gap {
             sub.note_gap(Some(after));
@@ -430,7 +440,13 @@ pub struct ChannelSubscription {
     lagging: bool,
     stats: Arc<BrokerStats>,
     queue_len: usize,
+    /// The log's version when this subscription last read everything there was
+    /// ([`NOT_IDLE`] if it has not): while the version stays the same, there is nothing to read.
+    idle_at: u64,
 }
+
+/// [`ChannelSubscription::idle_at`] when unknown (versions never reach it).
+const NOT_IDLE: u64 = u64::MAX;
 
 impl Drop for ChannelSubscription {
     fn drop(&mut self) {
@@ -465,6 +481,9 @@ impl ChannelSubscription {
 
     /// Moves what is ready (at most `max` events) into `out` without waiting; returns how many.
     pub fn try_read(&mut self, out: &mut Vec<Event>, max: usize) -> usize {
+        if self.pending_gap.is_none() && self.idle_at == self.log.version.load(Ordering::Acquire) {
+            return 0;
+        }
         let start = out.len();
         let limit = start + max;
         if let Some(gap) = self.pending_gap.take() {
@@ -474,6 +493,7 @@ impl ChannelSubscription {
         let mut gap_after = None;
         {
             let state = self.log.read();
+            let version = self.log.version.load(Ordering::Acquire);
             if state.epoch != self.epoch {
                 gap_after = Some(Some(self.cursor()));
                 self.epoch = state.epoch;
@@ -511,6 +531,7 @@ impl ChannelSubscription {
                 out.push(Event::Message(Arc::clone(msg)));
                 delivered += 1;
             }
+            self.idle_at = if self.position >= state.head { version } else { NOT_IDLE };
         }
         BrokerStats::add(&self.stats.delivered, delivered);
         out.len() - start
@@ -521,8 +542,17 @@ impl ChannelSubscription {
     pub async fn recv(&mut self, out: &mut Vec<Event>, max: usize) -> usize {
         let log = Arc::clone(&self.log);
         loop {
+            // First without registering: right after a wake there is something to read, and
+            // registering (then unregistering) takes the channel's waiter lock, which every
+            // subscriber of the channel shares.
+            let n = self.try_read(out, max);
+            if n > 0 {
+                return n;
+            }
             let mut notified = pin!(log.notify.notified());
             notified.as_mut().enable();
+            // Again once registered: a publish between the first read and the registration
+            // woke no one.
             let n = self.try_read(out, max);
             if n > 0 {
                 return n;
@@ -617,6 +647,11 @@ impl SubscriptionSet {
             return self.members[0].recv(out, max).await;
         }
         loop {
+            // As in `ChannelSubscription::recv`: first without registering.
+            let n = self.try_read(out, max);
+            if n > 0 {
+                return n;
+            }
             let logs: Vec<Arc<ChannelLog>> = self.members.iter().map(|m| Arc::clone(&m.log)).collect();
             let mut waits: Vec<_> = logs.iter().map(|l| Box::pin(l.notify.notified())).collect();
             for w in &mut waits {

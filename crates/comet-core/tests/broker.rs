@@ -302,3 +302,43 @@ async fn a_swept_channel_keeps_its_epoch_so_cursors_stay_valid() {
     assert_eq!(data_of(&out), ["y"]);
     assert_eq!(b.stats().snapshot().gaps, 0);
 }
+
+/// A subscription that has read everything skips the channel's lock until the log changes
+/// (hub.rs `idle_at`): every kind of change must still reach it, a publish, an append, and a
+/// replace into a new epoch (a gap), with nothing twice.
+#[tokio::test]
+async fn a_caught_up_subscription_sees_every_later_change() {
+    let b = small(8);
+    let c = ch("idle");
+    let hub = b.hub();
+    let mut sub = hub.subscribe(&c, Since::Live);
+    let mut out = Vec::new();
+    assert_eq!(sub.try_read(&mut out, 16), 0);
+    assert_eq!(sub.try_read(&mut out, 16), 0, "still nothing");
+    let first = publish(&b, &c, "one");
+    assert_eq!(sub.try_read(&mut out, 16), 1);
+    assert_eq!(sub.try_read(&mut out, 16), 0, "read once only");
+    // A message whose cursor was assigned elsewhere (as the Redis broker does).
+    let next = Cursor::new(first.epoch, first.offset + 1);
+    let msg = Arc::new(comet_core::Message::new(c.clone(), next, None, b"two", comet_core::now_millis()).unwrap());
+    assert!(matches!(hub.append(msg), comet_core::Append::Appended));
+    assert_eq!(sub.try_read(&mut out, 16), 1);
+    assert_eq!(sub.try_read(&mut out, 16), 0);
+    // History replaced in another epoch: the caught-up subscription is told of the gap.
+    hub.replace(&c, first.epoch + 1, 0, Vec::new());
+    assert_eq!(sub.try_read(&mut out, 16), 1);
+    assert_eq!(data_of(&out), ["one", "two", "GAP:idle"]);
+    // And `recv` wakes for the next publish after having found nothing.
+    let waiting = tokio::spawn(async move {
+        let mut got = Vec::new();
+        sub.recv(&mut got, 16).await;
+        data_of(&got)
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    publish(&b, &c, "three");
+    let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, ["three"]);
+}

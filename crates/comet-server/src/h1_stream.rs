@@ -27,6 +27,8 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tower::ServiceExt;
 
+use crate::gate::ReadGate;
+
 /// The largest request head read here; a larger one is handed to hyper, whose limits answer it.
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
 
@@ -140,10 +142,20 @@ where
     drop(head);
     let mut sink = [0u8; 64];
     let mut ignored = 0usize;
+    // The task wakes for every message; the socket is read only when it woke it (gate.rs).
+    let gate = ReadGate::new();
     loop {
+        let read = std::future::poll_fn(|cx| {
+            gate.poll(cx, |cx| {
+                let mut buf = ReadBuf::new(&mut sink);
+                Pin::new(&mut io)
+                    .poll_read(cx, &mut buf)
+                    .map_ok(|()| buf.filled().len())
+            })
+        });
         let frame = tokio::select! {
             frame = body.frame() => frame,
-            read = io.read(&mut sink) => match read {
+            read = read => match read {
                 Ok(n) if n > 0 && ignored + n <= MAX_HEAD => {
                     ignored += n;
                     continue;

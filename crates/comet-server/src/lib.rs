@@ -16,6 +16,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;
+mod gate;
 mod h1_stream;
 pub mod limits;
 pub mod metrics;

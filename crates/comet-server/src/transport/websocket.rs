@@ -11,10 +11,11 @@
 //!   server advertises `SETTINGS_ENABLE_CONNECT_PROTOCOL` (§3, server.rs). The WebSocket then
 //!   runs on that one stream with the same frames, limits, close codes and session. A CONNECT
 //!   with another `:protocol`, or none, is `400`.
-//! - One task per connection runs one `select!` over the peer's frames, the subscriptions, the
-//!   ping timer and shutdown (or `AppState::disconnect_all`). Everything ready is written as one
-//!   batch, and nothing more is read from the subscriptions until it is flushed: a slow peer
-//!   falls behind in history (then gets a gap notice), not in memory.
+//! - One task per connection runs one `select!` over the subscriptions and, behind one gate
+//!   (gate.rs: polled only when one of them woke the task), the peer's frames, one timer (ping or
+//!   credential expiry, the sooner) and shutdown (or `AppState::disconnect_all`). Everything
+//!   ready is written as one batch, and nothing more is read from the subscriptions until it is
+//!   flushed: a slow peer falls behind in history (then gets a gap notice), not in memory.
 //! - Keep-alive: a ping (§5.5.2) every `ws_ping_interval_secs`; a peer that has not answered
 //!   within `ws_pong_timeout_secs` is closed with 4001.
 //! - Close codes (§7.4.1): 1001 on shutdown or `disconnect_all`, 1002 protocol error, 1007 text
@@ -34,6 +35,9 @@ mod socket;
 #[doc(hidden)]
 pub use self::protocol::parse_for_fuzzing as parse_command_for_fuzzing;
 
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -50,6 +54,7 @@ use self::socket::{Ending, Handshake, Incoming, Socket};
 use super::{Kind, SubRequest};
 use crate::auth::{Action, Auth, AuthError, Identity};
 use crate::error::ApiError;
+use crate::gate::ReadGate;
 use crate::metrics::SubscriberGuard;
 use crate::publish::{Publisher, publish_one};
 use crate::server::ConnectionHold;
@@ -95,18 +100,55 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
     let token = state.connection_token();
     // The TCP connection stays counted (max_connections, per IP) while the session lives.
     let hold = parts.extensions.get::<ConnectionHold>().cloned();
+    // Everything the task needs to start, boxed: kept in the task's future, it would stay there
+    // (about 330 bytes) for the life of the connection.
+    let start = Box::new(Start {
+        state,
+        token,
+        identity,
+        auth,
+        client,
+        accepted,
+        subs,
+    });
     tokio::spawn(async move {
         let _hold = hold;
-        // `let … else`, not `if let`: the latter keeps the `Option<Socket>` temporary alive
-        // beside the session for the whole connection.
-        let Some(socket) = accepted.open().await else { return };
+        // In a block, so that nothing of `start` outlives it in the task's future.
+        let (mut session, subs) = {
+            let start: Box<Start> = start;
+            let start = *start;
+            // `let … else`, not `if let`: the latter keeps the `Option<Socket>` temporary alive
+            // beside the session for the whole connection.
+            let Some(socket) = start.accepted.open().await else {
+                return;
+            };
+            let session = Session::new(
+                start.state,
+                start.token,
+                socket,
+                start.identity,
+                start.auth,
+                start.client,
+            );
+            (session, start.subs)
+        };
         // The session lives here and `run` borrows it: a `run(self)` future would hold the
         // session twice (the argument and its local), 800 bytes more per idle socket.
-        let mut session = Session::new(state, token, socket, identity, auth, client);
         let ending = session.run(subs).await;
         Box::pin(session.finish(ending)).await;
     });
     response
+}
+
+/// What a WebSocket's task starts from (see [`handle`]).
+struct Start {
+    state: AppState,
+    token: CancellationToken,
+    identity: Identity,
+    auth: std::sync::Arc<Auth>,
+    client: Option<std::net::IpAddr>,
+    accepted: socket::Accepted,
+    subs: Vec<ChannelSubscription>,
 }
 
 /// What every WebSocket handshake is checked for before yawc sees it: a CONNECT must be an
@@ -253,6 +295,19 @@ impl Keepalive {
     }
 }
 
+/// Which of the seldom-waking branches of [`Session::run`] fired.
+enum Rare {
+    Cancelled,
+    /// The keepalive's deadline or the credential's expiry, whichever is sooner.
+    Timer,
+    Incoming(Incoming),
+}
+
+/// When `identity`'s credential expires (with the leeway), if it does.
+fn expiry_instant(identity: &Identity) -> Option<Instant> {
+    identity.remaining().map(|left| Instant::now() + left)
+}
+
 /// One connection's state, owned by its task.
 struct Session {
     state: AppState,
@@ -316,43 +371,86 @@ impl Session {
             self.add(sub);
         }
         let max = self.state.config.max_batch;
+        // Made once and polled in place: re-created on every pass, the timer and the
+        // cancellation token's waiter were registered and removed again for every message.
+        // One timer serves both the keepalive and the credential's expiry (the sooner of the two).
+        let cancelled = self.token.clone().cancelled_owned();
+        let mut expires = expiry_instant(&self.identity);
+        let timer = tokio::time::sleep_until(self.keepalive.deadline());
+        tokio::pin!(cancelled, timer);
+        // The task wakes for every message on its channels; the branches that seldom fire (the
+        // peer's frames, timers, shutdown) are polled only after one of them woke it (gate.rs).
+        let rare_gate = ReadGate::new();
         let ending = loop {
             if let Err(ending) = self.flush().await {
                 break ending;
             }
-            // Every branch is cancel-safe (see `Socket::recv`, `SubscriptionSet::recv`).
-            tokio::select! {
-                biased;
-                () = self.token.cancelled() => break Ending::Close(GOING_AWAY, "server going away"),
-                () = crate::auth::expiry::expired(&self.identity) => {
-                    break Ending::Close(POLICY, AuthError::Expired.close_reason());
-                }
-                () = tokio::time::sleep_until(self.keepalive.deadline()) => {
-                    if self.keepalive.expired(Instant::now()) {
-                        break Ending::Close(NO_PONG, "no pong within ws_pong_timeout");
-                    }
-                    self.socket.queue_ping();
-                }
-                incoming = self.socket.recv() => match incoming {
-                    Incoming::Text(text) => {
-                        // Boxed: commands are rare, and their futures (publish, subscribe) would
-                        // otherwise size every idle connection's task.
-                        if let Some(ending) = Box::pin(self.command(&text)).await {
-                            // The `error` frame saying why goes out before the close.
-                            let _ = self.flush().await;
-                            break ending;
+            let due = expires.map_or(self.keepalive.deadline(), |at| at.min(self.keepalive.deadline()));
+            if timer.deadline() != due {
+                timer.as_mut().reset(due);
+            }
+            let socket = &mut self.socket;
+            let rare = async {
+                let mut recv = pin!(socket.recv());
+                poll_fn(|cx| {
+                    rare_gate.poll(cx, |cx| {
+                        if cancelled.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Rare::Cancelled);
                         }
+                        if timer.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Rare::Timer);
+                        }
+                        recv.as_mut().poll(cx).map(Rare::Incoming)
+                    })
+                })
+                .await
+            };
+            // Every branch is cancel-safe (see `Socket::recv`, `SubscriptionSet::recv`). The
+            // handlers do not wait: what must (a command) is done after the `select!`, so that
+            // nothing of it takes room in this future while the connection idles.
+            let text = tokio::select! {
+                biased;
+                rare = rare => match rare {
+                    Rare::Cancelled => break Ending::Close(GOING_AWAY, "server going away"),
+                    Rare::Timer => {
+                        if expires.is_some_and(|at| at <= due) {
+                            break Ending::Close(POLICY, AuthError::Expired.close_reason());
+                        }
+                        if self.keepalive.deadline() <= due {
+                            if self.keepalive.expired(Instant::now()) {
+                                break Ending::Close(NO_PONG, "no pong within ws_pong_timeout");
+                            }
+                            self.socket.queue_ping();
+                        }
+                        continue;
                     }
-                    Incoming::Binary(_) => self.error(None, "bad_request", "binary frames are not supported; send text"),
-                    Incoming::Pong => self.keepalive.pong(),
-                    Incoming::End(ending) => break ending,
+                    Rare::Incoming(Incoming::Text(text)) => text,
+                    Rare::Incoming(Incoming::Binary(_)) => {
+                        self.error(None, "bad_request", "binary frames are not supported; send text");
+                        continue;
+                    }
+                    Rare::Incoming(Incoming::Pong) => {
+                        self.keepalive.pong();
+                        continue;
+                    }
+                    Rare::Incoming(Incoming::End(ending)) => break ending,
                 },
                 _ = self.set.recv(&mut self.events, max) => {
                     for event in self.events.drain(..) {
                         queue_event(&mut self.socket, &event);
                     }
+                    continue;
                 }
+            };
+            // Boxed: commands are rare, and their futures (publish, subscribe) would otherwise
+            // size every idle connection's task.
+            if let Some(ending) = Box::pin(self.command(text)).await {
+                // The `error` frame saying why goes out before the close.
+                let _ = self.flush().await;
+                break ending;
             }
+            // An `auth` command may have replaced the identity and its expiry.
+            expires = expiry_instant(&self.identity);
         };
         tracing::debug!(?ending, "websocket closing");
         ending
@@ -371,20 +469,32 @@ impl Session {
         if !self.socket.has_queued() {
             return Ok(());
         }
+        let mut write = pin!(self.socket.flush());
+        // Once without waiting: the socket usually takes it all at once, and then neither the
+        // token's waiter nor a timer is registered, and this future stays small in every
+        // connection's task.
+        if let Poll::Ready(written) = poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+            return written.map_err(|_| Ending::Answered);
+        }
+        // The peer is behind. Boxed: only backed-up sockets pay for the timer's room.
         let config = &self.state.config;
         let stall = Duration::from_secs(config.ws_ping_interval_secs + config.ws_pong_timeout_secs);
-        tokio::select! {
-            biased;
-            () = self.token.cancelled() => Err(Ending::Close(GOING_AWAY, "server going away")),
-            written = self.socket.flush() => written.map_err(|_| Ending::Answered),
-            () = tokio::time::sleep(stall) => Err(Ending::Close(SLOW_CONSUMER, "slow consumer")),
-        }
+        let token = &self.token;
+        Box::pin(async move {
+            tokio::select! {
+                biased;
+                () = token.cancelled() => Err(Ending::Close(GOING_AWAY, "server going away")),
+                written = write => written.map_err(|_| Ending::Answered),
+                () = tokio::time::sleep(stall) => Err(Ending::Close(SLOW_CONSUMER, "slow consumer")),
+            }
+        })
+        .await
     }
 
     /// Runs one text message; a bad one is answered with an error and the socket stays open,
     /// except for a bad `auth` token, which ends the connection as returned.
-    async fn command(&mut self, text: &[u8]) -> Option<Ending> {
-        let request = match ClientRequest::parse(text) {
+    async fn command(&mut self, text: Bytes) -> Option<Ending> {
+        let request = match ClientRequest::parse(&text) {
             Ok(request) => request,
             Err(e) => {
                 self.error(e.reference.as_deref(), "bad_request", &e.message);

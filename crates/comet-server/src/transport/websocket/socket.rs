@@ -35,12 +35,13 @@ use crate::error::ApiError;
 /// Messages below this many bytes go out uncompressed: deflate would not pay for itself.
 const COMPRESSION_THRESHOLD: usize = 128;
 
-/// Socket buffers start this small (and grow for large frames), so idle sockets stay cheap. Clients
-/// send little (commands, pongs), so the read side starts smaller; the write side fits a typical
-/// message, since yawc gives back a write buffer that grew once it is flushed (an allocation
-/// per larger message).
-const READ_BUFFER_CAPACITY: usize = 256;
-const WRITE_BUFFER_CAPACITY: usize = 1024;
+/// Socket buffers start this small, so idle sockets stay cheap (S1 in bench/RESULTS.md: they were
+/// a quarter of an idle WebSocket's memory at 256 and 1,024 bytes). Clients send little
+/// (commands, pongs), and yawc gives a read buffer that grew for a larger frame back at once.
+/// The write buffer grows to fit the first larger batch and keeps that size up to the 8 KiB
+/// backpressure boundary, so a busy socket pays for growing once, not per message.
+const READ_BUFFER_CAPACITY: usize = 128;
+const WRITE_BUFFER_CAPACITY: usize = 256;
 
 /// Deflate state shared by every compressed connection of the process. Both directions run
 /// without context takeover, so a connection needs deflate state only while a message is being
