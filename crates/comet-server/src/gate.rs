@@ -19,7 +19,13 @@ use futures_util::task::{ArcWake, AtomicWaker, waker_ref};
 /// See the [module docs](self). One per connection. `Pending` from the inner poll must mean it
 /// registered the waker it was given, as every `Future` and `AsyncRead` does.
 #[derive(Debug)]
-pub(crate) struct ReadGate(Arc<Shared>);
+pub(crate) struct ReadGate {
+    shared: Arc<Shared>,
+    /// The waker last registered in `shared.task`. While the gate stays shut it is still there
+    /// (only a wake takes it, and a wake opens the gate first), so a poll by the same task need
+    /// not register again: a shut gate then costs one atomic load.
+    registered: Option<std::task::Waker>,
+}
 
 #[derive(Debug)]
 struct Shared {
@@ -40,18 +46,30 @@ impl ArcWake for Shared {
 impl ReadGate {
     /// A gate that lets the first poll through.
     pub(crate) fn new() -> Self {
-        Self(Arc::new(Shared {
-            open: AtomicBool::new(true),
-            task: AtomicWaker::new(),
-        }))
+        Self {
+            shared: Arc::new(Shared {
+                open: AtomicBool::new(true),
+                task: AtomicWaker::new(),
+            }),
+            registered: None,
+        }
     }
 
     /// Calls `read` with the gate's waker if the gate is open; else registers `cx`'s waker and
     /// returns `Pending` without calling `read`.
-    pub(crate) fn poll<T>(&self, cx: &mut Context<'_>, read: impl FnOnce(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
-        let shared = &self.0;
+    pub(crate) fn poll<T>(&mut self, cx: &mut Context<'_>, read: impl FnOnce(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
+        let shared = &self.shared;
+        let same_task = self.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if same_task && !shared.open.load(Ordering::Acquire) {
+            // Shut, and our waker is still registered; a wake racing with this load has woken
+            // (or will wake) this task, and its poll then finds the gate open.
+            return Poll::Pending;
+        }
         // Registered before the check: a wake between the two is then not lost.
         shared.task.register(cx.waker());
+        if !same_task {
+            self.registered = Some(cx.waker().clone());
+        }
         if !shared.open.load(Ordering::Acquire) {
             return Poll::Pending;
         }
@@ -82,7 +100,7 @@ mod tests {
             .await
             .unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
-        let gate = ReadGate::new();
+        let mut gate = ReadGate::new();
         let mut polls = 0;
         let mut buf = [0u8; 16];
         let mut read_once = |cx: &mut Context<'_>| {

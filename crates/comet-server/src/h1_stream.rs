@@ -143,7 +143,7 @@ where
     let mut sink = [0u8; 64];
     let mut ignored = 0usize;
     // The task wakes for every message; the socket is read only when it woke it (gate.rs).
-    let gate = ReadGate::new();
+    let mut gate = ReadGate::new();
     loop {
         let read = std::future::poll_fn(|cx| {
             gate.poll(cx, |cx| {

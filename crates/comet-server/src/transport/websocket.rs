@@ -380,7 +380,7 @@ impl Session {
         tokio::pin!(cancelled, timer);
         // The task wakes for every message on its channels; the branches that seldom fire (the
         // peer's frames, timers, shutdown) are polled only after one of them woke it (gate.rs).
-        let rare_gate = ReadGate::new();
+        let mut rare_gate = ReadGate::new();
         let ending = loop {
             if let Err(ending) = self.flush().await {
                 break ending;
