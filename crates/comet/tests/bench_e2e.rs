@@ -1,0 +1,89 @@
+//! `comet bench` end to end: the load generator against a real Comet server on 127.0.0.1, over
+//! every transport it drives, at a fixed rate and as fast as acknowledged. Every message must
+//! reach every subscriber exactly once, as the generator counts it. (Speed is measured in
+//! bench/, never asserted here.)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use comet_bench::{Adapter, BenchConfig, Report, Transport};
+use comet_core::MemoryBroker;
+use comet_server::{AppState, Config};
+
+const SUBSCRIBERS: usize = 12;
+
+async fn run_against_comet(transport: Transport, rate: Option<f64>) -> Report {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = Config {
+        // One generator stands for many clients on one address.
+        max_connections_per_ip: 0,
+        max_longpolls_per_ip: 0,
+        subscribes_per_sec_per_ip: 0,
+        publishes_per_sec: 0,
+        ..Config::default()
+    };
+    let broker = Arc::new(MemoryBroker::new(config.hub_config()));
+    let state = AppState::new(broker, config);
+    let server = tokio::spawn(comet_server::serve(listener, state.clone()));
+
+    let mut cfg = BenchConfig::new(Adapter::comet(addr), transport);
+    cfg.subscribers = SUBSCRIBERS;
+    cfg.channels = 1;
+    cfg.publishers = 1;
+    cfg.rate = rate;
+    cfg.duration = Duration::from_millis(1500);
+    cfg.drain = Duration::from_secs(5);
+    cfg.settle = Duration::from_millis(200);
+    cfg.poll_interval = Duration::from_millis(100);
+    cfg.connect_timeout = Duration::from_secs(20);
+    let report = tokio::time::timeout(Duration::from_secs(60), comet_bench::run(cfg))
+        .await
+        .expect("bench run finished in time")
+        .expect("bench run");
+
+    state.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(15), server).await;
+    report
+}
+
+fn assert_exact(report: &Report) {
+    let what = format!("{} rate {:?}", report.transport, report.rate);
+    assert_eq!(report.connected, SUBSCRIBERS, "{what}: {:?}", report.connect_errors);
+    assert!(report.connect_errors.is_empty(), "{what}: {:?}", report.connect_errors);
+    assert!(report.run_errors.is_empty(), "{what}: {:?}", report.run_errors);
+    assert_eq!(report.publish_errors, 0, "{what}");
+    assert!(report.published > 0, "{what}: nothing published");
+    assert_eq!((report.lost, report.duplicated), (0, 0), "{what}");
+    assert_eq!(report.delivered, report.published * SUBSCRIBERS as u64, "{what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_transport_delivers_every_message_once() {
+    for transport in [
+        Transport::Sse,
+        Transport::Websocket,
+        Transport::Stream,
+        Transport::Longpoll,
+        Transport::Poll,
+    ] {
+        let report = run_against_comet(transport, Some(40.0)).await;
+        assert_exact(&report);
+    }
+}
+
+/// As fast as acknowledged: several messages arrive in one read, which the generator records
+/// as one batch (each transport's reader, WebSocket's included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_are_counted_exactly() {
+    for transport in [Transport::Websocket, Transport::Sse] {
+        let report = run_against_comet(transport, None).await;
+        assert_exact(&report);
+        assert!(
+            report.published > 20,
+            "{}: only {} published",
+            report.transport,
+            report.published
+        );
+    }
+}
