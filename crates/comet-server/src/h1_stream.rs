@@ -124,22 +124,24 @@ fn streaming_request(parsed: &httparse::Request<'_, '_>) -> Option<Request<Body>
 /// `Connection: close`: a body of known length as is, any other chunked, each chunk in one
 /// vectored write. Returns when the body ends, the client goes away (EOF, error, or more than
 /// [`MAX_HEAD`] bytes sent after its request), or a write fails; then closes `io`.
-pub(crate) async fn serve_stream<IO>(mut io: IO, request: Request<Body>, router: Router)
+pub(crate) async fn serve_stream<IO>(mut io: IO, request: Box<Request<Body>>, router: Router)
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    // Boxed: the router's future is large and done with once it answers; the task keeps only
-    // what streaming needs.
-    let response = match Box::pin(router.oneshot(request)).await {
-        Ok(response) => response,
-        Err(never) => match never {},
+    // The request comes boxed and the response is taken apart in blocks: whatever this future
+    // holds across an `.await` stays in every idle subscriber's task (bench/RESULTS.md, S1).
+    // The router's future is boxed too: it is large, and done with once it answers.
+    let (mut body, exact) = {
+        let response = match Box::pin(router.oneshot(*request)).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let (head, exact) = response_head(&response);
+        if io.write_all(&head).await.is_err() {
+            return;
+        }
+        (response.into_body(), exact)
     };
-    let (head, exact) = response_head(&response);
-    let mut body = response.into_body();
-    if io.write_all(&head).await.is_err() {
-        return;
-    }
-    drop(head);
     let mut sink = [0u8; 64];
     let mut ignored = 0usize;
     // The task wakes for every message; the socket is read only when it woke it (gate.rs).

@@ -311,7 +311,7 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
                         Head::Gone => Ok(()),
                         Head::Stream(mut request) => {
                             request.extensions_mut().insert(ConnectInfo(peer));
-                            h1_stream::serve_stream(io, *request, streams_router).await;
+                            h1_stream::serve_stream(io, request, streams_router).await;
                             Ok(())
                         }
                         Head::Other(prefix) => {
