@@ -246,9 +246,7 @@ impl Hub {
         event: Option<EventName>,
         data: &[u8],
     ) -> Result<Arc<Message>, NotUtf8> {
-        std::str::from_utf8(data).map_err(|e| NotUtf8 {
-            valid_up_to: e.valid_up_to(),
-        })?;
+        NotUtf8::check(data)?;
         // Copied here, not under the lock (see `Message::new` for why it is copied at all).
         let data = Bytes::copy_from_slice(data);
         let log = self.log(channel, false);

@@ -56,6 +56,18 @@ pub struct NotUtf8 {
     pub valid_up_to: usize,
 }
 
+impl NotUtf8 {
+    /// `data` as text.
+    ///
+    /// # Errors
+    /// [`NotUtf8`] with the offset of the first invalid byte.
+    pub fn check(data: &[u8]) -> Result<&str, NotUtf8> {
+        std::str::from_utf8(data).map_err(|e| NotUtf8 {
+            valid_up_to: e.valid_up_to(),
+        })
+    }
+}
+
 impl Message {
     /// Makes a message, checking that `data` is UTF-8. The data is copied into an allocation of
     /// its own: history keeps a message for minutes, and a `Bytes` kept instead may be a slice of
@@ -71,9 +83,7 @@ impl Message {
         data: &[u8],
         published_at: u64,
     ) -> Result<Self, NotUtf8> {
-        std::str::from_utf8(data).map_err(|e| NotUtf8 {
-            valid_up_to: e.valid_up_to(),
-        })?;
+        NotUtf8::check(data)?;
         Ok(Self::from_text(
             channel,
             cursor,

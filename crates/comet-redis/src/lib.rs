@@ -150,9 +150,7 @@ impl RedisBroker {
     }
 
     async fn publish_now(&self, msg: Publish) -> Result<Arc<Message>, BrokerError> {
-        let data = std::str::from_utf8(&msg.data).map_err(|e| comet_core::NotUtf8 {
-            valid_up_to: e.valid_up_to(),
-        })?;
+        let data = comet_core::NotUtf8::check(&msg.data)?;
         let keys = Keys::new(&self.config.prefix, &msg.channel);
         let history = self.config.hub.history_for(&msg.channel);
         let time = now_millis();
