@@ -10,12 +10,18 @@
 //! (RFC 9112 §7.1 chunked coding), with `Connection: close`. Between chunks it watches the
 //! socket, so a client that goes away is noticed at once, not at the next heartbeat.
 //!
-//! Everything else (other requests, HTTP/2, upgrades, a head we cannot parse or that is too
-//! large) goes to hyper with the bytes read so far replayed in front of the socket
+//! A WebSocket upgrade (`Upgrade: websocket`) on plain TCP is read here too
+//! ([`serve_upgrade`]): the handler answers it without hyper ([`DirectUpgrade`]), and once its
+//! `101` is written the session owns the `TcpStream` itself, not hyper's `Upgraded` wrapper around
+//! it, so a message's frame goes from the shared encoding to the socket in one write.
+//!
+//! Everything else (other requests, HTTP/2, a head we cannot parse or that is too large, and
+//! upgrades over TLS) goes to hyper with the bytes read so far replayed in front of the socket
 //! ([`Prefixed`]), so hyper sees the connection from its first byte.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,12 +31,17 @@ use bytes::{Buf, Bytes};
 use http::{HeaderName, HeaderValue, Request, Response, header};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tower::ServiceExt;
 
 use crate::gate::ReadGate;
 
 /// The largest request head read here; a larger one is handed to hyper, whose limits answer it.
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
+
+/// How long an answer other than `101` to an upgrade may take to produce its body.
+const UPGRADE_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Most request header fields parsed here (more: hyper's turn).
 const MAX_HEADERS: usize = 64;
@@ -40,14 +51,17 @@ const MAX_HEADERS: usize = 64;
 pub(crate) enum Head {
     /// A complete request head for a streaming subscription, and nothing after it.
     Stream(Box<Request<Body>>),
+    /// A complete `GET` head with `Upgrade: websocket`, and nothing after it (when asked for).
+    Upgrade(Box<Request<Body>>),
     /// Anything else, for hyper: the bytes read so far.
     Other(Bytes),
     /// The client closed, failed, or did not finish its head within the timeout.
     Gone,
 }
 
-/// Reads the first request head of a connection, for at most `timeout` (slowloris).
-pub(crate) async fn read_head<IO: AsyncRead + Unpin>(io: &mut IO, timeout: Duration) -> Head {
+/// Reads the first request head of a connection, for at most `timeout` (slowloris). WebSocket
+/// upgrades are [`Head::Upgrade`] when `upgrades`, else hyper's.
+pub(crate) async fn read_head<IO: AsyncRead + Unpin>(io: &mut IO, timeout: Duration, upgrades: bool) -> Head {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {
@@ -69,8 +83,9 @@ pub(crate) async fn read_head<IO: AsyncRead + Unpin>(io: &mut IO, timeout: Durat
         match parsed.parse(&buf) {
             Ok(httparse::Status::Partial) => {}
             Ok(httparse::Status::Complete(len)) if len == buf.len() => {
-                return match streaming_request(&parsed) {
-                    Some(request) => Head::Stream(Box::new(request)),
+                return match own_request(&parsed, upgrades) {
+                    Some((request, false)) => Head::Stream(Box::new(request)),
+                    Some((request, true)) => Head::Upgrade(Box::new(request)),
                     None => Head::Other(buf.into()),
                 };
             }
@@ -81,11 +96,12 @@ pub(crate) async fn read_head<IO: AsyncRead + Unpin>(io: &mut IO, timeout: Durat
     }
 }
 
-/// The request, if `parsed` is an HTTP/1.1 `GET /sub/…` without a body or an upgrade that asks
-/// for a stream, SSE or iframe transport.
-fn streaming_request(parsed: &httparse::Request<'_, '_>) -> Option<Request<Body>> {
+/// The request, if `parsed` is an HTTP/1.1 `GET` without a body that is served here, and whether
+/// it is a WebSocket upgrade: a `GET /sub/…` asking for a stream, SSE or iframe transport, or
+/// (when `upgrades`) any `GET` with `Upgrade: websocket` (the router's own test).
+fn own_request(parsed: &httparse::Request<'_, '_>, upgrades: bool) -> Option<(Request<Body>, bool)> {
     let path = parsed.path?;
-    if parsed.method? != "GET" || parsed.version? != 1 || !path.starts_with("/sub/") {
+    if parsed.method? != "GET" || parsed.version? != 1 {
         return None;
     }
     let mut builder = Request::builder()
@@ -93,11 +109,17 @@ fn streaming_request(parsed: &httparse::Request<'_, '_>) -> Option<Request<Body>
         .uri(path)
         .version(http::Version::HTTP_11);
     let mut wants_sse = false;
+    let mut websocket = false;
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         let value = HeaderValue::from_bytes(h.value).ok()?;
-        if name == header::UPGRADE
-            || name == header::TRANSFER_ENCODING
+        if name == header::UPGRADE {
+            if !upgrades || !value.as_bytes().eq_ignore_ascii_case(b"websocket") {
+                return None;
+            }
+            websocket = true;
+        }
+        if name == header::TRANSFER_ENCODING
             || name == header::EXPECT
             || (name == header::CONTENT_LENGTH && value != "0")
         {
@@ -108,16 +130,86 @@ fn streaming_request(parsed: &httparse::Request<'_, '_>) -> Option<Request<Body>
         }
         builder = builder.header(name, value);
     }
-    let query = path.split_once('?').map_or("", |(_, q)| q);
-    let transport = query.split('&').find_map(|kv| kv.strip_prefix("transport="));
-    let streams = match transport {
-        Some(t) => matches!(t, "sse" | "stream" | "iframe"),
-        None => wants_sse,
-    };
-    if !streams {
-        return None;
+    if !websocket {
+        if !path.starts_with("/sub/") {
+            return None;
+        }
+        let query = path.split_once('?').map_or("", |(_, q)| q);
+        let transport = query.split('&').find_map(|kv| kv.strip_prefix("transport="));
+        let streams = match transport {
+            Some(t) => matches!(t, "sse" | "stream" | "iframe"),
+            None => wants_sse,
+        };
+        if !streams {
+            return None;
+        }
     }
-    builder.body(Body::empty()).ok()
+    builder.body(Body::empty()).ok().map(|request| (request, websocket))
+}
+
+/// The request extension of a WebSocket upgrade read by [`read_head`]: the handler answers the
+/// handshake itself (there is no hyper `OnUpgrade` to hand to yawc) and, once [`serve_upgrade`]
+/// has written its `101`, receives the connection from [`DirectUpgrade::take`]'s receiver.
+#[derive(Clone, Debug)]
+pub(crate) struct DirectUpgrade(Arc<Mutex<Option<oneshot::Receiver<TcpStream>>>>);
+
+impl DirectUpgrade {
+    fn new() -> (Self, oneshot::Sender<TcpStream>) {
+        let (sender, receiver) = oneshot::channel();
+        (Self(Arc::new(Mutex::new(Some(receiver)))), sender)
+    }
+
+    /// The receiver of the connection; `None` once taken.
+    pub(crate) fn take(&self) -> Option<oneshot::Receiver<TcpStream>> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+/// Runs `router` on a WebSocket upgrade read by [`read_head`]. A `101` answer is written (head
+/// only) and the connection handed to the handler's session; any other answer is written whole
+/// with `Connection: close`.
+pub(crate) async fn serve_upgrade(mut io: TcpStream, mut request: Box<Request<Body>>, router: Router) {
+    let (upgrade, handover) = DirectUpgrade::new();
+    request.extensions_mut().insert(upgrade);
+    let response = match router.oneshot(*request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        let head = upgrade_head(&response);
+        drop(response);
+        if io.write_all(&head).await.is_ok() {
+            // The session takes it from here; if it is gone, dropping `io` closes the connection.
+            let _ = handover.send(io);
+        }
+        return;
+    }
+    // An error (400, 401, 426, …): small, and the connection closes after it. (A route that
+    // streams is not one a client would upgrade on; it gets the first seconds of its body.)
+    let (parts, body) = response.into_parts();
+    let Ok(Ok(body)) = tokio::time::timeout(UPGRADE_ANSWER_TIMEOUT, body.collect()).await else {
+        return;
+    };
+    let body = body.to_bytes();
+    let response = Response::from_parts(parts, Body::from(body.clone()));
+    let (head, _) = response_head(&response);
+    if io.write_all(&head).await.is_ok() && io.write_all(&body).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+    }
+}
+
+/// The status line and headers of a `101` (RFC 9110 §15.2.2), as the handler wrote them.
+fn upgrade_head(response: &Response<Body>) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    for (name, value) in response.headers() {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
 }
 
 /// Runs `router` on `request` and writes the response to `io` as HTTP/1.1 with
@@ -319,14 +411,45 @@ mod tests {
     use super::*;
 
     fn head(text: &str) -> Head {
+        head_with(text, false)
+    }
+
+    fn head_with(text: &str, upgrades: bool) -> Head {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async {
             let mut io = text.as_bytes();
-            read_head(&mut io, Duration::from_secs(1)).await
+            read_head(&mut io, Duration::from_secs(1), upgrades).await
         })
+    }
+
+    #[test]
+    fn websocket_upgrades_are_taken_only_when_asked() {
+        for text in [
+            "GET /sub/a HTTP/1.1\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            "GET /ws?x=1 HTTP/1.1\r\nUpgrade: WebSocket\r\nConnection: Upgrade\r\n\r\n",
+            "GET /healthz HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
+        ] {
+            let Head::Upgrade(req) = head_with(text, true) else {
+                panic!("not taken: {text:?}")
+            };
+            assert!(req.headers().contains_key(header::UPGRADE), "{text:?}");
+            assert!(matches!(head_with(text, false), Head::Other(_)), "{text:?}");
+        }
+        for text in [
+            "GET /sub/a?transport=sse HTTP/1.1\r\nupgrade: h2c\r\n\r\n",
+            "POST /sub/a HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
+            "GET /sub/a HTTP/1.0\r\nupgrade: websocket\r\n\r\n",
+            "GET /sub/a HTTP/1.1\r\nupgrade: websocket\r\ncontent-length: 3\r\n\r\n",
+            "GET /sub/a HTTP/1.1\r\nupgrade: websocket\r\n\r\nearly frame bytes",
+        ] {
+            match head_with(text, true) {
+                Head::Other(bytes) => assert_eq!(bytes, text.as_bytes(), "{text:?}"),
+                other => panic!("{text:?} gave {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -281,6 +281,7 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
         connections.fetch_add(1, Ordering::Relaxed);
         let hold = ConnectionHold(Arc::new((ConnectionCount(Arc::clone(&connections)), per_ip)));
         let request_hold = hold.clone();
+        let upgrade_hold = hold.clone();
         let _ = stream.set_nodelay(true);
         let streams_router = router.clone();
         let service = router
@@ -305,13 +306,24 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
             // anything else goes to hyper with the bytes read so far put back. Hyper's future
             // is boxed, so the task of a streaming connection is not sized for it.
             macro_rules! serve_io {
-                ($io:expr, $builder:expr) => {{
+                ($io:expr, $builder:expr, $upgrades:ident) => {{
                     let mut io = $io;
-                    match h1_stream::read_head(&mut io, head_timeout).await {
+                    match h1_stream::read_head(&mut io, head_timeout, $upgrades.is_some()).await {
                         Head::Gone => Ok(()),
                         Head::Stream(mut request) => {
                             request.extensions_mut().insert(ConnectInfo(peer));
                             h1_stream::serve_stream(io, request, streams_router).await;
+                            Ok(())
+                        }
+                        Head::Upgrade(mut request) => {
+                            // Only asked for on plain TCP, where `$upgrades` is the stream itself.
+                            if let Some(into_tcp) = $upgrades {
+                                request.extensions_mut().insert(ConnectInfo(peer));
+                                // The WebSocket session keeps the connection counted.
+                                request.extensions_mut().insert(upgrade_hold);
+                                // Boxed: the task of every streaming connection would be sized for it.
+                                Box::pin(h1_stream::serve_upgrade(into_tcp(io), request, streams_router)).await;
+                            }
                             Ok(())
                         }
                         Head::Other(prefix) => {
@@ -323,7 +335,10 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
                 }};
             }
             let served = match tls {
-                None => serve_io!(stream, builder),
+                None => {
+                    let plain = Some(|io: TcpStream| io);
+                    serve_io!(stream, builder, plain)
+                }
                 // In this task, so a slow handshake holds up no one; bounded like a request head.
                 // Boxed like hyper's.
                 Some(tls) => {
@@ -331,9 +346,13 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
                         match tokio::time::timeout(handshake, tls.accept(stream)).await {
                             // ALPN has chosen the protocol: no detection step.
                             Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                                serve_io!(stream, alpn_builders.1)
+                                let plain = None::<fn(_) -> TcpStream>;
+                                serve_io!(stream, alpn_builders.1, plain)
                             }
-                            Ok(Ok(stream)) => serve_io!(stream, alpn_builders.0),
+                            Ok(Ok(stream)) => {
+                                let plain = None::<fn(_) -> TcpStream>;
+                                serve_io!(stream, alpn_builders.0, plain)
+                            }
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
                                 Ok(())

@@ -617,6 +617,123 @@ async fn a_peer_that_pongs_stays_connected() {
     assert_eq!(next_json(&mut ws).await["data"], "still");
 }
 
+/// Writes `request` on a new connection and reads the whole answer, until the server closes.
+async fn answer_of(addr: SocketAddr, request: &str) -> String {
+    let mut stream = recv_timeout(SOON, TcpStream::connect(addr)).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    recv_timeout(SOON, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server closes after an error");
+    String::from_utf8(answer).expect("ASCII answer")
+}
+
+#[tokio::test]
+async fn the_handshake_is_answered_as_rfc_6455_says_and_a_bad_one_gets_a_clear_400() {
+    let server = start_server().await;
+    let (mut raw, head) = Raw::handshake(server.addr, "/sub/h", "13", &[]).await;
+    assert!(head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{head}");
+    // RFC 6455 §1.3's own example key and answer.
+    assert_eq!(
+        header(&head, "sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "{head}"
+    );
+    assert_eq!(header(&head, "upgrade"), Some("websocket"), "{head}");
+    assert_eq!(header(&head, "connection"), Some("upgrade"), "{head}");
+    let (opcode, subscribed) = raw.frame().await.expect("subscribed");
+    assert_eq!((opcode, raw.last_head), (0x1, 0x81), "one whole text frame");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&subscribed).unwrap()["type"],
+        "subscribed"
+    );
+
+    let ask = |key: &str, connection: &str| {
+        format!(
+            "GET /sub/h HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: {connection}\r\n{key}\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+    };
+    for (what, request) in [
+        ("a key of 5 bytes", ask("Sec-WebSocket-Key: c2hvcnQ=\r\n", "Upgrade")),
+        (
+            "a key that is not base64",
+            ask("Sec-WebSocket-Key: not*base64*at*all!!!!!==\r\n", "Upgrade"),
+        ),
+        ("no key", ask("", "Upgrade")),
+        (
+            "no Connection: Upgrade",
+            ask("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "keep-alive"),
+        ),
+    ] {
+        let answer = answer_of(server.addr, &request).await;
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{what}: {answer}");
+        let body: Value = serde_json::from_str(answer.split_once("\r\n\r\n").expect("a body").1)
+            .unwrap_or_else(|e| panic!("{what}: the body is not JSON ({e}): {answer}"));
+        assert_eq!(body["error"]["code"], "bad_transport", "{what}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("Sec-WebSocket-Key"),
+            "{what}: {body}"
+        );
+    }
+    // The good socket was not disturbed.
+    let id = server.publish("h", "after").await;
+    let (_, message) = raw.frame().await.expect("message");
+    assert_eq!(serde_json::from_slice::<Value>(&message).unwrap()["id"], id.as_str());
+}
+
+/// The accept loop reads only a connection's first request head itself; an upgrade that comes
+/// after another request on the same connection is hyper's to hand over, and works the same.
+#[tokio::test]
+async fn an_upgrade_after_another_request_on_the_same_connection_works_too() {
+    let server = start_server().await;
+    let mut stream = recv_timeout(SOON, TcpStream::connect(server.addr))
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Raw {
+        stream,
+        buf: Vec::new(),
+        last_head: 0,
+    };
+    while !raw.buf.ends_with(b"\r\n\r\nok\n") {
+        assert!(raw.fill().await > 0, "connection closed after /healthz");
+    }
+    raw.buf.clear();
+    raw.stream
+        .write_all(
+            b"GET /sub/k HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let head = loop {
+        if let Some(end) = raw.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break String::from_utf8(raw.buf.drain(..end + 4).collect()).unwrap();
+        }
+        assert!(raw.fill().await > 0, "connection closed during the handshake");
+    };
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(
+        header(&head, "sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "{head}"
+    );
+    let (_, subscribed) = raw.frame().await.expect("subscribed");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&subscribed).unwrap()["type"],
+        "subscribed"
+    );
+    for i in 0..3 {
+        let id = server.publish("k", &format!("m{i}")).await;
+        let (_, message) = raw.frame().await.expect("message");
+        assert_eq!(serde_json::from_slice::<Value>(&message).unwrap()["id"], id.as_str());
+    }
+}
+
 #[tokio::test]
 async fn client_pings_get_pongs() {
     let server = start_server().await;

@@ -21,6 +21,8 @@ pub(crate) mod slot {
     pub(crate) const SSE_MULTI: EncodingSlot = EncodingSlot::new(5);
     /// WebSocket `{"type":"message",…}` text.
     pub(crate) const WS_MESSAGE: EncodingSlot = EncodingSlot::new(6);
+    /// That text as a whole WebSocket frame, header included (for sockets written directly).
+    pub(crate) const WS_FRAME: EncodingSlot = EncodingSlot::new(7);
 }
 
 /// Appends `s` as a JSON string literal.

@@ -49,7 +49,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use self::protocol::{Command, Reply, Request as ClientRequest, gap_text, message_text};
+use self::protocol::{Command, Reply, Request as ClientRequest, gap_text, message_frame, message_text};
 use self::socket::{Ending, Handshake, Incoming, Socket};
 use super::{Kind, SubRequest};
 use crate::auth::{Action, Auth, AuthError, Identity};
@@ -634,10 +634,11 @@ impl Session {
 }
 
 fn queue_event(socket: &mut Socket, event: &Event) {
-    socket.queue_text(match event {
-        Event::Message(msg) => message_text(msg),
-        Event::Gap(gap) => gap_text(gap),
-    });
+    match event {
+        Event::Message(msg) if socket.takes_encoded() => socket.queue_encoded(message_frame(msg)),
+        Event::Message(msg) => socket.queue_text(message_text(msg)),
+        Event::Gap(gap) => socket.queue_text(gap_text(gap)),
+    }
 }
 
 #[cfg(test)]

@@ -186,6 +186,12 @@ pub(super) fn message_text(msg: &Message) -> Bytes {
     })
 }
 
+/// [`message_text`] as one text frame (RFC 6455 §5.6), header included: encoded once per message
+/// and written as is by every socket that writes its own frames.
+pub(super) fn message_frame(msg: &Message) -> Bytes {
+    msg.encoded(slot::WS_FRAME, |m| super::socket::text_frame(message_text(m)))
+}
+
 /// `{"type":"gap","channel":"…"}`: history no longer reaches a live subscriber (it fell too far
 /// behind); what follows is everything history still holds.
 pub(super) fn gap_text(gap: &Gap) -> Bytes {
