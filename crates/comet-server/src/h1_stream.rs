@@ -317,8 +317,13 @@ fn response_head(response: &Response<Body>) -> (Vec<u8>, Option<u64>) {
     (head, exact)
 }
 
-/// Writes `data` as one chunk (RFC 9112 §7.1): size line, data, CRLF, in one vectored write when
-/// the socket takes it all.
+/// Chunks up to this many bytes are first tried copied behind their size line, with one `send`:
+/// on Linux a `writev` costs more than the copy (perf, S2 at 10/s: `vfs_writev` took twice the
+/// kernel time of `__sys_sendto` for the same bytes).
+const COPY_CHUNK_BELOW: usize = 1024;
+
+/// Writes `data` as one chunk (RFC 9112 §7.1): size line, data, CRLF, in one write when the
+/// socket takes it all (copied together when small, else vectored).
 async fn write_chunk<W: AsyncWrite + Unpin>(io: &mut W, data: &[u8]) -> io::Result<()> {
     let mut size = [0u8; 18];
     let size_len = chunk_size_line(data.len(), &mut size);
@@ -328,6 +333,23 @@ async fn write_chunk<W: AsyncWrite + Unpin>(io: &mut W, data: &[u8]) -> io::Resu
         IoSlice::new(b"\r\n"),
     ];
     let mut parts: &mut [IoSlice<'_>] = &mut parts;
+    if data.len() <= COPY_CHUNK_BELOW {
+        // Copied on the stack within one poll, so the buffer is not part of this future (which
+        // every idle stream's task holds): what the socket does not take at once goes vectored.
+        let written = std::future::poll_fn(|cx| {
+            let mut joined = [0u8; COPY_CHUNK_BELOW + 20];
+            let len = size_len + data.len() + 2;
+            joined[..size_len].copy_from_slice(&size[..size_len]);
+            joined[size_len..len - 2].copy_from_slice(data);
+            joined[len - 2..len].copy_from_slice(b"\r\n");
+            match Pin::new(&mut *io).poll_write(cx, &joined[..len]) {
+                Poll::Pending => Poll::Ready(Ok(0)),
+                done => done,
+            }
+        })
+        .await?;
+        IoSlice::advance_slices(&mut parts, written);
+    }
     while !parts.is_empty() {
         let n = io.write_vectored(parts).await?;
         if n == 0 {

@@ -683,7 +683,8 @@ async fn the_handshake_is_answered_as_rfc_6455_says_and_a_bad_one_gets_a_clear_4
 }
 
 /// The accept loop reads only a connection's first request head itself; an upgrade that comes
-/// after another request on the same connection is hyper's to hand over, and works the same.
+/// after another request on the same connection is hyper's to hand over, and is checked and
+/// served the same.
 #[tokio::test]
 async fn an_upgrade_after_another_request_on_the_same_connection_works_too() {
     let server = start_server().await;
@@ -703,6 +704,27 @@ async fn an_upgrade_after_another_request_on_the_same_connection_works_too() {
         assert!(raw.fill().await > 0, "connection closed after /healthz");
     }
     raw.buf.clear();
+    // The same checks as on a first request: a key that is not 16 bytes is a 400.
+    raw.stream
+        .write_all(
+            b"GET /sub/k HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let refused = loop {
+        let text = String::from_utf8_lossy(&raw.buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = header(head, "content-length").expect("content-length").parse().unwrap();
+            if body.len() >= len {
+                raw.buf.clear();
+                break text;
+            }
+        }
+        assert!(raw.fill().await > 0, "connection closed after the refused upgrade");
+    };
+    assert!(refused.starts_with("HTTP/1.1 400 "), "{refused}");
+    assert!(refused.contains("bad_transport"), "{refused}");
     raw.stream
         .write_all(
             b"GET /sub/k HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

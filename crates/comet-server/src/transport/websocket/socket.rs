@@ -138,6 +138,10 @@ impl Handshake {
                 compress: compress && offers_deflate(&parts.headers),
             });
         }
+        // yawc checks only that a key is there; an HTTP/1.1 upgrade is held to §4.2.1 here too.
+        if parts.method == http::Method::GET && direct_accept(&parts.headers).is_none() {
+            return Err(not_a_handshake());
+        }
         let upgrade = IncomingUpgrade::from_request_parts(parts, &())
             .await
             .map_err(|_| not_a_handshake())?;
@@ -210,7 +214,7 @@ impl Handshake {
     }
 }
 
-/// `Sec-WebSocket-Accept` for a handshake h1_stream read (RFC 6455 §4.2.1, §4.2.2 item 5.4), or
+/// `Sec-WebSocket-Accept` for an HTTP/1.1 handshake (RFC 6455 §4.2.1, §4.2.2 item 5.4), or
 /// `None` if it is not one: `Upgrade` must name `websocket` and `Connection` must list
 /// `Upgrade` (case-insensitive tokens), and `Sec-WebSocket-Key` must be the base64 of 16 bytes.
 fn direct_accept(headers: &HeaderMap) -> Option<HeaderValue> {
@@ -434,7 +438,7 @@ impl Direct {
     const MAX_SLICES: usize = 64;
     /// Frames that add up to at most this many bytes are copied together and sent with one
     /// `send`: on Linux `writev` costs more than the copy (perf: `vfs_writev`, bench/RESULTS.md).
-    const COPY_BELOW: usize = 4096;
+    const COPY_BELOW: usize = 1024;
 
     /// Writes every frame in `frames`.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
