@@ -246,12 +246,7 @@ fn is_websocket_connect(extensions: &http::Extensions) -> bool {
 /// Whether the client offers `comet.v1`: `Sec-WebSocket-Protocol` is a comma-separated list and
 /// may be repeated (RFC 6455 §4.1, §11.3.4).
 fn offers_subprotocol(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == SUBPROTOCOL)
+    socket::list_items(headers, SEC_WEBSOCKET_PROTOCOL).any(|p| p == SUBPROTOCOL)
 }
 
 /// The server's pings (RFC 6455 §5.5.2) and the deadline of their pongs.

@@ -218,14 +218,7 @@ impl Handshake {
 /// `None` if it is not one: `Upgrade` must name `websocket` and `Connection` must list
 /// `Upgrade` (case-insensitive tokens), and `Sec-WebSocket-Key` must be the base64 of 16 bytes.
 fn direct_accept(headers: &HeaderMap) -> Option<HeaderValue> {
-    let has_token = |name, token: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
+    let has_token = |name, token: &str| list_items(headers, name).any(|t| t.eq_ignore_ascii_case(token));
     if !has_token(UPGRADE, "websocket") || !has_token(CONNECTION, "upgrade") {
         return None;
     }
@@ -244,17 +237,26 @@ fn direct_accept(headers: &HeaderMap) -> Option<HeaderValue> {
 /// Whether the client offers permessage-deflate (RFC 7692 §5: `Sec-WebSocket-Extensions` is a
 /// comma-separated list of offers, each an extension name and its `;` parameters).
 fn offers_deflate(headers: &HeaderMap) -> bool {
+    list_items(headers, SEC_WEBSOCKET_EXTENSIONS).any(|offer| {
+        offer
+            .split(';')
+            .next()
+            .is_some_and(|name| name.trim().eq_ignore_ascii_case("permessage-deflate"))
+    })
+}
+
+/// The items of a comma-separated header field, trimmed, over every line of it (RFC 9110 §5.6.1,
+/// §5.3); lines that are not visible ASCII are skipped.
+pub(super) fn list_items<'a>(
+    headers: &'a HeaderMap,
+    name: http::header::HeaderName,
+) -> impl Iterator<Item = &'a str> + 'a {
     headers
-        .get_all(SEC_WEBSOCKET_EXTENSIONS)
-        .iter()
+        .get_all(name)
+        .into_iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|offer| {
-            offer
-                .split(';')
-                .next()
-                .is_some_and(|name| name.trim().eq_ignore_ascii_case("permessage-deflate"))
-        })
+        .map(str::trim)
 }
 
 /// RFC 7692 §7.1.2.1: a client may require the server to compress with a smaller window
