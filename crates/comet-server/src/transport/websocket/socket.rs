@@ -131,7 +131,7 @@ impl Handshake {
     pub(super) async fn from_parts(parts: &mut Parts, config: &Config) -> Result<Self, ApiError> {
         let compress = config.ws_compression && deflate_offer_acceptable(&parts.headers);
         if let Some(direct) = parts.extensions.get::<DirectUpgrade>() {
-            let accept = direct_accept(&parts.headers).ok_or_else(not_a_handshake)?;
+            let accept = accept_value(handshake_key(&parts.headers).ok_or_else(not_a_handshake)?);
             let connection = direct.take().ok_or_else(not_a_handshake)?;
             return Ok(Self {
                 how: How::Direct { accept, connection },
@@ -139,7 +139,7 @@ impl Handshake {
             });
         }
         // yawc checks only that a key is there; an HTTP/1.1 upgrade is held to §4.2.1 here too.
-        if parts.method == http::Method::GET && direct_accept(&parts.headers).is_none() {
+        if parts.method == http::Method::GET && handshake_key(&parts.headers).is_none() {
             return Err(not_a_handshake());
         }
         let upgrade = IncomingUpgrade::from_request_parts(parts, &())
@@ -214,24 +214,28 @@ impl Handshake {
     }
 }
 
-/// `Sec-WebSocket-Accept` for an HTTP/1.1 handshake (RFC 6455 §4.2.1, §4.2.2 item 5.4), or
-/// `None` if it is not one: `Upgrade` must name `websocket` and `Connection` must list
-/// `Upgrade` (case-insensitive tokens), and `Sec-WebSocket-Key` must be the base64 of 16 bytes.
-fn direct_accept(headers: &HeaderMap) -> Option<HeaderValue> {
+/// The `Sec-WebSocket-Key` of an HTTP/1.1 handshake (RFC 6455 §4.2.1), or `None` if it is not
+/// one: `Upgrade` must name `websocket` and `Connection` must list `Upgrade` (case-insensitive
+/// tokens), and the key must be the base64 of 16 bytes.
+fn handshake_key(headers: &HeaderMap) -> Option<&[u8]> {
     let has_token = |name, token: &str| list_items(headers, name).any(|t| t.eq_ignore_ascii_case(token));
     if !has_token(UPGRADE, "websocket") || !has_token(CONNECTION, "upgrade") {
         return None;
     }
     let key = headers.get(SEC_WEBSOCKET_KEY)?.as_bytes();
     let nonce = base64::engine::general_purpose::STANDARD.decode(key).ok()?;
-    if nonce.len() != 16 {
-        return None;
-    }
+    (nonce.len() == 16).then_some(key)
+}
+
+/// `Sec-WebSocket-Accept` for `key` (RFC 6455 §4.2.2 item 5.4): base64 of the SHA-1 of the key
+/// and the GUID.
+fn accept_value(key: &[u8]) -> HeaderValue {
     let mut sha1 = Sha1::new();
     sha1.update(key);
     sha1.update(ACCEPT_GUID);
     let accept = base64::engine::general_purpose::STANDARD.encode(sha1.finalize());
-    HeaderValue::from_str(&accept).ok()
+    // Base64 is visible ASCII.
+    HeaderValue::from_str(&accept).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Whether the client offers permessage-deflate (RFC 7692 §5: `Sec-WebSocket-Extensions` is a
