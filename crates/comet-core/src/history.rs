@@ -90,7 +90,23 @@ impl History {
 
     /// The messages with an offset greater than `offset`, oldest first.
     pub fn after(&self, offset: u64) -> impl Iterator<Item = &Arc<Message>> {
-        let start = self.ring.partition_point(|m| m.cursor.offset <= offset);
+        // Offsets are usually contiguous (the hub appends no holes), so where `offset + 1`
+        // should be is known; a binary search only when it is not there.
+        let start = match self.ring.front() {
+            Some(first) if offset >= first.cursor.offset => {
+                let guess = usize::try_from(offset - first.cursor.offset + 1).unwrap_or(usize::MAX);
+                match self.ring.get(guess) {
+                    Some(m) if m.cursor.offset == offset + 1 => guess,
+                    _ if guess >= self.ring.len()
+                        && self.ring.back().is_some_and(|last| last.cursor.offset <= offset) =>
+                    {
+                        self.ring.len()
+                    }
+                    _ => self.ring.partition_point(|m| m.cursor.offset <= offset),
+                }
+            }
+            _ => 0,
+        };
         self.ring.range(start..)
     }
 }
@@ -119,6 +135,23 @@ mod tests {
         assert_eq!(after, [4, 5]);
         assert_eq!(h.after(0).count(), 3);
         assert_eq!(h.after(5).count(), 0);
+    }
+
+    #[test]
+    fn after_finds_its_place_with_holes_in_the_offsets_too() {
+        let mut h = History::new(HistoryLimits::default());
+        for i in [3, 4, 7, 9, 10] {
+            h.push(msg(i));
+        }
+        let after = |o| h.after(o).map(|m| m.cursor.offset).collect::<Vec<_>>();
+        assert_eq!(after(0), [3, 4, 7, 9, 10]);
+        assert_eq!(after(3), [4, 7, 9, 10]);
+        assert_eq!(after(4), [7, 9, 10]);
+        assert_eq!(after(5), [7, 9, 10]);
+        assert_eq!(after(8), [9, 10]);
+        assert_eq!(after(9), [10]);
+        assert_eq!(after(10), Vec::<u64>::new());
+        assert_eq!(after(u64::MAX), Vec::<u64>::new());
     }
 
     #[test]

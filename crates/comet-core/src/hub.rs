@@ -1,7 +1,7 @@
 //! The local fan-out: every channel's history log, and the subscriptions that read it by cursor.
 //!
-//! Each channel has one log (its [`History`]) behind a short `std::sync::RwLock` and one
-//! [`Notify`]. Publishing appends under the lock and wakes the channel's waiting subscribers;
+//! Each channel has one log (its [`History`]) behind a short `std::sync::RwLock`, and a wake slot
+//! per subscriber. Publishing appends under the lock and wakes the channel's waiting subscribers;
 //! each subscriber then copies what follows its own cursor out of the shared log. So:
 //! - the seam between replay and live delivery cannot lose or double a message: there is one
 //!   log, and a subscriber is nothing but a cursor into it;
@@ -13,15 +13,16 @@
 //! Every broker (memory, Redis) fans out through this code.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
+use std::future::poll_fn;
 use std::hash::{BuildHasher, RandomState};
-use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use atomic_waker::AtomicWaker;
 use bytes::Bytes;
-use tokio::sync::Notify;
+use slab::Slab;
 
 use crate::cursor::{Cursor, Position, Since};
 use crate::history::{History, HistoryLimits};
@@ -131,7 +132,12 @@ struct ChannelLog {
     /// Short critical sections only, never held across `.await`. Written by publish, read by
     /// every subscriber's `try_read`.
     state: RwLock<LogState>,
-    notify: Notify,
+    /// Every subscription's wake slot, keyed by [`ChannelSubscription::slot_key`]. Locked by
+    /// [`wake`](Self::wake), and by subscribe and unsubscribe; a subscriber that waits
+    /// registers in its own slot, without this lock. (A `tokio::sync::Notify`, used before,
+    /// takes its one waiter lock for every wait of every subscriber, from every worker thread:
+    /// 445 instructions more per WebSocket delivery, bench/RESULTS.md "Instructions".)
+    slots: Mutex<Slab<Arc<AtomicWaker>>>,
     subscribers: AtomicUsize,
     /// Bumped by every [`write`](Self::write), so a subscriber that found nothing new at one
     /// version knows, without the lock, that nothing changed since: a waiting subscriber
@@ -161,6 +167,18 @@ impl ChannelLog {
     /// Shared: the subscribers of a busy channel read it from every worker thread at once.
     fn read(&self) -> RwLockReadGuard<'_, LogState> {
         self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn slots(&self) -> MutexGuard<'_, Slab<Arc<AtomicWaker>>> {
+        self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Wakes every subscriber that registered since its last wake. Call it after a
+    /// [`write`](Self::write) has been released: a woken subscriber reads the log at once.
+    fn wake(&self) {
+        for (_, slot) in self.slots().iter() {
+            slot.wake();
+        }
     }
 }
 
@@ -219,7 +237,7 @@ impl Hub {
                     head,
                     history: History::new(self.config.history_for(name)),
                 }),
-                notify: Notify::new(),
+                slots: Mutex::new(Slab::new()),
                 subscribers: AtomicUsize::new(0),
                 version: AtomicU64::new(0),
             })
@@ -259,7 +277,7 @@ impl Hub {
             state.history.push(Arc::clone(&msg));
             msg
         };
-        log.notify.notify_waiters();
+        log.wake();
         BrokerStats::add(&self.stats.published, 1);
         Ok(msg)
     }
@@ -291,7 +309,7 @@ impl Hub {
             state.history.trim_age(msg.appended_at);
             state.history.push(msg);
         }
-        log.notify.notify_waiters();
+        log.wake();
         Append::Appended
     }
 
@@ -320,7 +338,7 @@ impl Hub {
                 state.history.push(msg);
             }
         }
-        log.notify.notify_waiters();
+        log.wake();
     }
 
     /// The newest cursor of `channel` on this node, if it holds the channel.
@@ -364,7 +382,11 @@ impl Hub {
                 Since::Cursor(c) => (state.epoch, oldest, Some(c)),
             }
         };
+        let slot = Arc::new(AtomicWaker::new());
+        let slot_key = log.slots().insert(Arc::clone(&slot));
         let mut sub = ChannelSubscription {
+            slot,
+            slot_key,
             log,
             epoch,
             position,
@@ -431,6 +453,10 @@ impl Hub {
 #[derive(Debug)]
 pub struct ChannelSubscription {
     log: Arc<ChannelLog>,
+    /// Where a waiting [`recv`](Self::recv) leaves its waker for the channel's next publish.
+    slot: Arc<AtomicWaker>,
+    /// The slot's key in the channel's `slots`.
+    slot_key: usize,
     epoch: u64,
     /// Offset of the last message delivered (or skipped by a gap).
     position: u64,
@@ -448,6 +474,7 @@ const NOT_IDLE: u64 = u64::MAX;
 
 impl Drop for ChannelSubscription {
     fn drop(&mut self) {
+        self.log.slots().try_remove(self.slot_key);
         self.log.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -538,25 +565,27 @@ impl ChannelSubscription {
     /// Waits until at least one event is ready, then moves up to `max` into `out`; returns how
     /// many. Never returns 0 for `max > 0`.
     pub async fn recv(&mut self, out: &mut Vec<Event>, max: usize) -> usize {
-        let log = Arc::clone(&self.log);
-        loop {
-            // First without registering: right after a wake there is something to read, and
-            // registering (then unregistering) takes the channel's waiter lock, which every
-            // subscriber of the channel shares.
-            let n = self.try_read(out, max);
-            if n > 0 {
-                return n;
-            }
-            let mut notified = pin!(log.notify.notified());
-            notified.as_mut().enable();
-            // Again once registered: a publish between the first read and the registration
-            // woke no one.
-            let n = self.try_read(out, max);
-            if n > 0 {
-                return n;
-            }
-            notified.await;
+        poll_fn(|cx| self.poll_recv(cx, out, max)).await
+    }
+
+    /// [`recv`](Self::recv) as a poll: `Pending` leaves `cx`'s waker for the channel's next
+    /// publish (a later poll replaces it; only the last one is woken).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>, out: &mut Vec<Event>, max: usize) -> Poll<usize> {
+        // First without registering: right after a wake there is something to read.
+        let n = self.try_read(out, max);
+        if n > 0 {
+            return Poll::Ready(n);
         }
+        self.register(cx);
+        // Again once registered: a publish between the first read and the registration woke
+        // no one. Cheap when nothing changed: one load of the log's version.
+        let n = self.try_read(out, max);
+        if n > 0 { Poll::Ready(n) } else { Poll::Pending }
+    }
+
+    /// Leaves `cx`'s waker in this subscription's slot: the channel's next publish wakes it.
+    fn register(&self, cx: &Context<'_>) {
+        self.slot.register(cx.waker());
     }
 }
 
@@ -641,33 +670,47 @@ impl SubscriptionSet {
     /// Waits until at least one event is ready on any member, then moves up to `max` into
     /// `out`. Pends forever on an empty set (select it against something else).
     pub async fn recv(&mut self, out: &mut Vec<Event>, max: usize) -> usize {
-        if self.members.len() == 1 {
-            return self.members[0].recv(out, max).await;
+        poll_fn(|cx| self.poll_recv(cx, out, max)).await
+    }
+
+    /// [`recv`](Self::recv) as a poll, as [`ChannelSubscription::poll_recv`] is for one channel.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>, out: &mut Vec<Event>, max: usize) -> Poll<usize> {
+        if let [only] = self.members.as_mut_slice() {
+            return only.poll_recv(cx, out, max);
         }
-        loop {
-            // As in `ChannelSubscription::recv`: first without registering.
-            let n = self.try_read(out, max);
-            if n > 0 {
-                return n;
-            }
-            let logs: Vec<Arc<ChannelLog>> = self.members.iter().map(|m| Arc::clone(&m.log)).collect();
-            let mut waits: Vec<_> = logs.iter().map(|l| Box::pin(l.notify.notified())).collect();
-            for w in &mut waits {
-                w.as_mut().enable();
-            }
-            let n = self.try_read(out, max);
-            if n > 0 {
-                return n;
-            }
-            std::future::poll_fn(|cx| {
-                for w in &mut waits {
-                    if w.as_mut().poll(cx).is_ready() {
-                        return std::task::Poll::Ready(());
-                    }
-                }
-                std::task::Poll::Pending
-            })
-            .await;
+        let n = self.try_read(out, max);
+        if n > 0 {
+            return Poll::Ready(n);
         }
+        for m in &self.members {
+            m.register(cx);
+        }
+        let n = self.try_read(out, max);
+        if n > 0 { Poll::Ready(n) } else { Poll::Pending }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every subscription takes a wake slot in its channel; dropping it, or replacing it in a
+    /// set, frees the slot, so churn does not grow the list a publish walks.
+    #[test]
+    fn a_subscription_frees_its_wake_slot_when_dropped_or_replaced() {
+        let hub = Hub::new(HubConfig::default());
+        let c = ChannelName::new("c").unwrap();
+        let mut subs: Vec<_> = (0..3).map(|_| hub.subscribe(&c, Since::Live)).collect();
+        let log = hub.existing(&c).unwrap();
+        assert_eq!(log.slots().len(), 3);
+        let mut set = SubscriptionSet::new();
+        set.insert(subs.pop().unwrap());
+        set.insert(hub.subscribe(&c, Since::Live));
+        assert_eq!(log.slots().len(), 3, "the replaced subscription gave its slot back");
+        drop(subs);
+        assert_eq!(log.slots().len(), 1);
+        assert!(set.remove(&c));
+        assert_eq!(log.slots().len(), 0);
+        assert_eq!(hub.subscribers(&c), 0);
     }
 }

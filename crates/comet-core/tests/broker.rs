@@ -199,6 +199,39 @@ async fn subscription_set_reads_every_channel_and_reports_its_position() {
     assert!(!set.contains(&x));
 }
 
+/// A wait given up (its future dropped) leaves its waker behind in the channels' slots; the
+/// next wait on the same set must still be woken by a publish on any of its channels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_waiting_again_after_a_given_up_wait_is_woken_by_every_channel() {
+    let b = Arc::new(MemoryBroker::default());
+    let names = [ch("w1"), ch("w2"), ch("w3")];
+    let mut set = SubscriptionSet::new();
+    for c in &names {
+        set.insert(b.subscribe(c.clone(), Since::Live).await.unwrap());
+    }
+    let mut out = Vec::new();
+    let given_up = tokio::time::timeout(Duration::from_millis(20), set.recv(&mut out, 8)).await;
+    assert!(given_up.is_err() && out.is_empty(), "nothing was published yet");
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            // Not `timeout`: it polls the wait once more when its time is up, which would
+            // find the messages that failed to wake it.
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep(Duration::from_secs(5)) => panic!("a publish did not wake the set"),
+                _ = set.recv(&mut got, 8) => {}
+            }
+        }
+        data_of(&got)
+    });
+    for c in &names {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        publish(&b, c, c.as_str());
+    }
+    assert_eq!(reader.await.unwrap(), ["w1", "w2", "w3"]);
+}
+
 /// The seam: subscribers join at random moments while several tasks publish; each must see, per
 /// channel, exactly the offsets after its start cursor, in order, no gap, no duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
