@@ -11,9 +11,9 @@ pub mod stream;
 pub mod websocket;
 
 use std::convert::Infallible;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use comet_core::{ChannelName, Event, Position, Since, SubscriptionSet};
 use http::HeaderMap;
+use http_body::Frame;
 use serde::Deserialize;
 
 use tokio_util::sync::WaitForCancellationFutureOwned;
@@ -278,7 +279,7 @@ fn choose(headers: &HeaderMap, query: &SubQuery) -> Result<Kind, ApiError> {
 }
 
 /// How a streaming transport turns events into bytes.
-pub(crate) trait Framer: Send + 'static {
+pub(crate) trait Framer: Send + Unpin + 'static {
     /// Appends the bytes for `events` (read from `set`, whose position is already past them).
     fn frame(&mut self, events: &[Event], set: &SubscriptionSet, out: &mut Vec<Bytes>);
     /// The bytes of one heartbeat.
@@ -307,7 +308,11 @@ pub(crate) fn join(chunks: &mut Vec<Bytes>) -> Option<Bytes> {
     }
 }
 
+/// The body of a stream: implements `http_body::Body` itself, so a chunk is one poll of this
+/// struct (no stream adapters, no future made per chunk).
 struct Streaming<F> {
+    /// Written before anything else (the SSE retry line, the iframe's prelude).
+    first: Option<Bytes>,
     set: SubscriptionSet,
     framer: F,
     state: AppState,
@@ -343,6 +348,7 @@ pub(crate) fn streaming_body<F: Framer>(
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let streaming = Streaming {
+        first: first.filter(|b| !b.is_empty()),
         set,
         framer,
         state: state.clone(),
@@ -355,12 +361,7 @@ pub(crate) fn streaming_body<F: Framer>(
         done: false,
         _guard: state.metrics.subscriber(kind),
     };
-    let first = futures_util::stream::iter(first.filter(|b| !b.is_empty()).map(Ok::<_, Infallible>));
-    let rest = futures_util::stream::unfold(streaming, |mut s| async move {
-        let bytes = s.next_chunk().await?;
-        Some((Ok::<_, Infallible>(bytes), s))
-    });
-    Body::from_stream(futures_util::StreamExt::chain(first, rest))
+    Body::new(streaming)
 }
 
 /// Which of the seldom-ready branches of [`Streaming::next_chunk`] fired.
@@ -370,48 +371,63 @@ enum Rare {
 }
 
 impl<F: Framer> Streaming<F> {
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    /// The next chunk: `first`, then what the subscriptions have (framed and joined), a
+    /// heartbeat when idle, or the framer's closing bytes on shutdown; `None` when done.
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(first));
+        }
         if self.done {
-            return None;
+            return Poll::Ready(None);
         }
         let max = self.state.config.max_batch;
         loop {
-            let (rare, cancelled, heartbeat) = (&mut self.rare, &mut self.cancelled, &mut self.heartbeat);
-            let rare = poll_fn(|cx| {
-                rare.poll(cx, |cx| {
-                    if cancelled.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Rare::Cancelled);
-                    }
-                    heartbeat.poll_tick(cx).map(|_| Rare::Heartbeat)
-                })
-            });
-            tokio::select! {
-                biased;
-                rare = rare => match rare {
-                    Rare::Cancelled => {
-                        self.done = true;
-                        return self.framer.closing(&self.set);
-                    }
-                    Rare::Heartbeat => {
-                        if !std::mem::take(&mut self.wrote) {
-                            return Some(self.framer.heartbeat());
-                        }
-                    }
-                },
-                _ = self.set.recv(&mut self.events, max) => {
-                    self.framer.frame(&self.events, &self.set, &mut self.chunks);
-                    self.events.clear();
-                    if self.framer.exhausted() {
-                        self.done = true;
-                        self.chunks.extend(self.framer.closing(&self.set));
-                    }
-                    if let Some(bytes) = join(&mut self.chunks) {
-                        self.wrote = true;
-                        return Some(bytes);
-                    }
+            // The seldom-ready branches first, as a biased `select!` would.
+            let (cancelled, heartbeat) = (&mut self.cancelled, &mut self.heartbeat);
+            let rare = self.rare.poll(cx, |cx| {
+                if cancelled.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Rare::Cancelled);
                 }
+                heartbeat.poll_tick(cx).map(|_| Rare::Heartbeat)
+            });
+            match rare {
+                Poll::Ready(Rare::Cancelled) => {
+                    self.done = true;
+                    return Poll::Ready(self.framer.closing(&self.set));
+                }
+                Poll::Ready(Rare::Heartbeat) => {
+                    if !std::mem::take(&mut self.wrote) {
+                        return Poll::Ready(Some(self.framer.heartbeat()));
+                    }
+                    continue;
+                }
+                Poll::Pending => {}
+            }
+            if self.set.poll_recv(cx, &mut self.events, max).is_pending() {
+                return Poll::Pending;
+            }
+            self.framer.frame(&self.events, &self.set, &mut self.chunks);
+            self.events.clear();
+            if self.framer.exhausted() {
+                self.done = true;
+                self.chunks.extend(self.framer.closing(&self.set));
+            }
+            if let Some(bytes) = join(&mut self.chunks) {
+                self.wrote = true;
+                return Poll::Ready(Some(bytes));
             }
         }
+    }
+}
+
+impl<F: Framer> http_body::Body for Streaming<F> {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.get_mut()
+            .poll_chunk(cx)
+            .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
     }
 }
 
