@@ -36,6 +36,7 @@ use tokio::sync::oneshot;
 use tower::ServiceExt;
 
 use crate::gate::ReadGate;
+use crate::joined::{JOIN_BELOW, with_joined};
 
 /// The largest request head read here; a larger one is handed to hyper, whose limits answer it.
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
@@ -317,13 +318,8 @@ fn response_head(response: &Response<Body>) -> (Vec<u8>, Option<u64>) {
     (head, exact)
 }
 
-/// Chunks up to this many bytes are first tried copied behind their size line, with one `send`:
-/// on Linux a `writev` costs more than the copy (perf, S2 at 10/s: `vfs_writev` took twice the
-/// kernel time of `__sys_sendto` for the same bytes).
-const COPY_CHUNK_BELOW: usize = 1024;
-
 /// Writes `data` as one chunk (RFC 9112 §7.1): size line, data, CRLF, in one write when the
-/// socket takes it all (copied together when small, else vectored).
+/// socket takes it all (copied together when small, see joined.rs; else vectored).
 async fn write_chunk<W: AsyncWrite + Unpin>(io: &mut W, data: &[u8]) -> io::Result<()> {
     let mut size = [0u8; 18];
     let size_len = chunk_size_line(data.len(), &mut size);
@@ -333,19 +329,15 @@ async fn write_chunk<W: AsyncWrite + Unpin>(io: &mut W, data: &[u8]) -> io::Resu
         IoSlice::new(b"\r\n"),
     ];
     let mut parts: &mut [IoSlice<'_>] = &mut parts;
-    if data.len() <= COPY_CHUNK_BELOW {
-        // Copied on the stack within one poll, so the buffer is not part of this future (which
-        // every idle stream's task holds): what the socket does not take at once goes vectored.
+    if data.len() <= JOIN_BELOW {
+        // Copied within one poll, so no buffer is part of this future (which every idle
+        // stream's task holds): what the socket does not take at once goes vectored.
         let written = std::future::poll_fn(|cx| {
-            let mut joined = [0u8; COPY_CHUNK_BELOW + 20];
-            let len = size_len + data.len() + 2;
-            joined[..size_len].copy_from_slice(&size[..size_len]);
-            joined[size_len..len - 2].copy_from_slice(data);
-            joined[len - 2..len].copy_from_slice(b"\r\n");
-            match Pin::new(&mut *io).poll_write(cx, &joined[..len]) {
+            let pieces = [&size[..size_len], data, b"\r\n"];
+            with_joined(pieces, |joined| match Pin::new(&mut *io).poll_write(cx, joined) {
                 Poll::Pending => Poll::Ready(Ok(0)),
                 done => done,
-            }
+            })
         })
         .await?;
         IoSlice::advance_slices(&mut parts, written);

@@ -18,6 +18,7 @@ pub mod demo;
 pub mod error;
 mod gate;
 mod h1_stream;
+mod joined;
 pub mod limits;
 pub mod metrics;
 mod publish;

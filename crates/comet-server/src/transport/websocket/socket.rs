@@ -54,6 +54,7 @@ use yawc::{DeflatePool, Frame, HttpStream, IncomingUpgrade, OpCode, Options, Rol
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::h1_stream::DirectUpgrade;
+use crate::joined::{JOIN_BELOW, with_joined};
 
 /// Messages below this many bytes go out uncompressed: deflate would not pay for itself.
 const COMPRESSION_THRESHOLD: usize = 128;
@@ -442,9 +443,6 @@ struct Direct {
 impl Direct {
     /// The most frames handed to one `writev`.
     const MAX_SLICES: usize = 64;
-    /// Frames that add up to at most this many bytes are copied together and sent with one
-    /// `send`: on Linux `writev` costs more than the copy (perf: `vfs_writev`, bench/RESULTS.md).
-    const COPY_BELOW: usize = 1024;
 
     /// Writes every frame in `frames`.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -453,14 +451,8 @@ impl Direct {
             // Tried first: the socket is usually writable, and `try_*` checks its readiness.
             let tried = if let [frame] = pending {
                 self.tcp.try_write(frame)
-            } else if pending.iter().map(Bytes::len).sum::<usize>() <= Self::COPY_BELOW {
-                let mut joined = [0u8; Self::COPY_BELOW];
-                let mut len = 0;
-                for frame in pending {
-                    joined[len..len + frame.len()].copy_from_slice(frame);
-                    len += frame.len();
-                }
-                self.tcp.try_write(&joined[..len])
+            } else if pending.iter().map(Bytes::len).sum::<usize>() <= JOIN_BELOW {
+                with_joined(pending.iter().map(|f| &f[..]), |joined| self.tcp.try_write(joined))
             } else {
                 let mut slices = [IoSlice::new(&[]); Self::MAX_SLICES];
                 let count = pending.len().min(Self::MAX_SLICES);
