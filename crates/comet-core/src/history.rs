@@ -97,11 +97,6 @@ impl History {
                 let guess = usize::try_from(offset - first.cursor.offset + 1).unwrap_or(usize::MAX);
                 match self.ring.get(guess) {
                     Some(m) if m.cursor.offset == offset + 1 => guess,
-                    _ if guess >= self.ring.len()
-                        && self.ring.back().is_some_and(|last| last.cursor.offset <= offset) =>
-                    {
-                        self.ring.len()
-                    }
                     _ => self.ring.partition_point(|m| m.cursor.offset <= offset),
                 }
             }

@@ -364,7 +364,7 @@ pub(crate) fn streaming_body<F: Framer>(
     Body::new(streaming)
 }
 
-/// Which of the seldom-ready branches of [`Streaming::next_chunk`] fired.
+/// Which of the seldom-ready branches of [`Streaming::poll_chunk`] fired.
 enum Rare {
     Cancelled,
     Heartbeat,
