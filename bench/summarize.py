@@ -98,15 +98,16 @@ def main(d):
                 for k, v in list(r.get("connect_errors", {}).items()) + list(r.get("run_errors", {}).items()):
                     errs[k] = errs.get(k, 0) + v
             pub_err = sum(r.get("publish_errors", 0) for r in reps)
-            integrity.append((name, s, len(reps), lost, dup, errs, pub_err))
+            unanswered = sum(r.get("publishes_unanswered", 0) for r in reps)
+            integrity.append((name, s, len(reps), lost, dup, errs, pub_err, unanswered))
     print()
     print("Integrity (summed over repetitions): lost and duplicated messages must be 0.")
     print()
-    print("| case | server | runs | lost | duplicated | connection errors | publish errors |")
-    print("|---|---|---|---|---|---|---|")
-    for name, s, n, lost, dup, errs, pub_err in integrity:
+    print("| case | server | runs | lost | duplicated | connection errors | publish errors | publishes unanswered at the end |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, s, n, lost, dup, errs, pub_err, unanswered in integrity:
         e = ", ".join(f"{k}: {v}" for k, v in sorted(errs.items())) or "0"
-        print(f"| {name} | {s} | {n} | {lost} | {dup} | {e} | {pub_err} |")
+        print(f"| {name} | {s} | {n} | {lost} | {dup} | {e} | {pub_err} | {unanswered} |")
 
 
 if __name__ == "__main__":

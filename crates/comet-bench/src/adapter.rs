@@ -112,6 +112,16 @@ pub struct PublishSpec {
     pub body: Template,
     /// `Content-Type` of the body.
     pub content_type: String,
+    /// Whether the server answers pipelined requests on one keep-alive connection in order
+    /// (RFC 9112 §9.3.2). At a fixed rate the publisher then sends each publish when it is due
+    /// without waiting for the previous answer; otherwise it waits for each answer. Defaults to
+    /// `true`.
+    #[serde(default = "pipelining_default")]
+    pub pipelining: bool,
+}
+
+fn pipelining_default() -> bool {
+    true
 }
 
 /// How the resume point of a long poll is carried from one answer to the next request.
@@ -211,6 +221,7 @@ impl Adapter {
                 path: Template("/pub/{ch}".into()),
                 body: Template("{data}".into()),
                 content_type: "text/plain".into(),
+                pipelining: true,
             },
             subscribe: vec![
                 spec(
@@ -253,6 +264,7 @@ impl Adapter {
                 path: Template("/pub?id={ch}".into()),
                 body: Template("{data}".into()),
                 content_type: "text/plain".into(),
+                pipelining: true,
             },
             subscribe: vec![
                 spec(
@@ -289,6 +301,8 @@ impl Adapter {
                 r#"{{"items":[{{"channel":"{{ch}}","formats":{{{format}}}}}]}}"#
             )),
             content_type: "application/json".into(),
+            // Its control API closes the connection after every answer.
+            pipelining: false,
         };
         let spec = |transport, path: &str, framing, format: &str| SubscribeSpec {
             transport,

@@ -91,6 +91,9 @@ pub struct Report {
     pub published: u64,
     /// Publishes that failed.
     pub publish_errors: u64,
+    /// Publishes neither acknowledged nor failed by the end of the drain (a server that takes
+    /// pipelined publishes slower than the rate). Their messages are not counted lost.
+    pub publishes_unanswered: u64,
     /// Seconds of publishing.
     pub publish_secs: f64,
     /// Messages received by subscribers (each delivery counted once per subscriber).
@@ -147,11 +150,12 @@ impl Report {
         row(
             "published",
             format!(
-                "{} in {:.1} s (rate {}), {} errors",
+                "{} in {:.1} s (rate {}), {} errors, {} unanswered at the end",
                 self.published,
                 self.publish_secs,
                 self.rate.map_or("max".into(), |r| format!("{r}/s")),
-                self.publish_errors
+                self.publish_errors,
+                self.publishes_unanswered
             ),
         );
         row(

@@ -110,10 +110,11 @@ impl Tracker {
         }
     }
 
-    /// Messages lost, given the highest sequence number published on the channel and how many
+    /// Messages lost, given the highest sequence number answered on the channel (publishes
+    /// above it were never acknowledged, so a missing one of them is not lost) and how many
     /// publishes of it failed (their numbers are skipped, not lost).
-    pub(crate) fn lost(&self, published_seq: u64, failed: u64) -> u64 {
-        let tail = published_seq.saturating_sub(self.next - 1);
+    pub(crate) fn lost(&self, answered_seq: u64, failed: u64) -> u64 {
+        let tail = answered_seq.saturating_sub(self.next - 1);
         (self.skipped + tail).saturating_sub(failed)
     }
 }

@@ -29,7 +29,10 @@ pub(crate) struct BenchArgs {
     /// Channels the subscribers are spread over (subscriber i is on channel i % channels).
     #[arg(long, default_value_t = 1)]
     channels: usize,
-    /// Messages per second over all channels, or `max` (as fast as subscribers keep up).
+    /// Messages per second over all channels, or `max` (as fast as subscribers keep up). At a
+    /// fixed rate each message is sent and stamped when it is due, pipelined on the publisher's
+    /// connection without waiting for earlier answers (unless the adapter says the server does
+    /// not take pipelined requests), so a server slower than the rate shows it in latency.
     #[arg(long, default_value = "100")]
     rate: String,
     /// Seconds of publishing; 0 for an idle run (connect, measure memory, disconnect).
