@@ -9,8 +9,10 @@
 //! bound to 127.0.0.x source addresses so one address's ephemeral ports are not the limit.
 //!
 //! Every message carries a [`Marker`](parse::Marker) `#seq/ns#`: the publisher's sequence number
-//! in the channel and its send time, so latency and loss are measured the same way whatever
-//! framing the server uses.
+//! in the channel and the time it was due to be sent, so latency and loss are measured the same
+//! way whatever framing the server uses. At a fixed rate the load is open: publishes go out when
+//! due, pipelined on the publisher's keep-alive connection, so a slow answer does not slow the
+//! publisher down (see [`PublishSpec::pipelining`]).
 
 mod adapter;
 mod error;

@@ -1,7 +1,8 @@
 // The demo page (`comet serve --demo`) in real Chromium: it loads with no console error, every
 // raw panel and every comet.js panel shows live data, the inspector switches the shared client
 // through all six transports, a chat line sent with comet.js reaches the raw WebSocket panel, and
-// a screenshot is saved as docs/demo.png for the README.
+// a screenshot is saved: to target/demo.png, or to docs/demo.png for the README when
+// COMET_UPDATE_SCREENSHOT=1 (so that running the tests leaves the checkout as it was).
 import { strict as assert } from 'node:assert';
 import { after, before, test } from 'node:test';
 import { launch, openPage, repo, startComet, waitIn } from './harness.mjs';
@@ -47,7 +48,8 @@ test('the demo page is live on every panel, with no console error', { timeout: 1
     await page.click('#c-xhr-sse button[type=submit]');
     await waitIn(page, 'the second chat line in the raw SSE panel', () =>
       [...document.querySelectorAll('#p-xhr-sse .chat-list li')].some((li) => li.textContent.includes('second chat')));
-    await page.screenshot({ path: repo + 'docs/demo.png', fullPage: true });
+    const shot = process.env.COMET_UPDATE_SCREENSHOT === '1' ? 'docs/demo.png' : 'target/demo.png';
+    await page.screenshot({ path: repo + shot, fullPage: true });
 
     // The inspector moves the shared client through every transport; each opens.
     for (const t of ['sse', 'stream', 'iframe', 'longpoll', 'poll', 'websocket']) {
