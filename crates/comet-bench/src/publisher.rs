@@ -38,10 +38,9 @@ pub(crate) struct PubCtx {
     pub(crate) sent: Vec<AtomicU64>,
     /// Failed publishes, per channel.
     pub(crate) failed: Vec<AtomicU64>,
-    /// Highest sequence number answered (acknowledged or failed), per channel. Answers on one
-    /// connection come in order, so the publishes above it are those still unanswered at the
-    /// end (one left unanswered on a connection given up before a later one is not seen).
-    pub(crate) answered: Vec<AtomicU64>,
+    /// Publishes written and not answered yet (neither acknowledged nor failed), per channel;
+    /// at the end, those the server never answered.
+    pub(crate) unanswered: Vec<AtomicU64>,
     /// Publishes sent (all publishers).
     pub(crate) sent_total: AtomicU64,
     /// How long a pipelining publisher waits for its last answers after `duration`.
@@ -154,12 +153,16 @@ async fn closed_loop(ctx: &PubCtx, mine: &[usize], interval: Option<Duration>) -
                 Duration::ZERO
             }
         };
-        let (c, seq) = next_message(ctx, mine, n, late, &mut payload);
+        let (c, _) = next_message(ctx, mine, n, late, &mut payload);
         let ok = match stream.as_mut() {
-            Some(io) => publish_one(io, &mut buf, &ctx.spec, &ctx.channels[c], &payload).await,
+            Some(io) => tokio::time::timeout_at(
+                end + ctx.ack_grace,
+                publish_one(io, &mut buf, &ctx.spec, &ctx.channels[c], &payload),
+            )
+            .await
+            .unwrap_or(Err(BenchError::Closed)),
             None => Err(BenchError::Closed),
         };
-        ctx.answered[c].fetch_max(seq, Ordering::Relaxed);
         match ok {
             Ok(keep_alive) => {
                 out.acked += 1;
@@ -191,13 +194,13 @@ async fn open_loop(ctx: &Arc<PubCtx>, mine: &[usize], interval: Duration) -> Pub
     let mut payload = String::new();
     // Bounded by `end` (and by the stop token).
     for n in 0u64.. {
-        if ctx.shared.stop.is_cancelled() {
+        if Instant::now() >= end || ctx.shared.stop.is_cancelled() {
             break;
         }
         let Some(late) = due(start, end, interval, n).await else {
             break;
         };
-        let (c, seq) = next_message(ctx, mine, n, late, &mut payload);
+        let (c, _) = next_message(ctx, mine, n, late, &mut payload);
         if conn.is_none() {
             conn = Pipeline::open(ctx).await;
         }
@@ -206,7 +209,7 @@ async fn open_loop(ctx: &Arc<PubCtx>, mine: &[usize], interval: Duration) -> Pub
                 let path = ctx.spec.path.render(&ctx.channels[c], &payload, None);
                 let body = ctx.spec.body.render(&ctx.channels[c], &payload, None);
                 let req = post_request(ctx.spec.addr, &path, &ctx.spec.content_type, &body);
-                pl.send(c, seq, &req).await
+                pl.send(ctx, c, &req, end).await
             }
             None => Sent::Refused,
         };
@@ -214,7 +217,6 @@ async fn open_loop(ctx: &Arc<PubCtx>, mine: &[usize], interval: Duration) -> Pub
             if sent == Sent::Refused {
                 out.errors += 1;
                 ctx.failed[c].fetch_add(1, Ordering::Relaxed);
-                ctx.answered[c].fetch_max(seq, Ordering::Relaxed);
             }
             match conn.take() {
                 Some(pl) => out.add(pl.finish(Instant::now() + Duration::from_secs(1)).await),
@@ -233,9 +235,11 @@ async fn open_loop(ctx: &Arc<PubCtx>, mine: &[usize], interval: Duration) -> Pub
 enum Sent {
     /// Written; the reader counts its answer (or its failure).
     Queued,
-    /// Not written: the connection had failed. The caller counts it.
+    /// Not written: the connection had failed, or still had [`PIPELINE_DEPTH`] publishes
+    /// unanswered when publishing ended. The caller counts it.
     Refused,
-    /// Handed to the reader but the write failed; the reader counts it as failed.
+    /// Handed to the reader but the write failed (or was not done when publishing ended); the
+    /// reader counts it as failed if the connection breaks, else it stays unanswered.
     Broken,
 }
 
@@ -243,8 +247,8 @@ enum Sent {
 /// reads the answers in order (RFC 9112 §9.3.2).
 struct Pipeline {
     write: OwnedWriteHalf,
-    /// The channel and sequence number of each publish written and not yet answered, in order.
-    in_flight: mpsc::Sender<(usize, u64)>,
+    /// The channel of each publish written and not yet answered, in order.
+    in_flight: mpsc::Sender<usize>,
     reader: JoinHandle<()>,
     answers: Arc<Answers>,
 }
@@ -263,13 +267,21 @@ impl Pipeline {
         })
     }
 
-    async fn send(&mut self, channel: usize, seq: u64, request: &[u8]) -> Sent {
-        if self.in_flight.send((channel, seq)).await.is_err() {
-            return Sent::Refused;
+    /// Queues and writes one publish, waiting at most until `until` (a server that neither
+    /// answers nor reads would otherwise hold the publisher for ever).
+    async fn send(&mut self, ctx: &PubCtx, channel: usize, request: &[u8], until: Instant) -> Sent {
+        // Counted before the reader can see it, so its answer never finds the count at zero.
+        ctx.unanswered[channel].fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout_at(until, self.in_flight.send(channel)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => {
+                ctx.unanswered[channel].fetch_sub(1, Ordering::Relaxed);
+                return Sent::Refused;
+            }
         }
-        match self.write.write_all(request).await {
-            Ok(()) => Sent::Queued,
-            Err(_) => Sent::Broken,
+        match tokio::time::timeout_at(until, self.write.write_all(request)).await {
+            Ok(Ok(())) => Sent::Queued,
+            Ok(Err(_)) | Err(_) => Sent::Broken,
         }
     }
 
@@ -301,25 +313,25 @@ impl Pipeline {
 async fn read_answers(
     ctx: Arc<PubCtx>,
     mut read: OwnedReadHalf,
-    mut in_flight: mpsc::Receiver<(usize, u64)>,
+    mut in_flight: mpsc::Receiver<usize>,
     answers: Arc<Answers>,
 ) {
     let mut buf = BytesMut::with_capacity(4096);
-    let fail = |(c, seq): (usize, u64)| {
+    let fail = |c: usize| {
+        ctx.unanswered[c].fetch_sub(1, Ordering::Relaxed);
         answers.errors.fetch_add(1, Ordering::Relaxed);
         ctx.failed[c].fetch_add(1, Ordering::Relaxed);
-        ctx.answered[c].fetch_max(seq, Ordering::Relaxed);
     };
     // Bounded by the publishes sent: ends when the writer drops its sender.
-    while let Some((c, seq)) = in_flight.recv().await {
+    while let Some(c) = in_flight.recv().await {
         match read_response(&mut read, &mut buf).await {
             Ok((head, _)) if (200..300).contains(&head.status) => {
+                ctx.unanswered[c].fetch_sub(1, Ordering::Relaxed);
                 answers.acked.fetch_add(1, Ordering::Relaxed);
-                ctx.answered[c].fetch_max(seq, Ordering::Relaxed);
             }
-            Ok(_) => fail((c, seq)),
+            Ok(_) => fail(c),
             Err(_) => {
-                fail((c, seq));
+                fail(c);
                 in_flight.close();
                 while let Some(next) = in_flight.recv().await {
                     fail(next);
@@ -438,7 +450,7 @@ mod tests {
             payload_pad: 0,
             sent: (0..2).map(|_| AtomicU64::new(0)).collect(),
             failed: (0..2).map(|_| AtomicU64::new(0)).collect(),
-            answered: (0..2).map(|_| AtomicU64::new(0)).collect(),
+            unanswered: (0..2).map(|_| AtomicU64::new(0)).collect(),
             sent_total: AtomicU64::new(0),
             ack_grace: Duration::from_millis(500),
             shared: Arc::new(Shared::new()),
@@ -460,9 +472,7 @@ mod tests {
         let failed: u64 = ctx.failed.iter().map(|f| f.load(Ordering::Relaxed)).sum();
         assert_eq!(failed, out.errors);
         // Only the last connection's publishes can be left unanswered (fewer than 7 + 3).
-        let unanswered: u64 = (0..2)
-            .map(|c| ctx.sent[c].load(Ordering::Relaxed) - ctx.answered[c].load(Ordering::Relaxed))
-            .sum();
+        let unanswered: u64 = ctx.unanswered.iter().map(|u| u.load(Ordering::Relaxed)).sum();
         assert!(unanswered < 10, "{unanswered}");
         assert_eq!(out.acked + out.errors + unanswered, sent, "every publish counted once");
     }
@@ -477,7 +487,27 @@ mod tests {
         assert!(began.elapsed() < Duration::from_secs(5));
         assert!(ctx.sent_total.load(Ordering::Relaxed) >= 20);
         assert_eq!((out.acked, out.errors, answered.load(Ordering::Relaxed)), (0, 0, 0));
-        assert!(ctx.answered.iter().all(|a| a.load(Ordering::Relaxed) == 0));
+        let unanswered: u64 = ctx.unanswered.iter().map(|u| u.load(Ordering::Relaxed)).sum();
+        assert_eq!(unanswered, ctx.sent_total.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test]
+    async fn a_publisher_whose_pipeline_fills_stops_when_publishing_ends() {
+        // More publishes than PIPELINE_DEPTH to a server that reads and never answers.
+        let (addr, _) = origin(Origin::Silent).await;
+        let ctx = ctx(addr, 4000.0, Duration::from_millis(400));
+        let out = tokio::time::timeout(Duration::from_secs(5), run(Arc::clone(&ctx), 0))
+            .await
+            .expect("bounded by the run and its grace, not by the server");
+        let sent = ctx.sent_total.load(Ordering::Relaxed);
+        assert!(sent > PIPELINE_DEPTH as u64, "{sent}");
+        // The publishes that found the pipeline full were not sent: failed, not lost.
+        assert_eq!(out.acked, 0);
+        assert!(out.errors >= 1, "{out:?}");
+        let unanswered: u64 = ctx.unanswered.iter().map(|u| u.load(Ordering::Relaxed)).sum();
+        // The queue's PIPELINE_DEPTH, and the one whose answer the reader waits for.
+        assert_eq!(unanswered, PIPELINE_DEPTH as u64 + 1, "the full pipeline");
+        assert_eq!(out.errors + unanswered, sent, "every publish counted once");
     }
 
     #[test]

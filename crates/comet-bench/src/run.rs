@@ -197,7 +197,7 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
         payload_pad: cfg.payload_pad,
         sent: (0..cfg.channels).map(|_| AtomicU64::new(0)).collect(),
         failed: (0..cfg.channels).map(|_| AtomicU64::new(0)).collect(),
-        answered: (0..cfg.channels).map(|_| AtomicU64::new(0)).collect(),
+        unanswered: (0..cfg.channels).map(|_| AtomicU64::new(0)).collect(),
         sent_total: AtomicU64::new(0),
         ack_grace: cfg.drain,
         shared: Arc::clone(&shared),
@@ -234,8 +234,8 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
     shared.stop.cancel();
     let per_channel: Vec<u64> = pub_ctx.sent.iter().map(|a| a.load(Ordering::Relaxed)).collect();
     let failed: Vec<u64> = pub_ctx.failed.iter().map(|a| a.load(Ordering::Relaxed)).collect();
-    let answered: Vec<u64> = pub_ctx.answered.iter().map(|a| a.load(Ordering::Relaxed)).collect();
-    report.publishes_unanswered = per_channel.iter().zip(&answered).map(|(p, a)| p - a).sum();
+    let unanswered: Vec<u64> = pub_ctx.unanswered.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+    report.publishes_unanswered = unanswered.iter().sum();
     for t in tasks {
         let Ok(o) = t.await else { continue };
         if o.connect_error.is_some() {
@@ -245,7 +245,7 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
             count(&mut report.run_errors, kind);
         }
         let c = o.tracker.channel;
-        report.lost += o.tracker.lost(answered[c], failed[c]);
+        report.lost += o.tracker.lost(per_channel[c], failed[c] + unanswered[c]);
         report.duplicated += o.tracker.duplicated;
         report.delivered += o.tracker.received;
     }

@@ -110,12 +110,12 @@ impl Tracker {
         }
     }
 
-    /// Messages lost, given the highest sequence number answered on the channel (publishes
-    /// above it were never acknowledged, so a missing one of them is not lost) and how many
-    /// publishes of it failed (their numbers are skipped, not lost).
-    pub(crate) fn lost(&self, answered_seq: u64, failed: u64) -> u64 {
-        let tail = answered_seq.saturating_sub(self.next - 1);
-        (self.skipped + tail).saturating_sub(failed)
+    /// Messages lost, given the highest sequence number published on the channel and how many
+    /// publishes of it were not taken: failed, or never answered (their numbers are skipped, not
+    /// lost; so when one never answered was delivered anyway, a loss elsewhere can be hidden).
+    pub(crate) fn lost(&self, published_seq: u64, not_taken: u64) -> u64 {
+        let tail = published_seq.saturating_sub(self.next - 1);
+        (self.skipped + tail).saturating_sub(not_taken)
     }
 }
 
