@@ -124,6 +124,15 @@ fn pipelining_default() -> bool {
     true
 }
 
+impl PublishSpec {
+    /// The whole publish request (head and body) of `payload` to `channel`.
+    pub fn request(&self, channel: &str, payload: &str) -> Vec<u8> {
+        let path = self.path.render(channel, payload, None);
+        let body = self.body.render(channel, payload, None);
+        crate::net::post_request(self.addr, &path, &self.content_type, &body)
+    }
+}
+
 /// How the resume point of a long poll is carried from one answer to the next request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

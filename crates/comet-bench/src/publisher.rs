@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::adapter::PublishSpec;
 use crate::error::BenchError;
-use crate::net::{connect, post_request, read_response};
+use crate::net::{connect, read_response};
 use crate::parse::Marker;
 use crate::subscriber::{Shared, now_ns};
 
@@ -206,10 +206,8 @@ async fn open_loop(ctx: &Arc<PubCtx>, mine: &[usize], interval: Duration) -> Pub
         }
         let sent = match conn.as_mut() {
             Some(pl) => {
-                let path = ctx.spec.path.render(&ctx.channels[c], &payload, None);
-                let body = ctx.spec.body.render(&ctx.channels[c], &payload, None);
-                let req = post_request(ctx.spec.addr, &path, &ctx.spec.content_type, &body);
-                pl.send(ctx, c, &req, end).await
+                pl.send(ctx, c, &ctx.spec.request(&ctx.channels[c], &payload), end)
+                    .await
             }
             None => Sent::Refused,
         };
@@ -349,10 +347,7 @@ async fn publish_one(
     channel: &str,
     payload: &str,
 ) -> Result<bool, BenchError> {
-    let path = spec.path.render(channel, payload, None);
-    let body = spec.body.render(channel, payload, None);
-    io.write_all(&post_request(spec.addr, &path, &spec.content_type, &body))
-        .await?;
+    io.write_all(&spec.request(channel, payload)).await?;
     let (head, _) = read_response(io, buf).await?;
     if !(200..300).contains(&head.status) {
         return Err(BenchError::Status {
@@ -369,7 +364,7 @@ async fn publish_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapter::Template;
+    use crate::adapter::Adapter;
     use crate::parse::find_markers;
     use tokio::io::AsyncReadExt as _;
     use tokio::net::TcpListener;
@@ -434,13 +429,7 @@ mod tests {
 
     fn ctx(addr: SocketAddr, rate: f64, duration: Duration) -> Arc<PubCtx> {
         Arc::new(PubCtx {
-            spec: PublishSpec {
-                addr,
-                path: Template("/pub/{ch}".into()),
-                body: Template("{data}".into()),
-                content_type: "text/plain".into(),
-                pipelining: true,
-            },
+            spec: Adapter::comet(addr).publish,
             channels: vec!["a".into(), "b".into()],
             publishers: 1,
             rate: Some(rate),
