@@ -134,19 +134,38 @@ impl Client {
     /// `too_large`, …), [`Error::Transport`] when the request fails or takes more than
     /// 30 seconds, [`Error::Protocol`] when the answer is not `{"channel","id"}`.
     pub async fn publish(&self, channel: &str, data: &str, event: Option<&str>) -> Result<Published, Error> {
+        self.publish_once(channel, data, event, None).await
+    }
+
+    /// [`publish`](Self::publish) with an `Idempotency-Key`: the server publishes the message at
+    /// most once per key and channel within its `idempotency_window_secs`, so the call can be
+    /// repeated after any failure (a repeat answers the first cursor with
+    /// [`Published::duplicate`] set).
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish); `bad_idempotency_key` for a key that is not 1–128
+    /// printable ASCII bytes.
+    pub async fn publish_once(
+        &self,
+        channel: &str,
+        data: &str,
+        event: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Published, Error> {
         let mut url = self.endpoint(&["pub", channel]);
         if let Some(event) = event {
             url.query_pairs_mut().append_pair("event", event);
         }
-        let resp = self
+        let mut req = self
             .http
             .post(url)
             .timeout(REQUEST_TIMEOUT)
             .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-            .body(data.to_owned())
-            .send()
-            .await?;
-        json(resp).await
+            .body(data.to_owned());
+        if let Some(key) = idempotency_key {
+            req = req.header("Idempotency-Key", key);
+        }
+        json(req.send().await?).await
     }
 
     /// Publishes several messages in one `POST /pub` request. Each is published or rejected on

@@ -97,7 +97,7 @@ impl Error {
     /// Network failures, 5xx, 408, 429, drops, idle timeouts, and WebSocket closes other than
     /// protocol/policy violations (RFC 6455 §7.4.1 codes 1002, 1003, 1007, 1008, 1009, 1010) are
     /// transient; client errors (4xx), bad URLs and decoding failures are not.
-    pub(crate) fn is_transient(&self) -> bool {
+    pub fn is_transient(&self) -> bool {
         match self {
             Error::Http { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             Error::Transport(_) | Error::Ended | Error::Idle(_) => true,

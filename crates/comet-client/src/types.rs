@@ -46,8 +46,11 @@ pub enum Event {
 pub struct Published {
     /// The channel published to.
     pub channel: String,
-    /// The new message's cursor.
+    /// The new message's cursor (for a repeated idempotency key, the first publish's).
     pub id: String,
+    /// Whether the idempotency key had been used already, so nothing was published.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
 /// One message of a [`Client::publish_batch`](crate::Client::publish_batch).
@@ -60,6 +63,9 @@ pub struct BatchMessage<'a> {
     pub event: Option<&'a str>,
     /// The message text.
     pub data: &'a str,
+    /// Publish at most once per key and channel (docs/protocol.md "Idempotent publishing").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<&'a str>,
 }
 
 /// `GET /channels/{channel}`: a channel's state on the server.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::cursor::{Cursor, Since};
-use crate::hub::{ChannelSubscription, Event};
+use crate::hub::{ChannelSubscription, Event, Idempotency, Published};
 use crate::message::{Message, NotUtf8};
 use crate::name::{ChannelName, EventName};
 use crate::stats::BrokerStats;
@@ -64,6 +64,16 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// [`BrokerError::NotUtf8`] for non-text data; [`BrokerError::Unavailable`] when the store
     /// is down (nothing was published).
     fn publish(&self, msg: Publish) -> BoxFuture<'_, Result<Arc<Message>, BrokerError>>;
+
+    /// Publishes one message at most once per idempotency key and channel, within the key's
+    /// window (docs/protocol.md "Idempotent publishing"): a repeat publishes nothing and answers
+    /// the first publish's cursor, with [`Published::duplicate`] set. The key is kept where the
+    /// channel is (the node's memory, or Redis), so a repeat through any node is caught.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish). [`BrokerError::Unavailable`] may also mean that the outcome
+    /// is unknown; sending the same key again then publishes the message once.
+    fn publish_idempotent(&self, msg: Publish, key: Idempotency) -> BoxFuture<'_, Result<Published, BrokerError>>;
 
     /// Subscribes to one channel from `since`: replays what follows it from history, then live
     /// messages, with no gap and no duplicate at the seam; a gap notice first when history no

@@ -12,7 +12,7 @@
 //!
 //! Every broker (memory, Redis) fans out through this code.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::poll_fn;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -152,6 +152,99 @@ struct LogState {
     /// Offset of the newest message of this epoch (0: none yet).
     head: u64,
     history: History,
+    /// Set by [`Hub::sweep`] when it drops this log from its shard (under both the shard's lock
+    /// and this one). A writer that finds it set took the log from the shard before the sweep
+    /// and must look the channel up again: appending here would acknowledge a message into a
+    /// log nobody reads, and the channel re-created from its tombstone would hand out the same
+    /// cursor again.
+    retired: bool,
+    /// Idempotency keys of recent publishes (docs/protocol.md "Idempotent publishing").
+    keys: IdempotencyKeys,
+}
+
+/// The idempotency keys a channel remembers: each key's cursor, until it expires.
+#[derive(Debug, Default)]
+struct IdempotencyKeys {
+    cursors: HashMap<Box<str>, Cursor>,
+    /// Keys by expiry, oldest first (one window for the whole server, so in order).
+    expiry: VecDeque<(Instant, Box<str>)>,
+}
+
+impl IdempotencyKeys {
+    fn purge(&mut self, now: Instant) {
+        while let Some((at, _)) = self.expiry.front() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, key)) = self.expiry.pop_front() {
+                self.cursors.remove(&key);
+            }
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<Cursor> {
+        self.cursors.get(key).copied()
+    }
+
+    fn insert(&mut self, key: &str, cursor: Cursor, expires: Instant) {
+        let key: Box<str> = key.into();
+        self.cursors.insert(key.clone(), cursor);
+        self.expiry.push_back((expires, key));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.cursors.is_empty()
+    }
+}
+
+/// An idempotency key and how long a publish with it is remembered (`idempotency_window_secs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The key, as the publisher sent it (1–128 printable ASCII bytes, checked by
+    /// [`Idempotency::new`]).
+    key: String,
+    /// How long the first publish's cursor is answered to a repeat.
+    pub window: Duration,
+}
+
+/// The longest idempotency key accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+impl Idempotency {
+    /// A key remembered for `window`.
+    ///
+    /// # Errors
+    /// A message saying why, for a key that is empty, longer than
+    /// [`MAX_IDEMPOTENCY_KEY_LEN`] bytes, or holds a byte outside printable ASCII (`!`–`~`).
+    pub fn new(key: &str, window: Duration) -> Result<Self, String> {
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+            return Err(format!(
+                "an idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} bytes, not {}",
+                key.len()
+            ));
+        }
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("an idempotency key must be printable ASCII without spaces (! to ~)".to_owned());
+        }
+        Ok(Self {
+            key: key.to_owned(),
+            window,
+        })
+    }
+
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// What an idempotent publish did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The message's cursor: the new one, or the first publish's for a repeated key.
+    pub cursor: Cursor,
+    /// Whether the key had been seen within its window, so nothing was published.
+    pub duplicate: bool,
 }
 
 impl ChannelLog {
@@ -236,6 +329,8 @@ impl Hub {
                     epoch,
                     head,
                     history: History::new(self.config.history_for(name)),
+                    retired: false,
+                    keys: IdempotencyKeys::default(),
                 }),
                 slots: Mutex::new(Slab::new()),
                 subscribers: AtomicUsize::new(0),
@@ -267,19 +362,71 @@ impl Hub {
         NotUtf8::check(data)?;
         // Copied here, not under the lock (see `Message::new` for why it is copied at all).
         let data = Bytes::copy_from_slice(data);
-        let log = self.log(channel, false);
-        let msg = {
+        let (msg, _) = self.append_new(channel, event, data, None);
+        Ok(msg.expect("a publish without a key always publishes"))
+    }
+
+    /// [`publish`](Self::publish) with an idempotency key: a key this channel saw within its
+    /// window publishes nothing and answers the first publish's cursor.
+    ///
+    /// # Errors
+    /// [`NotUtf8`] when `data` is not UTF-8 text.
+    pub fn publish_idempotent(
+        &self,
+        channel: &ChannelName,
+        event: Option<EventName>,
+        data: &[u8],
+        key: &Idempotency,
+    ) -> Result<Published, NotUtf8> {
+        NotUtf8::check(data)?;
+        let data = Bytes::copy_from_slice(data);
+        let (msg, cursor) = self.append_new(channel, event, data, Some(key));
+        Ok(Published {
+            cursor,
+            duplicate: msg.is_none(),
+        })
+    }
+
+    /// Assigns the next cursor and appends, under the channel's write lock; `None` (with the
+    /// first cursor) when `key` was already used.
+    fn append_new(
+        &self,
+        channel: &ChannelName,
+        event: Option<EventName>,
+        data: Bytes,
+        key: Option<&Idempotency>,
+    ) -> (Option<Arc<Message>>, Cursor) {
+        // Lock order, here as in `sweep`: a shard, then a log. The shard's lock is let go
+        // before the log's is taken, so a sweep may retire the log in between; then it is
+        // looked up again (and comes back from its tombstone with the same epoch and head).
+        let (log, msg) = loop {
+            let log = self.log(channel, false);
             let mut state = log.write();
+            if state.retired {
+                continue;
+            }
+            let now = Instant::now();
+            if let Some(key) = key {
+                state.keys.purge(now);
+                if let Some(first) = state.keys.get(key.key()) {
+                    return (None, first);
+                }
+            }
             let cursor = Cursor::new(state.epoch, state.head + 1);
             let msg = Arc::new(Message::from_text(channel.clone(), cursor, event, data, now_millis()));
             state.head = cursor.offset;
             state.history.trim_age(msg.appended_at);
             state.history.push(Arc::clone(&msg));
-            msg
+            if let Some(key) = key {
+                state.keys.insert(key.key(), cursor, now + key.window);
+            }
+            drop(state);
+            break (log, msg);
         };
         log.wake();
         BrokerStats::add(&self.stats.published, 1);
-        Ok(msg)
+        let cursor = msg.cursor;
+        (Some(msg), cursor)
     }
 
     /// Appends a message whose cursor was assigned elsewhere (e.g. by Redis) and wakes the
@@ -292,6 +439,9 @@ impl Hub {
         };
         {
             let mut state = log.write();
+            if state.retired {
+                return Append::UnknownChannel;
+            }
             if msg.cursor.epoch != state.epoch {
                 return Append::OtherEpoch {
                     head: Cursor::new(state.epoch, state.head),
@@ -319,9 +469,12 @@ impl Hub {
     /// `head` in the same epoch are kept (they arrived while the store was being read). A new
     /// epoch drops the old history, so subscribers still in the old one get a gap notice.
     pub fn replace(&self, channel: &ChannelName, epoch: u64, head: u64, tail: Vec<Arc<Message>>) {
-        let log = self.log(channel, false);
-        {
+        let log = loop {
+            let log = self.log(channel, false);
             let mut state = log.write();
+            if state.retired {
+                continue;
+            }
             let newer: Vec<Arc<Message>> = if state.epoch == epoch {
                 state.history.after(head).cloned().collect()
             } else {
@@ -337,7 +490,9 @@ impl Hub {
                 state.head = msg.cursor.offset;
                 state.history.push(msg);
             }
-        }
+            drop(state);
+            break log;
+        };
         log.wake();
     }
 
@@ -354,7 +509,9 @@ impl Hub {
         match shard.logs.get(channel) {
             Some(log) if log.subscribers.load(Ordering::Relaxed) > 0 => false,
             _ => {
-                shard.logs.remove(channel);
+                if let Some(log) = shard.logs.remove(channel) {
+                    log.write().retired = true;
+                }
                 true
             }
         }
@@ -412,7 +569,8 @@ impl Hub {
         Some((subscribers, last, state.history.len()))
     }
 
-    /// Trims history by age and forgets channels with no subscribers and no history left,
+    /// Trims history by age and forgets channels with no subscribers, no history and no
+    /// idempotency key left,
     /// remembering their epoch and head for [`TOMBSTONE_TTL`]. Returns how many channels remain.
     /// Call it every few seconds.
     pub fn sweep(&self) -> usize {
@@ -424,8 +582,14 @@ impl Hub {
             logs.retain(|name, log| {
                 let mut state = log.write();
                 state.history.trim_age(now);
-                let idle = state.history.is_empty() && log.subscribers.load(Ordering::Relaxed) == 0;
+                state.keys.purge(now);
+                // Subscribers are counted under the shard's lock (held here), so none joins
+                // meanwhile; a publisher that took the log before this lock finds it retired.
+                let idle = state.history.is_empty()
+                    && state.keys.is_empty()
+                    && log.subscribers.load(Ordering::Relaxed) == 0;
                 if idle {
+                    state.retired = true;
                     tombstones.insert(name.clone(), (state.epoch, state.head, now));
                 }
                 !idle

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::broker::{BoxFuture, Broker, BrokerError, ChannelInfo, Publish};
 use crate::cursor::Since;
-use crate::hub::{ChannelSubscription, Hub, HubConfig};
+use crate::hub::{ChannelSubscription, Hub, HubConfig, Idempotency, Published};
 use crate::message::Message;
 use crate::name::ChannelName;
 use crate::stats::BrokerStats;
@@ -46,6 +46,14 @@ impl Broker for MemoryBroker {
         let result = self
             .hub
             .publish(&msg.channel, msg.event, &msg.data)
+            .map_err(BrokerError::from);
+        Box::pin(std::future::ready(result))
+    }
+
+    fn publish_idempotent(&self, msg: Publish, key: Idempotency) -> BoxFuture<'_, Result<Published, BrokerError>> {
+        let result = self
+            .hub
+            .publish_idempotent(&msg.channel, msg.event, &msg.data, &key)
             .map_err(BrokerError::from);
         Box::pin(std::future::ready(result))
     }

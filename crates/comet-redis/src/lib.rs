@@ -1,9 +1,14 @@
 //! [`RedisBroker`]: the [`Broker`] trait over Redis, so that several `comet` nodes share channels,
 //! history and cursors (DESIGN §6).
 //!
-//! - Publish is one Lua call ([`scripts::PUBLISH`]): it assigns the channel's epoch (on first use)
-//!   and next offset, appends to the channel's stream (`XADD … MAXLEN ~ N`, TTL), and notifies
-//!   every node with `PUBLISH`. The ack goes back only once Redis holds the message.
+//! - Publish is one Lua call ([`scripts::publish`]): it checks that Redis has not come back with
+//!   older data since the channel was last written (else it moves the channel to a new epoch),
+//!   assigns the channel's epoch (on first use) and next offset, appends to the channel's stream
+//!   (`XADD … MAXLEN ~ N`, TTL), remembers the publish's idempotency key, and notifies every node
+//!   with `PUBLISH`. The ack goes back only once Redis holds the message.
+//! - Every publish carries an idempotency key (the publisher's, or one made here), so a publish
+//!   whose answer was lost (a timeout, a dropped connection) is sent again until Redis answers:
+//!   the outcome is known, and the message stored once.
 //! - Each node holds one RESP3 pub/sub connection, subscribed only to channels with local
 //!   subscribers, and fans out through the same [`Hub`] as the memory broker.
 //! - One task per node, the *reader*, owns every Redis-side decision: subscribing a channel,
@@ -13,18 +18,23 @@
 //!   notifications, or a new epoch after Redis lost its data) is never applied blindly: the reader
 //!   reads the stream instead, so subscribers get every message or an explicit gap notice.
 
+mod link;
 mod reader;
 mod scripts;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use comet_core::{
     BoxFuture, Broker, BrokerError, BrokerStats, ChannelInfo, ChannelName, ChannelSubscription, Cursor, Hub, HubConfig,
-    Message, Publish, Since, now_millis,
+    Idempotency, Message, Publish, Published, Since, TOMBSTONE_TTL, now_millis,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::RedisError;
+use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::link::DataLink;
 
 /// Settings of a [`RedisBroker`].
 #[derive(Debug, Clone)]
@@ -33,12 +43,19 @@ pub struct RedisConfig {
     pub url: String,
     /// Prefix of every key and pub/sub channel. Defaults to `comet`.
     pub prefix: String,
-    /// Local fan-out and history bounds; `history.max_messages` is also the stream's `MAXLEN ~`
-    /// and `history.max_age` its TTL (refreshed by each publish).
+    /// Local fan-out and history bounds; a channel's `history_for` is also its stream's
+    /// `MAXLEN ~` and TTL (refreshed by each publish).
     pub hub: HubConfig,
     /// How long a channel with no local subscriber stays subscribed in Redis, so that pollers
     /// coming back do not resubscribe every time. Defaults to 5 seconds.
     pub idle_unsubscribe: Duration,
+    /// How long a publish whose outcome is unknown (its answer timed out, or the connection
+    /// dropped after it was sent) is sent again with its idempotency key before the publisher
+    /// gets `503`. Defaults to 5 seconds.
+    pub publish_retry: Duration,
+    /// How often the pub/sub connection is sent a `PING`; one unanswered within 2 s marks the
+    /// link down (`/readyz` fails) and replaces the connection. Defaults to 1 second.
+    pub pubsub_ping_interval: Duration,
 }
 
 impl RedisConfig {
@@ -49,7 +66,18 @@ impl RedisConfig {
             prefix: "comet".to_owned(),
             hub,
             idle_unsubscribe: Duration::from_secs(5),
+            publish_retry: Duration::from_secs(5),
+            pubsub_ping_interval: Duration::from_secs(1),
         }
+    }
+
+    /// How long a channel's metadata (epoch, newest offset) outlives its last publish: at least
+    /// [`TOMBSTONE_TTL`], as the memory broker remembers a forgotten channel, so a channel quiet
+    /// for longer than its history's TTL goes on in its epoch (no false gap notice). 0 (keep
+    /// for ever) when history has no TTL.
+    pub(crate) fn meta_ttl_secs(&self, channel: &ChannelName) -> u64 {
+        let ttl = self.hub.history_for(channel).max_age;
+        if ttl.is_zero() { 0 } else { ttl.max(TOMBSTONE_TTL).as_secs() }
     }
 }
 
@@ -69,6 +97,11 @@ impl Keys {
             notify: format!("{prefix}:{{{channel}}}"),
         }
     }
+
+    /// The key that remembers a publish's idempotency key (same hash slot as the channel).
+    fn idempotency(prefix: &str, channel: &ChannelName, key: &str) -> String {
+        format!("{prefix}:{{{channel}}}:k:{key}")
+    }
 }
 
 /// A fresh epoch: 48 random bits in lowercase hex, like the memory broker's.
@@ -76,9 +109,24 @@ pub(crate) fn new_epoch() -> String {
     format!("{:x}", rand::random::<u64>() >> 16)
 }
 
-fn unavailable(e: &redis::RedisError) -> BrokerError {
+fn unavailable(e: &RedisError) -> BrokerError {
     BrokerError::Unavailable(format!("redis: {e}"))
 }
+
+/// Whether a command that failed with `e` may have run on Redis all the same: its answer timed
+/// out, or the connection dropped after it was sent. (A refused connection sent nothing.)
+fn outcome_unknown(e: &RedisError) -> bool {
+    !e.is_connection_refusal() && (e.is_timeout() || e.is_connection_dropped())
+}
+
+/// Whether a command that failed with `e` is worth sending again soon: the outcome is unknown,
+/// or Redis said it cannot take writes yet (loading its data, a replica not yet promoted).
+fn retryable(e: &RedisError) -> bool {
+    outcome_unknown(e) || matches!(e.code(), Some("LOADING" | "READONLY" | "TRYAGAIN" | "MASTERDOWN"))
+}
+
+/// How long a key made for a publish without one is kept: long enough for its own retries.
+const OWN_KEY_WINDOW: Duration = Duration::from_secs(60);
 
 /// A request to the reader task.
 #[derive(Debug)]
@@ -90,22 +138,42 @@ pub(crate) enum Request {
     },
 }
 
+/// What the reader task shares with the broker.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// Whether the pub/sub link answered its last `PING` (and is subscribed): `/readyz`.
+    pub(crate) link_up: AtomicBool,
+    /// Whether Redis runs with `appendonly yes` and `appendfsync always`, as last read.
+    pub(crate) durable: AtomicBool,
+}
+
 /// The Redis broker. Cheap to share (`Arc`); dropping the last handle stops its reader task.
 #[derive(Debug)]
 pub struct RedisBroker {
     hub: Arc<Hub>,
-    data: ConnectionManager,
+    data: DataLink,
     requests: mpsc::Sender<Request>,
     publish: redis::Script,
+    shared: Arc<Shared>,
     config: RedisConfig,
 }
 
-fn manager_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_millis(500))
+/// Reads `appendonly` and `appendfsync`: whether a restart keeps every acknowledged write.
+/// `false` when Redis does not say (a managed Redis may refuse `CONFIG`).
+pub(crate) async fn read_durable(con: &mut ConnectionManager) -> bool {
+    let get = |name: &'static str| {
+        let mut con = con.clone();
+        async move {
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async::<Vec<String>>(&mut con)
+                .await
+                .ok()
+                .and_then(|v| v.get(1).cloned())
+        }
+    };
+    get("appendonly").await.as_deref() == Some("yes") && get("appendfsync").await.as_deref() == Some("always")
 }
 
 impl RedisBroker {
@@ -114,32 +182,34 @@ impl RedisBroker {
     /// # Errors
     /// [`BrokerError::Unavailable`] when Redis cannot be reached or the URL is invalid.
     pub async fn connect(config: RedisConfig) -> Result<Self, BrokerError> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| unavailable(&e))?;
-        let data = ConnectionManager::new_with_config(client, manager_config())
-            .await
-            .map_err(|e| unavailable(&e))?;
+        let client = link::client(&config.url).map_err(|e| unavailable(&e))?;
+        let data = DataLink::connect(client).await.map_err(|e| unavailable(&e))?;
         let resp3 = if config.url.contains('?') {
             format!("{}&protocol=resp3", config.url)
         } else {
             format!("{}?protocol=resp3", config.url)
         };
-        let pubsub_client = redis::Client::open(resp3.as_str()).map_err(|e| unavailable(&e))?;
-        let (push_tx, push_rx) = mpsc::unbounded_channel();
-        let pubsub = ConnectionManager::new_with_config(
+        let pubsub_client = link::client(&resp3).map_err(|e| unavailable(&e))?;
+        let shared = Arc::new(Shared::default());
+        shared.durable.store(read_durable(&mut data.get()).await, Ordering::Relaxed);
+        let hub = Arc::new(Hub::new(config.hub.clone()));
+        let (requests, request_rx) = mpsc::channel(1024);
+        let reader = reader::Reader::connect(
+            Arc::clone(&hub),
+            data.clone(),
             pubsub_client,
-            manager_config().set_push_sender(push_tx).set_automatic_resubscription(),
+            config.clone(),
+            Arc::clone(&shared),
         )
         .await
         .map_err(|e| unavailable(&e))?;
-        let hub = Arc::new(Hub::new(config.hub.clone()));
-        let (requests, request_rx) = mpsc::channel(1024);
-        let reader = reader::Reader::new(Arc::clone(&hub), data.clone(), pubsub, config.clone());
-        tokio::spawn(reader.run(request_rx, push_rx));
+        tokio::spawn(reader.run(request_rx));
         Ok(Self {
             hub,
             data,
             requests,
-            publish: redis::Script::new(scripts::PUBLISH),
+            publish: redis::Script::new(&scripts::publish()),
+            shared,
             config,
         })
     }
@@ -149,48 +219,81 @@ impl RedisBroker {
         &self.hub
     }
 
-    async fn publish_now(&self, msg: Publish) -> Result<Arc<Message>, BrokerError> {
+    /// Runs the publish script, sending it again while its outcome is unknown (up to
+    /// [`RedisConfig::publish_retry`]); the key makes the repeats harmless.
+    async fn publish_now(&self, msg: &Publish, key: &Idempotency, time: u64) -> Result<Published, BrokerError> {
         let data = comet_core::NotUtf8::check(&msg.data)?;
         let keys = Keys::new(&self.config.prefix, &msg.channel);
         let history = self.config.hub.history_for(&msg.channel);
-        let time = now_millis();
         let event = msg.event.as_ref().map_or("", |e| e.as_str());
-        let (epoch, offset): (String, u64) = self
-            .publish
-            .key(&keys.meta)
-            .key(&keys.stream)
-            .arg(new_epoch())
-            .arg(history.max_messages)
-            .arg(history.max_age.as_secs())
-            .arg(time)
-            .arg(event)
-            .arg(data)
-            .arg(&keys.notify)
-            .invoke_async(&mut self.data.clone())
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let epoch = u64::from_str_radix(&epoch, 16).map_err(|_| {
-            BrokerError::Internal(format!("redis holds an invalid epoch {epoch:?} for {}", msg.channel))
-        })?;
-        self.hub.stats().record_published(1);
-        Ok(Arc::new(Message::new(
-            msg.channel,
-            Cursor::new(epoch, offset),
-            msg.event,
-            data.as_bytes(),
-            time,
-        )?))
+        let key_name = Keys::idempotency(&self.config.prefix, &msg.channel, key.key());
+        let durable = if self.shared.durable.load(Ordering::Relaxed) { "1" } else { "0" };
+        let deadline = Instant::now() + self.config.publish_retry;
+        let mut ambiguous = false;
+        let mut delay = Duration::from_millis(50);
+        let fresh = new_epoch();
+        loop {
+            let result: Result<(String, u64, u8), RedisError> = self
+                .publish
+                .key(&keys.meta)
+                .key(&keys.stream)
+                .key(&key_name)
+                .arg(&fresh)
+                .arg(history.max_messages)
+                .arg(history.max_age.as_secs())
+                .arg(self.config.meta_ttl_secs(&msg.channel))
+                .arg(time)
+                .arg(event)
+                .arg(data)
+                .arg(&keys.notify)
+                .arg(durable)
+                .arg(key.window.as_secs().max(1))
+                .invoke_async(&mut self.data.get())
+                .await;
+            match result {
+                Ok((epoch, offset, duplicate)) => {
+                    let epoch = u64::from_str_radix(&epoch, 16).map_err(|_| {
+                        BrokerError::Internal(format!("redis holds an invalid epoch {epoch:?} for {}", msg.channel))
+                    })?;
+                    return Ok(Published {
+                        cursor: Cursor::new(epoch, offset),
+                        duplicate: duplicate == 1,
+                    });
+                }
+                Err(e) => {
+                    self.data.note(&e);
+                    ambiguous |= outcome_unknown(&e);
+                    if !retryable(&e) || Instant::now() + delay > deadline {
+                        let why = if ambiguous {
+                            format!(
+                                "redis: {e}; the publish may have been stored: send it again with the same \
+                                 Idempotency-Key to publish it once"
+                            )
+                        } else {
+                            format!("redis: {e}")
+                        };
+                        return Err(BrokerError::Unavailable(why));
+                    }
+                    tracing::debug!(channel = %msg.channel, error = %e, "publish outcome unknown; sending it again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
     }
 
     async fn info_now(&self, channel: ChannelName) -> Result<ChannelInfo, BrokerError> {
         let keys = Keys::new(&self.config.prefix, &channel);
-        let mut con = self.data.clone();
+        let mut con = self.data.get();
         let ((epoch, offset), len): ((Option<String>, Option<u64>), usize) = redis::pipe()
             .hmget(&keys.meta, &["e", "o"])
             .xlen(&keys.stream)
             .query_async(&mut con)
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| {
+                self.data.note(&e);
+                unavailable(&e)
+            })?;
         let last = match (epoch.and_then(|e| u64::from_str_radix(&e, 16).ok()), offset) {
             (Some(e), Some(o)) if o > 0 => Some(Cursor::new(e, o)),
             _ => None,
@@ -204,9 +307,36 @@ impl RedisBroker {
     }
 }
 
+/// A key of our own for a publish without one: 128 random bits.
+fn own_key() -> Idempotency {
+    let key = format!("comet.{:032x}", rand::random::<u128>());
+    Idempotency::new(&key, OWN_KEY_WINDOW).expect("a hex key is a valid key")
+}
+
 impl Broker for RedisBroker {
     fn publish(&self, msg: Publish) -> BoxFuture<'_, Result<Arc<Message>, BrokerError>> {
-        Box::pin(self.publish_now(msg))
+        Box::pin(async move {
+            let time = now_millis();
+            let published = self.publish_now(&msg, &own_key(), time).await?;
+            self.hub.stats().record_published(1);
+            Ok(Arc::new(Message::new(
+                msg.channel,
+                published.cursor,
+                msg.event,
+                &msg.data,
+                time,
+            )?))
+        })
+    }
+
+    fn publish_idempotent(&self, msg: Publish, key: Idempotency) -> BoxFuture<'_, Result<Published, BrokerError>> {
+        Box::pin(async move {
+            let published = self.publish_now(&msg, &key, now_millis()).await?;
+            if !published.duplicate {
+                self.hub.stats().record_published(1);
+            }
+            Ok(published)
+        })
     }
 
     fn subscribe(&self, channel: ChannelName, since: Since) -> BoxFuture<'_, Result<ChannelSubscription, BrokerError>> {
@@ -226,14 +356,23 @@ impl Broker for RedisBroker {
         Box::pin(self.info_now(channel))
     }
 
+    /// Both links answer: the command connection a `PING` within 1 s, and the pub/sub
+    /// connection its last periodic `PING` (so a silently dead pub/sub link is not ready).
     fn ready(&self) -> BoxFuture<'_, bool> {
         Box::pin(async move {
-            let mut con = self.data.clone();
+            if !self.shared.link_up.load(Ordering::Relaxed) {
+                return false;
+            }
+            let mut con = self.data.get();
             let ping = redis::cmd("PING");
-            matches!(
-                tokio::time::timeout(Duration::from_secs(1), ping.query_async::<String>(&mut con)).await,
-                Ok(Ok(_))
-            )
+            match tokio::time::timeout(Duration::from_secs(1), ping.query_async::<String>(&mut con)).await {
+                Ok(Ok(_)) => true,
+                Ok(Err(e)) => {
+                    self.data.note(&e);
+                    false
+                }
+                Err(_) => false,
+            }
         })
     }
 

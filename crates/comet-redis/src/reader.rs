@@ -1,20 +1,25 @@
 //! The reader task: one per node, the only writer of Redis-backed channels in the local hub.
 //!
 //! It handles, in order: subscribe requests (subscribing in Redis and reading the stream tail
-//! the first time a channel gets a local subscriber), notifications (appended when they follow
-//! what the hub holds, else the stream is read again), disconnections (after which every channel
-//! is read again once Redis answers), and unsubscribing channels idle for a while.
+//! the first time a channel gets a local subscriber, and reading it again when a subscriber
+//! brings a cursor this node has not seen yet), notifications (appended when they follow what
+//! the hub holds, else the stream is read again), disconnections (after which every channel is
+//! read again once Redis answers), the health of the pub/sub link (a `PING` every
+//! [`RedisConfig::pubsub_ping_interval`]; one unanswered replaces the connection), and
+//! unsubscribing channels idle for a while.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use comet_core::{Append, BrokerError, ChannelName, Cursor, EventName, Hub, Message};
+use comet_core::{Append, BrokerError, ChannelName, Cursor, EventName, Hub, Message, Since};
 use redis::aio::ConnectionManager;
-use redis::{PushInfo, PushKind, Value};
+use redis::{Client, PushInfo, PushKind, RedisError, Value};
 use tokio::sync::mpsc;
 
-use crate::{Keys, RedisConfig, Request, new_epoch, scripts, unavailable};
+use crate::link::{DataLink, RESPONSE_TIMEOUT, manager_config};
+use crate::{Keys, RedisConfig, Request, Shared, new_epoch, read_durable, scripts, unavailable};
 
 /// A channel subscribed in Redis, and since when it has had no local subscriber.
 #[derive(Debug)]
@@ -22,74 +27,178 @@ struct Subscribed {
     idle_since: Option<Instant>,
 }
 
+/// How often `appendonly`/`appendfsync` are read again.
+const DURABLE_EVERY: Duration = Duration::from_secs(5);
+
 pub(crate) struct Reader {
     hub: Arc<Hub>,
-    data: ConnectionManager,
+    data: DataLink,
+    pubsub_client: Client,
     pubsub: ConnectionManager,
+    pushes: mpsc::UnboundedReceiver<PushInfo>,
     config: RedisConfig,
+    shared: Arc<Shared>,
     sync: redis::Script,
+    rebase: redis::Script,
     channels: HashMap<ChannelName, Subscribed>,
     /// Set on a disconnection: notifications may have been lost, so every channel is read again.
     needs_resync: bool,
+    /// Set when the pub/sub connection was replaced: every channel is subscribed again first.
+    needs_resubscribe: bool,
+    last_ping: Instant,
+    last_durable: Instant,
+}
+
+async fn pubsub_connect(
+    client: &Client,
+) -> Result<(ConnectionManager, mpsc::UnboundedReceiver<PushInfo>), RedisError> {
+    let (push_tx, push_rx) = mpsc::unbounded_channel();
+    let manager = ConnectionManager::new_with_config(
+        client.clone(),
+        manager_config().set_push_sender(push_tx).set_automatic_resubscription(),
+    )
+    .await?;
+    Ok((manager, push_rx))
 }
 
 impl Reader {
-    pub(crate) fn new(hub: Arc<Hub>, data: ConnectionManager, pubsub: ConnectionManager, config: RedisConfig) -> Self {
-        Self {
+    pub(crate) async fn connect(
+        hub: Arc<Hub>,
+        data: DataLink,
+        pubsub_client: Client,
+        config: RedisConfig,
+        shared: Arc<Shared>,
+    ) -> Result<Self, RedisError> {
+        let (pubsub, pushes) = pubsub_connect(&pubsub_client).await?;
+        shared.link_up.store(true, Ordering::Relaxed);
+        Ok(Self {
             hub,
             data,
+            pubsub_client,
             pubsub,
+            pushes,
             config,
-            sync: redis::Script::new(scripts::SYNC),
+            shared,
+            sync: redis::Script::new(&scripts::sync()),
+            rebase: redis::Script::new(scripts::REBASE),
             channels: HashMap::new(),
             needs_resync: false,
-        }
+            needs_resubscribe: false,
+            last_ping: Instant::now(),
+            last_durable: Instant::now(),
+        })
     }
 
-    pub(crate) async fn run(
-        mut self,
-        mut requests: mpsc::Receiver<Request>,
-        mut pushes: mpsc::UnboundedReceiver<PushInfo>,
-    ) {
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    pub(crate) async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                push = pushes.recv() => match push {
+                push = self.pushes.recv() => match push {
                     Some(push) => self.on_push(push).await,
-                    None => break,
+                    // Only if the pub/sub connection manager is gone: wait for the next tick.
+                    None => {
+                        tick.tick().await;
+                        self.on_tick().await;
+                    }
                 },
                 request = requests.recv() => match request {
                     Some(request) => self.on_request(request).await,
                     None => break, // the broker was dropped
                 },
-                _ = tick.tick() => {
-                    if self.needs_resync {
-                        self.resync_all().await;
-                    }
-                    self.reap().await;
-                }
+                _ = tick.tick() => self.on_tick().await,
             }
         }
+    }
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        if now.duration_since(self.last_ping) >= self.config.pubsub_ping_interval || self.needs_resubscribe {
+            self.last_ping = now;
+            self.check_link().await;
+        }
+        if now.duration_since(self.last_durable) >= DURABLE_EVERY {
+            self.last_durable = now;
+            let durable = read_durable(&mut self.data.get()).await;
+            self.shared.durable.store(durable, Ordering::Relaxed);
+        }
+        if self.needs_resync && !self.needs_resubscribe {
+            self.resync_all().await;
+        }
+        self.reap().await;
+    }
+
+    /// PINGs the pub/sub connection with a deadline. No answer: the link is down (`/readyz`
+    /// fails), notifications may be lost, and the connection is replaced by a new one, on which
+    /// every channel is subscribed again and then read again from its stream.
+    async fn check_link(&mut self) {
+        if !self.needs_resubscribe {
+            let cmd = redis::cmd("PING");
+            let ping = cmd.query_async::<Value>(&mut self.pubsub);
+            if let Ok(Ok(_)) = tokio::time::timeout(RESPONSE_TIMEOUT, ping).await {
+                if !self.needs_resync {
+                    self.shared.link_up.store(true, Ordering::Relaxed);
+                }
+                return;
+            }
+            tracing::warn!("the redis pub/sub link did not answer its PING; reconnecting");
+            self.shared.link_up.store(false, Ordering::Relaxed);
+            self.needs_resync = true;
+            self.needs_resubscribe = true;
+        }
+        let connect = tokio::time::timeout(RESPONSE_TIMEOUT, pubsub_connect(&self.pubsub_client));
+        let Ok(Ok((pubsub, pushes))) = connect.await else {
+            return; // tried again at the next tick
+        };
+        self.pubsub = pubsub;
+        self.pushes = pushes;
+        for channel in self.channels.keys() {
+            let keys = Keys::new(&self.config.prefix, channel);
+            let subscribe = tokio::time::timeout(RESPONSE_TIMEOUT, self.pubsub.subscribe(&keys.notify));
+            if !matches!(subscribe.await, Ok(Ok(()))) {
+                return; // a new connection at the next tick
+            }
+        }
+        self.needs_resubscribe = false;
+        self.resync_all().await;
     }
 
     async fn on_request(&mut self, request: Request) {
         match request {
             Request::Subscribe { channel, since, reply } => {
-                let result = self
-                    .ensure(&channel)
-                    .await
-                    .map(|()| self.hub.subscribe(&channel, since));
+                let result = self.prepare(&channel, since).await.map(|()| self.hub.subscribe(&channel, since));
                 let _ = reply.send(result);
             }
         }
     }
 
-    /// Makes sure `channel` is subscribed in Redis and its stream tail is in the hub.
-    async fn ensure(&mut self, channel: &ChannelName) -> Result<(), BrokerError> {
+    /// Makes sure `channel` is subscribed in Redis and its stream tail is in the hub, and that
+    /// the hub can place `since`: a cursor ahead of what this node holds (a client that
+    /// published through another node, or was served by one whose notifications came first)
+    /// is looked up in the stream before anything is answered, so it is neither a false gap
+    /// nor a replay of what the client has.
+    async fn prepare(&mut self, channel: &ChannelName, since: Since) -> Result<(), BrokerError> {
+        if !self.ensure(channel).await? {
+            return Ok(()); // just read
+        }
+        if let Since::Cursor(c) = since {
+            let placed = self
+                .hub
+                .head(channel)
+                .is_some_and(|head| head.epoch == c.epoch && c.offset <= head.offset);
+            if !placed {
+                self.read_stream(channel).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Subscribes `channel` in Redis if it is not yet, reading its stream; returns whether it
+    /// already was (nothing read).
+    async fn ensure(&mut self, channel: &ChannelName) -> Result<bool, BrokerError> {
         if let Some(entry) = self.channels.get_mut(channel) {
             entry.idle_since = None;
-            return Ok(());
+            return Ok(true);
         }
         let keys = Keys::new(&self.config.prefix, channel);
         // Subscribe first, then read: a message published in between is both in the stream and
@@ -100,38 +209,69 @@ impl Reader {
             return Err(e);
         }
         self.channels.insert(channel.clone(), Subscribed { idle_since: None });
-        Ok(())
+        Ok(false)
     }
 
-    /// Reads the channel's epoch, newest offset and stream tail, and sets them in the hub.
+    /// Reads the channel's epoch, newest offset and stream tail (its namespace's history
+    /// length), and sets them in the hub. If Redis holds the hub's epoch with an older offset
+    /// than the hub (its data went back), the channel is moved to a new epoch first.
     async fn read_stream(&mut self, channel: &ChannelName) -> Result<(), BrokerError> {
         let keys = Keys::new(&self.config.prefix, channel);
-        let value: Value = self
-            .sync
-            .key(&keys.meta)
-            .key(&keys.stream)
-            .arg(new_epoch())
-            .arg(self.config.hub.history.max_messages)
-            .arg(self.config.hub.history.max_age.as_secs())
-            .invoke_async(&mut self.data)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let (epoch, head, entries) = parse_sync(&value).ok_or_else(|| {
-            BrokerError::Internal(format!("unexpected answer of the sync script for {channel}: {value:?}"))
-        })?;
-        let mut tail = Vec::with_capacity(entries.len());
-        for (offset, time, event, data) in entries.into_iter().rev() {
-            let event = (!event.is_empty())
-                .then(|| EventName::new(&event))
-                .transpose()
-                .ok()
-                .flatten();
-            if let Ok(msg) = Message::new(channel.clone(), Cursor::new(epoch, offset), event, data, time) {
-                tail.push(Arc::new(msg));
+        let meta_ttl = self.config.meta_ttl_secs(channel);
+        for _ in 0..2 {
+            let durable = if self.shared.durable.load(Ordering::Relaxed) { "1" } else { "0" };
+            let value: Value = self
+                .sync
+                .key(&keys.meta)
+                .key(&keys.stream)
+                .arg(new_epoch())
+                .arg(self.config.hub.history_for(channel).max_messages)
+                .arg(meta_ttl)
+                .arg(durable)
+                .invoke_async(&mut self.data.get())
+                .await
+                .map_err(|e| {
+                    self.data.note(&e);
+                    unavailable(&e)
+                })?;
+            let (epoch, head, entries) = parse_sync(&value).ok_or_else(|| {
+                BrokerError::Internal(format!("unexpected answer of the sync script for {channel}: {value:?}"))
+            })?;
+            if let Some(held) = self.hub.head(channel).filter(|h| h.epoch == epoch && h.offset > head) {
+                tracing::warn!(
+                    %channel, held = %held, redis = %Cursor::new(epoch, head),
+                    "redis holds an older offset than this node has seen; moving the channel to a new epoch"
+                );
+                let _: i64 = self
+                    .rebase
+                    .key(&keys.meta)
+                    .key(&keys.stream)
+                    .arg(format!("{epoch:x}"))
+                    .arg(held.offset)
+                    .arg(new_epoch())
+                    .arg(meta_ttl)
+                    .invoke_async(&mut self.data.get())
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                continue;
             }
+            let mut tail = Vec::with_capacity(entries.len());
+            for (offset, time, event, data) in entries.into_iter().rev() {
+                let event = (!event.is_empty())
+                    .then(|| EventName::new(&event))
+                    .transpose()
+                    .ok()
+                    .flatten();
+                if let Ok(msg) = Message::new(channel.clone(), Cursor::new(epoch, offset), event, data, time) {
+                    tail.push(Arc::new(msg));
+                }
+            }
+            self.hub.replace(channel, epoch, head, tail);
+            return Ok(());
         }
-        self.hub.replace(channel, epoch, head, tail);
-        Ok(())
+        Err(BrokerError::Unavailable(format!(
+            "redis: the offset of {channel} keeps going back; retrying"
+        )))
     }
 
     async fn on_push(&mut self, push: PushInfo) {
@@ -154,6 +294,7 @@ impl Reader {
             }
             PushKind::Disconnection => {
                 tracing::warn!("redis pub/sub connection lost; will resubscribe and catch up from the streams");
+                self.shared.link_up.store(false, Ordering::Relaxed);
                 self.needs_resync = true;
             }
             _ => {}
@@ -190,7 +331,9 @@ impl Reader {
     /// After a disconnection: once Redis answers (the PING also makes the pub/sub connection
     /// reconnect and resubscribe), read every channel's stream again.
     async fn resync_all(&mut self) {
-        if redis::cmd("PING").query_async::<Value>(&mut self.pubsub).await.is_err() {
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<Value>(&mut self.pubsub);
+        if !matches!(tokio::time::timeout(RESPONSE_TIMEOUT, ping).await, Ok(Ok(_))) {
             return;
         }
         let channels: Vec<ChannelName> = self.channels.keys().cloned().collect();
@@ -205,6 +348,7 @@ impl Reader {
             "redis reachable again; caught up from the streams"
         );
         self.needs_resync = false;
+        self.shared.link_up.store(true, Ordering::Relaxed);
     }
 
     /// Unsubscribes channels that have had no local subscriber for `idle_unsubscribe`.

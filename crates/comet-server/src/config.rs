@@ -122,6 +122,10 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// How long a ticket from `POST /tickets` stays valid, in seconds. Defaults to 60.
     pub ticket_ttl_secs: u64,
+    /// How long a publish's idempotency key (`Idempotency-Key`, `"idempotency_key"`) is
+    /// remembered, in seconds: a repeat within it publishes nothing and answers the first
+    /// cursor (docs/protocol.md "Idempotent publishing"). Defaults to 300.
+    pub idempotency_window_secs: u64,
     /// Path of the PEM certificate chain (leaf first) to serve TLS with; set together with
     /// `tls_key_file`. Both empty (the default): plain TCP. Read at start and on SIGHUP
     /// (`comet serve` then serves the new certificate to new connections). ALPN offers `h2`
@@ -176,6 +180,7 @@ impl Default for Config {
             publish_api_key: Secret::default(),
             allowed_origins: Vec::new(),
             ticket_ttl_secs: 60,
+            idempotency_window_secs: 300,
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
             namespace: BTreeMap::new(),
@@ -319,6 +324,7 @@ impl Config {
         "publish_api_key",
         "allowed_origins",
         "ticket_ttl_secs",
+        "idempotency_window_secs",
         "tls_cert_file",
         "tls_key_file",
         "namespace",
@@ -346,6 +352,7 @@ impl Config {
             ("ws_pong_timeout_secs", self.ws_pong_timeout_secs),
             ("ws_max_message_size", self.ws_max_message_size as u64),
             ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("idempotency_window_secs", self.idempotency_window_secs),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be at least 1")));

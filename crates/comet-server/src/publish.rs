@@ -2,7 +2,7 @@
 //! "Publish").
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
-use comet_core::{ChannelName, EventName, Publish};
+use comet_core::{ChannelName, EventName, Idempotency, Publish};
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -33,19 +33,29 @@ pub(crate) struct Publisher<'a> {
     pub(crate) websocket: bool,
 }
 
-/// Checks and publishes one message for `by`; shared by HTTP and WebSocket publishing.
+/// A publish's outcome: its cursor, and whether its idempotency key had been seen (so nothing
+/// was published and `cursor` is the first publish's).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outcome {
+    pub(crate) cursor: comet_core::Cursor,
+    pub(crate) duplicate: bool,
+}
+
+/// Checks and publishes one message for `by`, at most once per `key` (an idempotency key) and
+/// channel within `idempotency_window_secs`; shared by HTTP and WebSocket publishing.
 ///
 /// # Errors
-/// `bad_channel`/`bad_event` for names, `unauthorized`/`forbidden` (auth), `rate_limited`
-/// (`publishes_per_sec`, with `retry_after`), `too_large` (the namespace's
-/// `max_message_size`), `not_utf8`, or the broker's error.
+/// `bad_channel`/`bad_event` for names, `bad_idempotency_key`, `unauthorized`/`forbidden`
+/// (auth), `rate_limited` (`publishes_per_sec`, with `retry_after`), `too_large` (the
+/// namespace's `max_message_size`), `not_utf8`, or the broker's error.
 pub(crate) async fn publish_one(
     state: &AppState,
     by: Publisher<'_>,
     channel: &str,
     event: Option<&str>,
     data: Bytes,
-) -> Result<comet_core::Cursor, ApiError> {
+    key: Option<&str>,
+) -> Result<Outcome, ApiError> {
     let channel = ChannelName::new(channel)?;
     let identity = by.identity;
     identity.authorize(&state.config, Action::Publish, &channel, by.websocket)?;
@@ -57,10 +67,48 @@ pub(crate) async fn publish_one(
     if data.len() > max {
         return Err(ApiError::too_large("message", data.len(), max));
     }
+    let key = key
+        .map(|k| Idempotency::new(k, Duration::from_secs(state.config.idempotency_window_secs)))
+        .transpose()
+        .map_err(|why| ApiError::bad_request("bad_idempotency_key", why))?;
     let started = Instant::now();
-    let msg = state.broker.publish(Publish { channel, event, data }).await?;
+    let msg = Publish { channel, event, data };
+    let outcome = match key {
+        None => Outcome {
+            cursor: state.broker.publish(msg).await?.cursor,
+            duplicate: false,
+        },
+        Some(key) => {
+            let published = state.broker.publish_idempotent(msg, key).await?;
+            Outcome {
+                cursor: published.cursor,
+                duplicate: published.duplicate,
+            }
+        }
+    };
     state.metrics.observe_publish(started.elapsed().as_secs_f64());
-    Ok(msg.cursor)
+    Ok(outcome)
+}
+
+/// The `Idempotency-Key` request header (draft-ietf-httpapi-idempotency-key-header), as text.
+fn idempotency_header(headers: &http::HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("bad_idempotency_key", "the Idempotency-Key header is not ASCII"))
+        })
+        .transpose()
+}
+
+/// The JSON result of one publish: `{"channel","id"}`, with `"duplicate":true` for a repeated
+/// idempotency key.
+fn result_json(channel: &str, outcome: Outcome) -> serde_json::Value {
+    if outcome.duplicate {
+        json!({"channel": channel, "id": outcome.cursor.to_string(), "duplicate": true})
+    } else {
+        json!({"channel": channel, "id": outcome.cursor.to_string()})
+    }
 }
 
 /// The request body, or the JSON error for one axum could not read: `413 too_large` past the
@@ -78,11 +126,14 @@ fn read_body(body: Result<Bytes, BytesRejection>, what: &str, max: usize) -> Res
     })
 }
 
-/// `POST /pub/{channel}[?event=]`: the body is the message → `201 {"channel","id"}`.
+/// `POST /pub/{channel}[?event=]`: the body is the message → `201 {"channel","id"}`. With an
+/// `Idempotency-Key` header, a repeat within `idempotency_window_secs` answers the same `201`
+/// with the first cursor, `"duplicate":true` and `Idempotent-Replayed: true`.
 pub(crate) async fn publish(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<PubQuery>, QueryRejection>,
+    headers: http::HeaderMap,
     identity: Identity,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Result<Bytes, BytesRejection>,
@@ -96,12 +147,14 @@ pub(crate) async fn publish(
         client: client.map(|Extension(ConnectInfo(addr))| addr.ip()),
         websocket: false,
     };
-    let cursor = publish_one(&state, by, &channel, query.event.as_deref(), body).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"channel": channel, "id": cursor.to_string()})),
-    )
-        .into_response())
+    let key = idempotency_header(&headers)?;
+    let outcome = publish_one(&state, by, &channel, query.event.as_deref(), body, key).await?;
+    let mut res = (StatusCode::CREATED, Json(result_json(&channel, outcome))).into_response();
+    if outcome.duplicate {
+        res.headers_mut()
+            .insert("idempotent-replayed", http::HeaderValue::from_static("true"));
+    }
+    Ok(res)
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,10 +163,12 @@ struct BatchItem {
     channel: String,
     event: Option<String>,
     data: String,
+    idempotency_key: Option<String>,
 }
 
-/// `POST /pub` with `[{"channel","event"?,"data"}]` → `200 {"results":[…]}`, one result per item;
-/// each item is published or rejected on its own (authorization too, per channel).
+/// `POST /pub` with `[{"channel","event"?,"data","idempotency_key"?}]` → `200 {"results":[…]}`,
+/// one result per item; each item is published or rejected on its own (authorization too, per
+/// channel).
 pub(crate) async fn publish_batch(
     State(state): State<AppState>,
     identity: Identity,
@@ -153,9 +208,16 @@ pub(crate) async fn publish_batch(
     for (i, item) in items.into_iter().enumerate() {
         let result = match serde_json::from_value::<BatchItem>(item) {
             Err(e) => Err(ApiError::bad_request("bad_body", format!("item {i}: {e}"))),
-            Ok(item) => publish_one(&state, by, &item.channel, item.event.as_deref(), Bytes::from(item.data))
-                .await
-                .map(|cursor| json!({"channel": item.channel, "id": cursor.to_string()})),
+            Ok(item) => publish_one(
+                &state,
+                by,
+                &item.channel,
+                item.event.as_deref(),
+                Bytes::from(item.data),
+                item.idempotency_key.as_deref(),
+            )
+            .await
+            .map(|outcome| result_json(&item.channel, outcome)),
         };
         if i > 0 {
             out.push(b',');

@@ -24,6 +24,14 @@ pub(crate) struct PublishArgs {
     /// Base URL of the Comet server.
     #[arg(long, env = "COMET_SERVER", default_value = DEFAULT_SERVER)]
     pub(crate) server: String,
+    /// Idempotency key sent with the publish and with every retry of it, so the message is
+    /// published once whatever fails in between. Default: a random one.
+    #[arg(long)]
+    pub(crate) idempotency_key: Option<String>,
+    /// How many times to retry after a failure that may pass (no answer, 5xx, 429), with
+    /// backoff from 100 ms up to 2 s. `0`: no retry.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) retries: u32,
 }
 
 /// Subscribe to channels and print one JSON envelope per line
@@ -66,10 +74,27 @@ pub(crate) async fn publish(args: PublishArgs) -> Result<()> {
         args.data
     };
     let client = Client::new(&args.server).context("bad --server")?;
-    let published = client
-        .publish(&args.channel, &data, args.event.as_deref())
-        .await
-        .with_context(|| format!("publishing to {:?} on {}", args.channel, args.server))?;
+    let key = args
+        .idempotency_key
+        .clone()
+        .unwrap_or_else(|| format!("cli.{:032x}", rand::random::<u128>()));
+    let mut delay = std::time::Duration::from_millis(100);
+    let mut attempt = 0;
+    let published = loop {
+        match client
+            .publish_once(&args.channel, &data, args.event.as_deref(), Some(&key))
+            .await
+        {
+            Err(e) if e.is_transient() && attempt < args.retries => {
+                attempt += 1;
+                eprintln!("comet publish: {e}; retrying with the same idempotency key ({attempt}/{})", args.retries);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(2));
+            }
+            result => break result,
+        }
+    }
+    .with_context(|| format!("publishing to {:?} on {}", args.channel, args.server))?;
     let line = serde_json::to_string(&published)?;
     match print_line(&line) {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e.into()),

@@ -503,7 +503,12 @@ impl Session {
                 self.set.remove(&name);
                 self.reply(&Reply::Unsubscribed { channel: name.as_str() });
             }),
-            Command::Publish { channel, event, data } => publish_one(
+            Command::Publish {
+                channel,
+                event,
+                data,
+                idempotency_key,
+            } => publish_one(
                 &self.state,
                 Publisher {
                     identity: &self.identity,
@@ -513,12 +518,14 @@ impl Session {
                 &channel,
                 event.as_deref(),
                 Bytes::from(data),
+                idempotency_key.as_deref(),
             )
             .await
-            .map(|cursor| {
+            .map(|outcome| {
                 self.reply(&Reply::Ack {
                     reference,
-                    id: cursor.to_string(),
+                    id: outcome.cursor.to_string(),
+                    duplicate: outcome.duplicate,
                 });
             }),
             Command::Ping => {

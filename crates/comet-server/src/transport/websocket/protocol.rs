@@ -33,6 +33,9 @@ pub(super) enum Command {
         channel: String,
         event: Option<String>,
         data: String,
+        /// At most once per key and channel (docs/protocol.md "Idempotent publishing").
+        #[serde(default)]
+        idempotency_key: Option<String>,
     },
     /// An application-level ping, answered by `pong`.
     Ping,
@@ -114,11 +117,17 @@ pub fn parse_for_fuzzing(
             field("type", Some("unsubscribe".into()));
             field("channel", Some(channel));
         }
-        Command::Publish { channel, event, data } => {
+        Command::Publish {
+            channel,
+            event,
+            data,
+            idempotency_key,
+        } => {
             field("type", Some("publish".into()));
             field("channel", Some(channel));
             field("event", event);
             field("data", Some(data));
+            field("idempotency_key", idempotency_key);
         }
         Command::Ping => field("type", Some("ping".into())),
         Command::Auth { token } => {
@@ -147,6 +156,9 @@ pub(super) enum Reply<'a> {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a str>,
         id: String,
+        /// Set for a repeated idempotency key: nothing was published, `id` is the first cursor.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        duplicate: bool,
     },
     /// The answer to a `ping` command.
     Pong {
@@ -228,7 +240,8 @@ mod tests {
             Command::Publish {
                 channel: "a".into(),
                 event: None,
-                data: "hi \"there\"".into()
+                data: "hi \"there\"".into(),
+                idempotency_key: None,
             }
         );
         assert_eq!(parse(r#"{"type":"ping"}"#).unwrap().command, Command::Ping);
@@ -286,7 +299,8 @@ mod tests {
         assert_eq!(
             v(Reply::Ack {
                 reference: Some("r"),
-                id: "f-1".into()
+                id: "f-1".into(),
+                duplicate: false,
             }),
             json!({"type":"ack","ref":"r","id":"f-1"})
         );
