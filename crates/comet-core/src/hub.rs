@@ -585,9 +585,8 @@ impl Hub {
                 state.keys.purge(now);
                 // Subscribers are counted under the shard's lock (held here), so none joins
                 // meanwhile; a publisher that took the log before this lock finds it retired.
-                let idle = state.history.is_empty()
-                    && state.keys.is_empty()
-                    && log.subscribers.load(Ordering::Relaxed) == 0;
+                let idle =
+                    state.history.is_empty() && state.keys.is_empty() && log.subscribers.load(Ordering::Relaxed) == 0;
                 if idle {
                     state.retired = true;
                     tombstones.insert(name.clone(), (state.epoch, state.head, now));

@@ -77,7 +77,11 @@ impl RedisConfig {
     /// for ever) when history has no TTL.
     pub(crate) fn meta_ttl_secs(&self, channel: &ChannelName) -> u64 {
         let ttl = self.hub.history_for(channel).max_age;
-        if ttl.is_zero() { 0 } else { ttl.max(TOMBSTONE_TTL).as_secs() }
+        if ttl.is_zero() {
+            0
+        } else {
+            ttl.max(TOMBSTONE_TTL).as_secs()
+        }
     }
 }
 
@@ -191,7 +195,9 @@ impl RedisBroker {
         };
         let pubsub_client = link::client(&resp3).map_err(|e| unavailable(&e))?;
         let shared = Arc::new(Shared::default());
-        shared.durable.store(read_durable(&mut data.get()).await, Ordering::Relaxed);
+        shared
+            .durable
+            .store(read_durable(&mut data.get()).await, Ordering::Relaxed);
         let hub = Arc::new(Hub::new(config.hub.clone()));
         let (requests, request_rx) = mpsc::channel(1024);
         let reader = reader::Reader::connect(
@@ -227,7 +233,11 @@ impl RedisBroker {
         let history = self.config.hub.history_for(&msg.channel);
         let event = msg.event.as_ref().map_or("", |e| e.as_str());
         let key_name = Keys::idempotency(&self.config.prefix, &msg.channel, key.key());
-        let durable = if self.shared.durable.load(Ordering::Relaxed) { "1" } else { "0" };
+        let durable = if self.shared.durable.load(Ordering::Relaxed) {
+            "1"
+        } else {
+            "0"
+        };
         let deadline = Instant::now() + self.config.publish_retry;
         let mut ambiguous = false;
         let mut delay = Duration::from_millis(50);
@@ -371,7 +381,11 @@ impl Broker for RedisBroker {
                     self.data.note(&e);
                     false
                 }
-                Err(_) => false,
+                Err(_) => {
+                    tracing::warn!("redis did not answer a readiness PING within 1 s; reconnecting");
+                    self.data.replace();
+                    false
+                }
             }
         })
     }

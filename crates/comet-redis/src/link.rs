@@ -59,7 +59,10 @@ impl DataLink {
 
     /// The connection to use now.
     pub(crate) fn get(&self) -> ConnectionManager {
-        self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Looks at a command's error: a timeout means the peer may be gone silently, so the
@@ -67,11 +70,15 @@ impl DataLink {
     pub(crate) fn note(&self, error: &RedisError) {
         if error.is_timeout() {
             tracing::warn!(error = %error, "redis did not answer in time; reconnecting");
-            let fresh = ConnectionManager::new_lazy_with_config(self.client.clone(), manager_config());
-            match fresh {
-                Ok(fresh) => *self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh,
-                Err(e) => tracing::warn!(error = %e, "cannot make a new redis connection"),
-            }
+            self.replace();
+        }
+    }
+
+    /// Replaces the connection (lazily: the next command connects anew).
+    pub(crate) fn replace(&self) {
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), manager_config()) {
+            Ok(fresh) => *self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh,
+            Err(e) => tracing::warn!(error = %e, "cannot make a new redis connection"),
         }
     }
 }

@@ -49,9 +49,7 @@ pub(crate) struct Reader {
     last_durable: Instant,
 }
 
-async fn pubsub_connect(
-    client: &Client,
-) -> Result<(ConnectionManager, mpsc::UnboundedReceiver<PushInfo>), RedisError> {
+async fn pubsub_connect(client: &Client) -> Result<(ConnectionManager, mpsc::UnboundedReceiver<PushInfo>), RedisError> {
     let (push_tx, push_rx) = mpsc::unbounded_channel();
     let manager = ConnectionManager::new_with_config(
         client.clone(),
@@ -166,7 +164,10 @@ impl Reader {
     async fn on_request(&mut self, request: Request) {
         match request {
             Request::Subscribe { channel, since, reply } => {
-                let result = self.prepare(&channel, since).await.map(|()| self.hub.subscribe(&channel, since));
+                let result = self
+                    .prepare(&channel, since)
+                    .await
+                    .map(|()| self.hub.subscribe(&channel, since));
                 let _ = reply.send(result);
             }
         }
@@ -219,7 +220,11 @@ impl Reader {
         let keys = Keys::new(&self.config.prefix, channel);
         let meta_ttl = self.config.meta_ttl_secs(channel);
         for _ in 0..2 {
-            let durable = if self.shared.durable.load(Ordering::Relaxed) { "1" } else { "0" };
+            let durable = if self.shared.durable.load(Ordering::Relaxed) {
+                "1"
+            } else {
+                "0"
+            };
             let value: Value = self
                 .sync
                 .key(&keys.meta)

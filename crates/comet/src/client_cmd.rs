@@ -87,7 +87,10 @@ pub(crate) async fn publish(args: PublishArgs) -> Result<()> {
         {
             Err(e) if e.is_transient() && attempt < args.retries => {
                 attempt += 1;
-                eprintln!("comet publish: {e}; retrying with the same idempotency key ({attempt}/{})", args.retries);
+                eprintln!(
+                    "comet publish: {e}; retrying with the same idempotency key ({attempt}/{})",
+                    args.retries
+                );
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(std::time::Duration::from_secs(2));
             }

@@ -114,7 +114,9 @@ impl Redis {
             .stderr(Stdio::null())
             .output()
             .ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Writes an RDB snapshot now (`SAVE`); a restart of an [`Persistence::Rdb`] server comes
@@ -215,7 +217,11 @@ impl Node {
     pub async fn wait_ready(&self, status: u16, within: Duration) {
         let deadline = Instant::now() + within;
         while self.status("/readyz").await.0 != status {
-            assert!(Instant::now() < deadline, "/readyz of {} never answered {status}", self.addr);
+            assert!(
+                Instant::now() < deadline,
+                "/readyz of {} never answered {status}",
+                self.addr
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -85,10 +85,23 @@ impl FaultProxy {
         });
     }
 
+    /// The `n`th connection accepted (from 0) goes silent both ways, if it is still open.
+    pub fn blackhole_nth(&self, n: u64) {
+        if let Some(c) = self.state.conns.lock().unwrap().get(&n) {
+            c.drop_up.store(true, Ordering::SeqCst);
+            c.drop_down.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// What the server sends on the open connections is discarded (requests still arrive): the
     /// answers are lost. New connections pass.
     pub fn drop_replies_existing(&self) {
         self.each(|c| c.drop_down.store(true, Ordering::SeqCst));
+    }
+
+    /// New connections go silent (`true`) or pass (`false`); open ones are left as they are.
+    pub fn blackhole_new(&self, on: bool) {
+        self.state.blackhole_new.store(on, Ordering::SeqCst);
     }
 
     /// Every connection, open or new, goes silent (`true`), or new ones pass again (`false`).
