@@ -375,3 +375,106 @@ async fn a_caught_up_subscription_sees_every_later_change() {
         .unwrap();
     assert_eq!(got, ["three"]);
 }
+
+/// Issue 15, defect 5: a publish that took a channel's log just before the sweep forgot the
+/// channel (idle: no subscriber, history expired) was acknowledged into the dropped log, and
+/// the channel re-created from its tombstone handed out the same cursor to the next publish.
+/// Publishers and a sweeper race here on threads, on channels whose history expires at once;
+/// every acknowledged cursor of a channel must be new.
+#[test]
+fn a_publish_racing_the_sweep_never_reuses_a_cursor() {
+    const PUBLISHES: usize = 100_000;
+    let b = Arc::new(MemoryBroker::new(HubConfig {
+        history: HistoryLimits {
+            max_messages: 1,
+            max_age: Duration::from_nanos(1),
+        },
+        ..HubConfig::default()
+    }));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sweeper = std::thread::spawn({
+        let (b, done) = (Arc::clone(&b), Arc::clone(&done));
+        move || {
+            let mut sweeps = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                b.sweep();
+                sweeps += 1;
+            }
+            sweeps
+        }
+    });
+    let publishers: Vec<_> = (0..2)
+        .map(|t| {
+            let b = Arc::clone(&b);
+            std::thread::spawn(move || {
+                let c = ch(&format!("race{t}"));
+                (0..PUBLISHES).map(|_| publish(&b, &c, "x")).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for (t, p) in publishers.into_iter().enumerate() {
+        let cursors = p.join().unwrap();
+        let mut seen = std::collections::HashSet::with_capacity(cursors.len());
+        for c in &cursors {
+            assert!(seen.insert(*c), "race{t}: cursor {c} acknowledged twice");
+        }
+        let epochs: std::collections::HashSet<u64> = cursors.iter().map(|c| c.epoch).collect();
+        assert_eq!(epochs.len(), 1, "race{t}: the tombstone keeps the epoch");
+        assert_eq!(
+            cursors.last().unwrap().offset,
+            PUBLISHES as u64,
+            "race{t}: offsets go on by one"
+        );
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(sweeper.join().unwrap() > 0);
+}
+
+/// Idempotent publishing on the memory broker: a repeated key publishes nothing and answers
+/// the first cursor; another key, or the same key on another channel, publishes; the key is
+/// forgotten after its window; and a channel is not swept while it remembers a key.
+#[tokio::test]
+async fn an_idempotency_key_publishes_once_within_its_window() {
+    use comet_core::Idempotency;
+    let b = MemoryBroker::new(HubConfig {
+        history: HistoryLimits {
+            max_messages: 10,
+            max_age: Duration::from_millis(1),
+        },
+        ..HubConfig::default()
+    });
+    let (a, other) = (ch("a"), ch("other"));
+    let msg = |c: &ChannelName, data: &'static str| Publish {
+        channel: c.clone(),
+        event: None,
+        data: Bytes::from_static(data.as_bytes()),
+    };
+    let key = |k: &str, ms: u64| Idempotency::new(k, Duration::from_millis(ms)).unwrap();
+    let first = b.publish_idempotent(msg(&a, "1"), key("k", 200)).await.unwrap();
+    assert!(!first.duplicate);
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(b.sweep(), 1, "a channel that remembers a key is kept");
+    let again = b.publish_idempotent(msg(&a, "1"), key("k", 200)).await.unwrap();
+    assert_eq!((again.cursor, again.duplicate), (first.cursor, true));
+    let second = b.publish_idempotent(msg(&a, "2"), key("k2", 200)).await.unwrap();
+    assert_eq!(second.cursor.offset, first.cursor.offset + 1);
+    let elsewhere = b.publish_idempotent(msg(&other, "1"), key("k", 200)).await.unwrap();
+    assert!(!elsewhere.duplicate, "keys are per channel");
+    std::thread::sleep(Duration::from_millis(250));
+    let late = b.publish_idempotent(msg(&a, "1"), key("k", 200)).await.unwrap();
+    assert!(!late.duplicate, "the window is over");
+    assert_eq!(late.cursor.offset, second.cursor.offset + 1);
+    assert_eq!(b.stats().snapshot().published, 4);
+}
+
+/// An idempotency key must be 1–128 printable ASCII bytes; the error says so.
+#[test]
+fn a_bad_idempotency_key_is_refused_with_why() {
+    use comet_core::Idempotency;
+    let w = Duration::from_secs(1);
+    assert!(Idempotency::new("", w).unwrap_err().contains("1 to 128 bytes"));
+    assert!(Idempotency::new(&"k".repeat(129), w).unwrap_err().contains("not 129"));
+    assert!(Idempotency::new("a b", w).unwrap_err().contains("printable ASCII"));
+    assert!(Idempotency::new("é", w).unwrap_err().contains("printable ASCII"));
+    assert_eq!(Idempotency::new(&"k".repeat(128), w).unwrap().key().len(), 128);
+}

@@ -20,6 +20,28 @@ fn offset_of(cursor: &str) -> u64 {
     cursor.rsplit('-').next().unwrap().parse().unwrap()
 }
 
+/// A short poll of `channel` on `node` after `since`: the answer, and its messages' data.
+async fn poll(node: &Node, channel: &str, since: &str) -> (Value, Vec<String>) {
+    let (status, polled) = node
+        .status(&format!("/sub/{channel}?transport=poll&since={since}"))
+        .await;
+    assert_eq!(status, 200, "{polled}");
+    let data = polled["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["data"].as_str().unwrap().to_owned())
+        .collect();
+    (polled, data)
+}
+
+/// `node` resumes `channel` after `since` with exactly `expected`, and no gap notice.
+async fn assert_resumes(node: &Node, channel: &str, since: &str, expected: &[&str]) {
+    let (polled, data) = poll(node, channel, since).await;
+    assert_eq!(polled.get("gap"), None, "a gap notice: {polled}");
+    assert_eq!(data, expected, "{polled}");
+}
+
 /// Defect 1. Redis restarted from a snapshot older than what was acknowledged: the channel's
 /// offset went back in the same epoch. The next publish must not reuse a cursor already handed
 /// out: it goes into a new epoch, a subscriber connected throughout gets a gap notice and then
@@ -59,10 +81,9 @@ async fn redis_back_from_an_older_snapshot_moves_the_channel_to_a_new_epoch() {
     let env = next_message(&mut sse).await;
     assert_eq!((env.data.as_str(), env.id.as_str()), ("after", after.as_str()));
     for node in [&a, &b] {
-        let (status, polled) = node.status(&format!("/sub/snap?transport=poll&since={last}")).await;
-        assert_eq!(status, 200);
+        let (polled, data) = poll(node, "snap", &last).await;
         assert_eq!(polled["gap"], true, "{polled}");
-        assert_eq!(polled["messages"][0]["data"], "after", "{polled}");
+        assert_eq!(data, ["after"], "{polled}");
     }
 }
 
@@ -77,9 +98,7 @@ async fn redis_back_with_all_its_data_keeps_the_epoch() {
     let after = a.publish_retrying("kept", "after").await;
     assert_eq!(epoch_of(&after), epoch_of(&before));
     assert_eq!(offset_of(&after), offset_of(&before) + 1);
-    let (_, polled) = a.status(&format!("/sub/kept?transport=poll&since={before}")).await;
-    assert_eq!(polled.get("gap"), None, "{polled}");
-    assert_eq!(polled["messages"][0]["data"], "after");
+    assert_resumes(&a, "kept", &before, &["after"]).await;
 }
 
 /// Defect 2. A client publishes through node A and at once polls node B with the fresh
@@ -96,7 +115,7 @@ async fn a_fresh_cursor_on_a_lagging_node_is_no_gap_and_no_replay() {
     let first = a.publish("lag", "1").await;
     let deadline = Instant::now() + SOON;
     loop {
-        let (_, polled) = b.status(&format!("/sub/lag?transport=poll&since={first}")).await;
+        let (polled, _) = poll(&b, "lag", &first).await;
         if polled.get("gap").is_none() {
             break; // B has seen "1"
         }
@@ -106,15 +125,8 @@ async fn a_fresh_cursor_on_a_lagging_node_is_no_gap_and_no_replay() {
     proxy.set_delay(Duration::from_millis(300));
     let second = a.publish("lag", "2").await;
     let third = a.publish("lag", "3").await;
-    let (status, polled) = b.status(&format!("/sub/lag?transport=poll&since={second}")).await;
-    assert_eq!(status, 200);
+    let (polled, data) = poll(&b, "lag", &second).await;
     assert_eq!(polled.get("gap"), None, "a false gap on the lagging node: {polled}");
-    let data: Vec<&str> = polled["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["data"].as_str().unwrap())
-        .collect();
     assert_eq!(data, ["3"], "exactly what follows the cursor: {polled}");
     assert_eq!(polled["messages"][0]["id"], third);
 }
@@ -142,9 +154,7 @@ async fn a_quiet_channel_keeps_its_epoch_past_the_history_ttl() {
         epoch_of(&before),
         "a quiet channel started a new epoch"
     );
-    let (_, polled) = a.status(&format!("/sub/quiet?transport=poll&since={before}")).await;
-    assert_eq!(polled.get("gap"), None, "{polled}");
-    assert_eq!(polled["messages"][0]["data"], "after");
+    assert_resumes(&a, "quiet", &before, &["after"]).await;
 }
 
 /// Defect 4. The node's links to Redis die silently (no FIN, no RST: a NAT forgot them), while
@@ -231,13 +241,7 @@ async fn a_publish_whose_answer_is_lost_is_answered_and_stored_once() {
         let again = node.client().publish("lost", "once", None).await;
         panic!("the publish answered {status} {body}; a retry answered {again:?}");
     }
-    let (_, polled) = node.status("/sub/lost?transport=poll&since=earliest").await;
-    let data: Vec<&str> = polled["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["data"].as_str().unwrap())
-        .collect();
+    let (polled, data) = poll(&node, "lost", "earliest").await;
     assert_eq!(data, ["first", "once"], "{polled}");
     assert_eq!(polled["messages"][1]["id"], body["id"]);
 }

@@ -344,3 +344,74 @@ async fn namespaces_keep_their_own_history() {
         );
     }
 }
+
+/// Idempotent publishing over HTTP (docs/protocol.md "Idempotent publishing"): a repeated
+/// `Idempotency-Key` answers the first cursor with `"duplicate":true` and
+/// `Idempotent-Replayed: true` and publishes nothing; batch items carry `"idempotency_key"`;
+/// a bad key is a clear `400` and publishes nothing; a subscriber sees each message once.
+#[tokio::test]
+async fn an_idempotency_key_publishes_once_and_a_bad_one_is_refused() {
+    let server = start_server().await;
+    let mut sub = BodyReader::new(reqwest::get(server.url("/sub/idem?transport=stream")).await.unwrap());
+    let send = |key: Option<&'static str>, body: &'static str| {
+        let mut req = reqwest::Client::new().post(server.url("/pub/idem")).body(body);
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            let status = res.status().as_u16();
+            let replayed = res.headers().get("idempotent-replayed").is_some();
+            (status, replayed, res.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, replayed, first) = send(Some("order-17"), "one").await;
+    assert_eq!((status, replayed), (201, false));
+    assert_eq!(first.get("duplicate"), None);
+    let (status, replayed, again) = send(Some("order-17"), "one").await;
+    assert_eq!((status, replayed), (201, true));
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["duplicate"], true);
+    for (key, why) in [("", "1 to 128 bytes"), ("a b", "printable ASCII")] {
+        let res = reqwest::Client::new()
+            .post(server.url("/pub/idem"))
+            .header("Idempotency-Key", key)
+            .body("never")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{key:?}");
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "bad_idempotency_key");
+        assert!(v["error"]["message"].as_str().unwrap().contains(why), "{v}");
+    }
+    let batch = json!([
+        {"channel": "idem", "data": "two", "idempotency_key": "order-18"},
+        {"channel": "idem", "data": "two", "idempotency_key": "order-18"},
+        {"channel": "idem", "data": "one", "idempotency_key": "order-17"},
+        {"channel": "idem", "data": "bad", "idempotency_key": ""},
+    ]);
+    let (status, v) = post(server.url("/pub"), batch.to_string()).await;
+    assert_eq!(status, 200);
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results[0].get("duplicate"), None);
+    assert_eq!(
+        (&results[1]["id"], &results[1]["duplicate"]),
+        (&results[0]["id"], &json!(true))
+    );
+    assert_eq!(
+        (&results[2]["id"], &results[2]["duplicate"]),
+        (&first["id"], &json!(true))
+    );
+    assert_eq!(results[3]["error"]["code"], "bad_idempotency_key");
+    let (_, _, plain) = send(None, "three").await;
+    sub.until("three", |body| body.contains("\"three\"")).await;
+    let data: Vec<String> = sub
+        .json_lines()
+        .iter()
+        .filter_map(|v| v["data"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(data, ["one", "two", "three"], "each message once");
+    let info = get_json(&server.url("/channels/idem"), 200).await;
+    assert_eq!(info["last_id"], plain["id"]);
+}

@@ -1060,3 +1060,38 @@ fn ws_echo_must_be_a_path_of_its_own() {
         config.validate().expect(good);
     }
 }
+
+/// The WebSocket `publish` command takes `"idempotency_key"`: a repeat is acked with the first
+/// cursor and `"duplicate":true` and publishes nothing; a bad key is an `error` frame
+/// (`bad_idempotency_key`) and the socket stays open.
+#[tokio::test]
+async fn a_websocket_publish_with_an_idempotency_key_is_published_once() {
+    let server = start_server().await;
+    let mut ws = connect(&server, "/sub/wsidem").await;
+    assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+    let publish =
+        |r: &str, key: &str| json!({"type":"publish","channel":"wsidem","data":"x","ref":r,"idempotency_key":key});
+    send_json(&mut ws, publish("1", "k")).await;
+    let mut frames = [next_json(&mut ws).await, next_json(&mut ws).await];
+    frames.sort_by_key(|f| f["type"].as_str().unwrap().to_owned());
+    let (ack, msg) = (&frames[0], &frames[1]);
+    assert_eq!(
+        (&ack["type"], &ack["ref"], ack.get("duplicate")),
+        (&json!("ack"), &json!("1"), None)
+    );
+    assert_eq!((&msg["type"], &msg["id"]), (&json!("message"), &ack["id"]));
+    send_json(&mut ws, publish("2", "k")).await;
+    let again = next_json(&mut ws).await;
+    assert_eq!(
+        again,
+        json!({"type":"ack","ref":"2","id":ack["id"],"duplicate":true}),
+        "a repeat: acked, not delivered again"
+    );
+    send_json(&mut ws, publish("3", "")).await;
+    let err = next_json(&mut ws).await;
+    assert_eq!(
+        (&err["type"], &err["ref"], &err["code"]),
+        (&json!("error"), &json!("3"), &json!("bad_idempotency_key"))
+    );
+    assert_quiet(&mut ws).await;
+}

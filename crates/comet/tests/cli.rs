@@ -24,9 +24,15 @@ impl Served {
             Some((p, rest)) => (p, rest.iter().copied().chain([BIN]).collect()),
             None => (BIN, Vec::new()),
         };
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(program)
             .args(args)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("serve")
+            .args(listen)
             .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -246,4 +252,54 @@ fn bad_configuration_is_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("history_size must be at least 1"), "{err}");
+}
+
+/// `comet publish` sends an idempotency key (`--idempotency-key`, else a random one) and retries
+/// with it: started before the server is up, it publishes once the server comes; the same key
+/// again answers the first cursor with `"duplicate":true`.
+#[test]
+fn publish_retries_with_its_idempotency_key() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let early = Command::new(BIN)
+        .args([
+            "publish",
+            "retry",
+            "early",
+            "--retries",
+            "8",
+            "--idempotency-key",
+            "job-1",
+        ])
+        .env("COMET_SERVER", format!("http://{addr}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // let it fail once or twice first
+    let served = Served::start(&[], &["--listen", &addr]);
+    let out = early.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "comet publish failed: {stderr}");
+    assert!(stderr.contains("retrying with the same idempotency key"), "{stderr}");
+    let first: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(first.get("duplicate"), None);
+    let again = served
+        .comet(&["publish", "retry", "early", "--idempotency-key", "job-1"])
+        .output()
+        .unwrap();
+    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!((&again["id"], &again["duplicate"]), (&first["id"], &Value::Bool(true)));
+    let bad = served
+        .comet(&["publish", "retry", "x", "--idempotency-key", "two words"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad_idempotency_key"));
+    let history = http_get(&served.addr, "/sub/retry?transport=poll&since=earliest");
+    assert_eq!(history.matches("\"early\"").count(), 1, "{history}");
 }
