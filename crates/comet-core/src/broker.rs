@@ -55,6 +55,22 @@ pub struct ChannelInfo {
     pub history_len: usize,
 }
 
+/// Short-lived, single-use values every node of a cluster can read (the `/tickets` tickets): set
+/// on one node, taken (read and removed at once) on any.
+pub trait SharedStore: Send + Sync + fmt::Debug {
+    /// Stores `value` under `key` for `ttl` (rounded up to whole seconds), unless `key` exists.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the store is down.
+    fn put(&self, key: &str, value: Vec<u8>, ttl: std::time::Duration) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// Removes `key` and returns its value, if it was there and not expired.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the store is down.
+    fn take(&self, key: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, BrokerError>>;
+}
+
 /// A message store plus fan-out (DESIGN §3). The in-memory [`MemoryBroker`](crate::MemoryBroker)
 /// is the default and the test double; `comet-redis` provides one for several nodes.
 pub trait Broker: Send + Sync + fmt::Debug + 'static {
@@ -94,6 +110,12 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
 
     /// The broker's counters.
     fn stats(&self) -> &BrokerStats;
+
+    /// A store shared by every node on this broker, where there are several (Redis); `None`
+    /// (the default) for a broker of one node, whose callers keep such values in memory.
+    fn shared_store(&self) -> Option<&dyn SharedStore> {
+        None
+    }
 
     /// Up to `limit` events of `channel`'s history after `since` (a gap notice first when
     /// history does not reach it), without waiting for new ones.

@@ -25,7 +25,7 @@ mod message;
 mod name;
 mod stats;
 
-pub use broker::{BoxFuture, Broker, BrokerError, ChannelInfo, Publish};
+pub use broker::{BoxFuture, Broker, BrokerError, ChannelInfo, Publish, SharedStore};
 pub use cursor::{Cursor, CursorError, Position, Since};
 pub use history::{History, HistoryLimits};
 pub use hub::{

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use comet_core::{
     BoxFuture, Broker, BrokerError, BrokerStats, ChannelInfo, ChannelName, ChannelSubscription, Cursor, Hub, HubConfig,
-    Idempotency, Message, Publish, Published, Since, TOMBSTONE_TTL, now_millis,
+    Idempotency, Message, Publish, Published, SharedStore, Since, TOMBSTONE_TTL, now_millis,
 };
 use redis::RedisError;
 use redis::aio::ConnectionManager;
@@ -392,5 +392,48 @@ impl Broker for RedisBroker {
 
     fn stats(&self) -> &BrokerStats {
         self.hub.stats()
+    }
+
+    fn shared_store(&self) -> Option<&dyn SharedStore> {
+        Some(self)
+    }
+}
+
+/// Keys `<prefix>:t:<key>`: `SET … EX … NX` to put, `GETDEL` (Redis 6.2) to take.
+impl SharedStore for RedisBroker {
+    fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let name = format!("{}:t:{key}", self.config.prefix);
+        let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        Box::pin(async move {
+            let mut con = self.data.get();
+            redis::cmd("SET")
+                .arg(&name)
+                .arg(value)
+                .arg("EX")
+                .arg(secs.max(1))
+                .arg("NX")
+                .query_async::<Option<String>>(&mut con)
+                .await
+                .map(drop)
+                .map_err(|e| {
+                    self.data.note(&e);
+                    unavailable(&e)
+                })
+        })
+    }
+
+    fn take(&self, key: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, BrokerError>> {
+        let name = format!("{}:t:{key}", self.config.prefix);
+        Box::pin(async move {
+            let mut con = self.data.get();
+            redis::cmd("GETDEL")
+                .arg(&name)
+                .query_async::<Option<Vec<u8>>>(&mut con)
+                .await
+                .map_err(|e| {
+                    self.data.note(&e);
+                    unavailable(&e)
+                })
+        })
     }
 }

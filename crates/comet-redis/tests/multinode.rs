@@ -256,3 +256,52 @@ async fn unreachable_redis_at_start_is_a_clear_error() {
     .unwrap_err();
     assert!(err.to_string().contains("broker unavailable: redis"), "{err}");
 }
+
+/// `/tickets` behind a load balancer: a ticket issued by one node is good on another (kept in
+/// Redis), and still only once, on any node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_from_one_node_is_good_once_on_any_node() {
+    let redis = Redis::start(false);
+    let config = || comet_server::Config {
+        publish_api_key: "backend-key".into(),
+        ..support::node_config()
+    };
+    let (a, b) = (
+        Node::start_at(&redis.url(), config()).await,
+        Node::start_at(&redis.url(), config()).await,
+    );
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{}/tickets", a.url()))
+        .bearer_auth("backend-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let ticket: Value = res.json().await.unwrap();
+    let ticket = ticket["ticket"].as_str().unwrap().to_owned();
+    let publish = |node: &Node, ticket: &str| {
+        http.post(format!("{}/pub/tickets?ticket={ticket}", node.url()))
+            .body("with a ticket")
+            .send()
+    };
+    let anonymous = http
+        .post(format!("{}/pub/tickets", b.url()))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401, "the ticket is what lets the publish in");
+    assert_eq!(
+        publish(&b, &ticket).await.unwrap().status(),
+        201,
+        "issued by A, used on B"
+    );
+    for node in [&a, &b] {
+        let again = publish(node, &ticket).await.unwrap();
+        assert_eq!(again.status(), 401, "a used ticket is used up on every node");
+        let v: Value = again.json().await.unwrap();
+        assert!(v["error"]["message"].as_str().unwrap().contains("ticket"), "{v}");
+    }
+    assert_eq!(publish(&a, "not-a-ticket").await.unwrap().status(), 401);
+}

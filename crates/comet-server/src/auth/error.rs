@@ -84,6 +84,9 @@ pub enum AuthError {
     /// Too many tickets outstanding at once.
     #[error("too many outstanding tickets; retry later")]
     TicketsFull,
+    /// The store that tickets are shared in (Redis) cannot be reached.
+    #[error("tickets cannot be issued or checked now ({0}); retry later")]
+    TicketStore(String),
 }
 
 impl AuthError {
@@ -92,7 +95,7 @@ impl AuthError {
         match self {
             AuthError::Forbidden { .. } => "forbidden",
             AuthError::Origin(_) => "forbidden_origin",
-            AuthError::TicketsFull => "unavailable",
+            AuthError::TicketsFull | AuthError::TicketStore(_) => "unavailable",
             _ => "unauthorized",
         }
     }
@@ -110,7 +113,7 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         let status = match e {
             AuthError::Forbidden { .. } | AuthError::Origin(_) => StatusCode::FORBIDDEN,
-            AuthError::TicketsFull => StatusCode::SERVICE_UNAVAILABLE,
+            AuthError::TicketsFull | AuthError::TicketStore(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::UNAUTHORIZED,
         };
         ApiError {

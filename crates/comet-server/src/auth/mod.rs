@@ -336,12 +336,16 @@ impl Auth {
     ///
     /// # Errors
     /// A credential that is given but not valid.
-    pub(crate) fn identify(&self, parts: &Parts) -> Result<Identity, AuthError> {
+    pub(crate) async fn identify(
+        &self,
+        parts: &Parts,
+        shared: Option<&dyn comet_core::SharedStore>,
+    ) -> Result<Identity, AuthError> {
         let Some((source, credential)) = credential(parts, &self.cookie) else {
             return Ok(Identity::ANONYMOUS);
         };
         let result = match source {
-            Source::Ticket => self.tickets.redeem(&credential),
+            Source::Ticket => self.tickets.redeem(&credential, shared).await,
             Source::Bearer
                 if !self.api_key.is_empty() && same_secret(credential.as_bytes(), self.api_key.expose().as_bytes()) =>
             {
@@ -370,7 +374,8 @@ impl FromRequestParts<AppState> for Identity {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         origin::check(&state.config, &parts.headers)?;
-        Ok(Auth::of(parts, &state.config).identify(parts)?)
+        let auth = Auth::of(parts, &state.config);
+        Ok(auth.identify(parts, state.broker.shared_store()).await?)
     }
 }
 

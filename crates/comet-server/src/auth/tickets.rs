@@ -3,6 +3,11 @@
 //! (`?ticket=`), within `ticket_ttl_secs`. For `EventSource` and iframe URLs, which cannot carry
 //! an `Authorization` header, so the long-lived token need not appear in URLs (and access logs).
 //! A ticket carries the token's grants and expiry; a reused or expired one is `401`.
+//!
+//! With a broker of several nodes (Redis) tickets are kept in the broker's
+//! [`SharedStore`](comet_core::SharedStore), so a ticket issued by one node is good on every
+//! node (behind a load balancer, the request that uses it rarely reaches the node that issued
+//! it), and still once only. Otherwise they are kept in this node's memory.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -14,8 +19,11 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use comet_core::SharedStore;
+use serde_json::Value;
+
 use super::error::AuthError;
-use super::{Auth, Identity};
+use super::{Auth, Grants, Identity, Principal};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -40,16 +48,28 @@ impl Tickets {
         }
     }
 
-    /// A new ticket for `identity`: 32 random bytes (a CSPRNG, `rand::rng`) in hex.
+    /// A new ticket for `identity`: 32 random bytes (a CSPRNG, `rand::rng`) in hex, kept in
+    /// `shared` when there is one, else here.
     ///
     /// # Errors
-    /// [`AuthError::TicketsFull`].
-    pub(crate) fn issue(&self, identity: Identity) -> Result<String, AuthError> {
+    /// [`AuthError::TicketsFull`]; [`AuthError::TicketStore`] when `shared` is down.
+    pub(crate) async fn issue(
+        &self,
+        identity: Identity,
+        shared: Option<&dyn SharedStore>,
+    ) -> Result<String, AuthError> {
         let bytes: [u8; 32] = rand::random();
         let ticket = bytes.iter().fold(String::with_capacity(64), |mut s, b| {
             let _ = write!(s, "{b:02x}");
             s
         });
+        if let Some(shared) = shared {
+            shared
+                .put(&ticket, encode(&identity), self.ttl)
+                .await
+                .map_err(|e| AuthError::TicketStore(e.to_string()))?;
+            return Ok(ticket);
+        }
         let now = Instant::now();
         let mut issued = self.issued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if issued.len() >= MAX_OUTSTANDING {
@@ -67,12 +87,21 @@ impl Tickets {
     /// # Errors
     /// [`AuthError::Ticket`] for an unknown, used or expired ticket; [`AuthError::Expired`] if
     /// the token it was issued for has expired since.
-    pub(crate) fn redeem(&self, ticket: &str) -> Result<Identity, AuthError> {
-        let entry = self
-            .issued
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(ticket);
+    pub(crate) async fn redeem(&self, ticket: &str, shared: Option<&dyn SharedStore>) -> Result<Identity, AuthError> {
+        let entry = match shared {
+            // A ticket is 64 hex digits; anything else is not looked up.
+            Some(_) if ticket.len() != 64 || !ticket.bytes().all(|b| b.is_ascii_hexdigit()) => None,
+            // The store's TTL is the ticket's validity: what it still holds is within it.
+            Some(shared) => match shared.take(ticket).await {
+                Ok(value) => value.and_then(|v| decode(&v)).map(|id| (id, Instant::now() + self.ttl)),
+                Err(e) => return Err(AuthError::TicketStore(e.to_string())),
+            },
+            None => self
+                .issued
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(ticket),
+        };
         match entry {
             Some((identity, until)) if until > Instant::now() => {
                 if identity.remaining() == Some(Duration::ZERO) {
@@ -90,6 +119,46 @@ impl Tickets {
     }
 }
 
+/// An identity as the shared store keeps it: JSON `{"backend":true}` or
+/// `{"sub","subscribe","publish","exp"}`.
+fn encode(identity: &Identity) -> Vec<u8> {
+    let value = match &identity.principal {
+        Principal::User(grants) => serde_json::json!({
+            "sub": grants.sub,
+            "subscribe": grants.subscribe,
+            "publish": grants.publish,
+            "exp": identity.expires_at,
+        }),
+        Principal::Backend => serde_json::json!({"backend": true}),
+        Principal::Anonymous => serde_json::json!({}),
+    };
+    value.to_string().into_bytes()
+}
+
+/// The identity [`encode`] wrote, or `None` for anything else.
+fn decode(bytes: &[u8]) -> Option<Identity> {
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    if v.get("backend") == Some(&Value::Bool(true)) {
+        return Some(Identity {
+            principal: Principal::Backend,
+            expires_at: None,
+        });
+    }
+    let patterns = |name: &str| -> Option<Vec<String>> {
+        v.get(name)?
+            .as_array()?
+            .iter()
+            .map(|p| p.as_str().map(str::to_owned))
+            .collect()
+    };
+    let grants = Grants {
+        sub: v.get("sub")?.as_str()?.to_owned(),
+        subscribe: patterns("subscribe")?,
+        publish: patterns("publish")?,
+    };
+    Some(Identity::user(Arc::new(grants), v.get("exp")?.as_u64()?))
+}
+
 /// `POST /tickets`: a ticket for the caller's token (or the publish API key).
 pub(crate) async fn issue(
     State(state): State<AppState>,
@@ -100,7 +169,7 @@ pub(crate) async fn issue(
         return Err(AuthError::TicketNeedsToken.into());
     }
     let auth = auth.map_or_else(|| Auth::new(&state.config), |a| a.0);
-    let ticket = auth.tickets.issue(identity)?;
+    let ticket = auth.tickets.issue(identity, state.broker.shared_store()).await?;
     Ok(Json(json!({"ticket": ticket, "expires_in": auth.tickets.ttl_secs()})).into_response())
 }
 
@@ -108,17 +177,45 @@ pub(crate) async fn issue(
 mod tests {
     use super::*;
 
-    #[test]
-    fn tickets_are_single_use_and_expire() {
+    #[tokio::test]
+    async fn tickets_are_single_use_and_expire() {
         let tickets = Tickets::new(Duration::from_millis(50));
-        let a = tickets.issue(Identity::ANONYMOUS).unwrap();
-        let b = tickets.issue(Identity::ANONYMOUS).unwrap();
+        let a = tickets.issue(Identity::ANONYMOUS, None).await.unwrap();
+        let b = tickets.issue(Identity::ANONYMOUS, None).await.unwrap();
         assert_eq!(a.len(), 64);
         assert_ne!(a, b);
-        assert_eq!(tickets.redeem(&a), Ok(Identity::ANONYMOUS));
-        assert_eq!(tickets.redeem(&a), Err(AuthError::Ticket));
+        assert_eq!(tickets.redeem(&a, None).await, Ok(Identity::ANONYMOUS));
+        assert_eq!(tickets.redeem(&a, None).await, Err(AuthError::Ticket));
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(tickets.redeem(&b), Err(AuthError::Ticket));
-        assert_eq!(tickets.redeem("nonsense"), Err(AuthError::Ticket));
+        assert_eq!(tickets.redeem(&b, None).await, Err(AuthError::Ticket));
+        assert_eq!(tickets.redeem("nonsense", None).await, Err(AuthError::Ticket));
+    }
+
+    /// What the shared store keeps reads back as the same identity; anything else is no ticket.
+    #[test]
+    fn identities_round_trip_through_the_shared_form() {
+        let user = Identity::user(
+            Arc::new(Grants {
+                sub: "alice".into(),
+                subscribe: vec!["chat:*".into()],
+                publish: vec![],
+            }),
+            1_900_000_000,
+        );
+        let backend = Identity {
+            principal: Principal::Backend,
+            expires_at: None,
+        };
+        for id in [user, backend] {
+            assert_eq!(decode(&encode(&id)), Some(id));
+        }
+        for junk in [
+            &b"{}"[..],
+            b"[]",
+            b"not json",
+            br#"{"sub":"a","subscribe":[1],"publish":[],"exp":1}"#,
+        ] {
+            assert_eq!(decode(junk), None, "{}", String::from_utf8_lossy(junk));
+        }
     }
 }
