@@ -34,12 +34,15 @@ use redis::RedisError;
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::link::DataLink;
+use crate::link::{DataLink, Source};
 
 /// Settings of a [`RedisBroker`].
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[user:password@]host:port[/db]`, or with Redis Sentinel
+    /// `redis+sentinel://[[user]:password@]HOST:PORT[,HOST:PORT…]/MASTER_NAME[/db]` (the
+    /// sentinels' addresses; the password is the master's): connections go to the master the
+    /// sentinels name, and follow it after a failover.
     pub url: String,
     /// Prefix of every key and pub/sub channel. Defaults to `comet`.
     pub prefix: String,
@@ -186,14 +189,10 @@ impl RedisBroker {
     /// # Errors
     /// [`BrokerError::Unavailable`] when Redis cannot be reached or the URL is invalid.
     pub async fn connect(config: RedisConfig) -> Result<Self, BrokerError> {
-        let client = link::client(&config.url).map_err(|e| unavailable(&e))?;
-        let data = DataLink::connect(client).await.map_err(|e| unavailable(&e))?;
-        let resp3 = if config.url.contains('?') {
-            format!("{}&protocol=resp3", config.url)
-        } else {
-            format!("{}?protocol=resp3", config.url)
-        };
-        let pubsub_client = link::client(&resp3).map_err(|e| unavailable(&e))?;
+        let data = DataLink::connect(Source::open(&config.url, false).map_err(|e| unavailable(&e))?)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let pubsub_source = Source::open(&config.url, true).map_err(|e| unavailable(&e))?;
         let shared = Arc::new(Shared::default());
         shared
             .durable
@@ -203,7 +202,7 @@ impl RedisBroker {
         let reader = reader::Reader::connect(
             Arc::clone(&hub),
             data.clone(),
-            pubsub_client,
+            pubsub_source,
             config.clone(),
             Arc::clone(&shared),
         )

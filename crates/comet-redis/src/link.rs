@@ -7,29 +7,132 @@
 //! and a connection that timed out is replaced rather than used again: `redis`'s
 //! `ConnectionManager` reconnects on a dropped connection, not on a silent one).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::{TcpSettings, socket2};
-use redis::{Client, IntoConnectionInfo, RedisError};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, ProtocolVersion, RedisError};
 
 /// How long a command may wait for its answer before the connection is taken as dead.
 pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A client whose connections probe their peer (keepalive after 5 s idle, every 2 s, 3 probes)
-/// and give up on data unacknowledged for 5 s.
-pub(crate) fn client(url: &str) -> Result<Client, RedisError> {
-    let info = url.into_connection_info()?;
+/// TCP settings of every connection: probe the peer (keepalive after 5 s idle, every 2 s, 3
+/// probes) and give up on data unacknowledged for 5 s.
+fn tcp_settings() -> TcpSettings {
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(Duration::from_secs(5))
         .with_interval(Duration::from_secs(2))
         .with_retries(3);
-    let tcp = TcpSettings::default()
+    TcpSettings::default()
         .set_nodelay(true)
         .set_keepalive(keepalive)
-        .set_user_timeout(Duration::from_secs(5));
-    Client::open(info.set_tcp_settings(tcp))
+        .set_user_timeout(Duration::from_secs(5))
+}
+
+/// Where connections go: one address, or the master that Redis Sentinel names now.
+#[derive(Clone)]
+pub(crate) enum Source {
+    /// `redis://…`: this address, always.
+    Fixed(Client),
+    /// `redis+sentinel://…`: asked of the sentinels at every (re)connection, so that after a
+    /// failover new connections reach the new master.
+    Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fixed(client) => write!(f, "Fixed({:?})", client.get_connection_info().addr()),
+            Self::Sentinel(_) => f.write_str("Sentinel"),
+        }
+    }
+}
+
+fn bad_url(url: &str, why: &str) -> RedisError {
+    RedisError::from((
+        ErrorKind::InvalidClientConfig,
+        "invalid broker URL",
+        format!("{url:?}: {why}"),
+    ))
+}
+
+impl Source {
+    /// `redis://[user:password@]host:port[/db]`, or
+    /// `redis+sentinel://[[user]:password@]HOST:PORT[,HOST:PORT…]/MASTER_NAME[/db]` (the password
+    /// is the master's; the sentinels are asked without one). `resp3` for the pub/sub connection.
+    pub(crate) fn open(url: &str, resp3: bool) -> Result<Self, RedisError> {
+        let Some(rest) = url.strip_prefix("redis+sentinel://") else {
+            let url = match (resp3, url.contains('?')) {
+                (false, _) => url.to_owned(),
+                (true, true) => format!("{url}&protocol=resp3"),
+                (true, false) => format!("{url}?protocol=resp3"),
+            };
+            let info = url.as_str().into_connection_info()?;
+            return Ok(Self::Fixed(Client::open(info.set_tcp_settings(tcp_settings()))?));
+        };
+        let (auth, rest) = match rest.rsplit_once('@') {
+            Some((auth, rest)) => (Some(auth), rest),
+            None => (None, rest),
+        };
+        let (hosts, path) = rest
+            .split_once('/')
+            .ok_or_else(|| bad_url(url, "expected redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER_NAME"))?;
+        let (name, db) = match path.split_once('/') {
+            Some((name, db)) => (
+                name,
+                Some(
+                    db.parse::<i64>()
+                        .map_err(|_| bad_url(url, "the database must be a number"))?,
+                ),
+            ),
+            None => (path, None),
+        };
+        if name.is_empty() {
+            return Err(bad_url(url, "the master's name is missing"));
+        }
+        let mut sentinels = Vec::new();
+        for host in hosts.split(',') {
+            let (h, p) = host
+                .rsplit_once(':')
+                .ok_or_else(|| bad_url(url, "each sentinel must be HOST:PORT"))?;
+            let port = p
+                .parse()
+                .map_err(|_| bad_url(url, "a sentinel's port must be a number"))?;
+            sentinels.push(ConnectionAddr::Tcp(h.trim_matches(['[', ']']).to_owned(), port));
+        }
+        let mut builder = SentinelClientBuilder::new(sentinels, name, SentinelServerType::Master)?
+            .set_client_to_redis_tcp_settings(tcp_settings())
+            .set_client_to_sentinel_tcp_settings(tcp_settings());
+        if resp3 {
+            builder = builder.set_client_to_redis_protocol(ProtocolVersion::RESP3);
+        }
+        if let Some(db) = db {
+            builder = builder.set_client_to_redis_db(db);
+        }
+        if let Some((user, password)) = auth.map(|a| a.split_once(':').unwrap_or(("", a))) {
+            if !user.is_empty() {
+                builder = builder.set_client_to_redis_username(user);
+            }
+            builder = builder.set_client_to_redis_password(password);
+        }
+        Ok(Self::Sentinel(Arc::new(tokio::sync::Mutex::new(builder.build()?))))
+    }
+
+    /// A client for the server to connect to now.
+    pub(crate) async fn client(&self) -> Result<Client, RedisError> {
+        match self {
+            Self::Fixed(client) => Ok(client.clone()),
+            Self::Sentinel(sentinel) => {
+                let ask = async { sentinel.lock().await.async_get_client().await };
+                tokio::time::timeout(RESPONSE_TIMEOUT, ask)
+                    .await
+                    .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))?
+            }
+        }
+    }
 }
 
 pub(crate) fn manager_config() -> ConnectionManagerConfig {
@@ -40,20 +143,25 @@ pub(crate) fn manager_config() -> ConnectionManagerConfig {
         .set_max_delay(Duration::from_millis(500))
 }
 
-/// The command connection: a [`ConnectionManager`] replaced by a fresh one after a timeout.
+/// The command connection: a [`ConnectionManager`] replaced by a fresh one (to the master
+/// that Sentinel names now) after a timeout, a refused or dropped connection under Sentinel, or
+/// a server that turned replica (`READONLY`).
 #[derive(Debug, Clone)]
 pub(crate) struct DataLink {
-    client: Client,
+    source: Source,
     current: Arc<Mutex<ConnectionManager>>,
+    replacing: Arc<AtomicBool>,
 }
 
 impl DataLink {
     /// Connects once (so that an unreachable Redis at start is a clear error).
-    pub(crate) async fn connect(client: Client) -> Result<Self, RedisError> {
-        let manager = ConnectionManager::new_with_config(client.clone(), manager_config()).await?;
+    pub(crate) async fn connect(source: Source) -> Result<Self, RedisError> {
+        let client = source.client().await?;
+        let manager = ConnectionManager::new_with_config(client, manager_config()).await?;
         Ok(Self {
-            client,
+            source,
             current: Arc::new(Mutex::new(manager)),
+            replacing: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -68,17 +176,30 @@ impl DataLink {
     /// Looks at a command's error: a timeout means the peer may be gone silently, so the
     /// connection is replaced (lazily: the next command connects anew).
     pub(crate) fn note(&self, error: &RedisError) {
-        if error.is_timeout() {
-            tracing::warn!(error = %error, "redis did not answer in time; reconnecting");
+        let moved = matches!(self.source, Source::Sentinel(_))
+            && (error.is_connection_refusal() || error.is_connection_dropped());
+        if error.is_timeout() || moved || error.code() == Some("READONLY") {
+            tracing::warn!(error = %error, "redis did not answer as a master in time; reconnecting");
             self.replace();
         }
     }
 
-    /// Replaces the connection (lazily: the next command connects anew).
+    /// Replaces the connection, in the background (one replacement at a time); commands use
+    /// the old one until the new one is there.
     pub(crate) fn replace(&self) {
-        match ConnectionManager::new_lazy_with_config(self.client.clone(), manager_config()) {
-            Ok(fresh) => *self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh,
-            Err(e) => tracing::warn!(error = %e, "cannot make a new redis connection"),
+        if self.replacing.swap(true, Ordering::AcqRel) {
+            return;
         }
+        let link = self.clone();
+        tokio::spawn(async move {
+            match link.source.client().await {
+                Ok(client) => match ConnectionManager::new_lazy_with_config(client, manager_config()) {
+                    Ok(fresh) => *link.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh,
+                    Err(e) => tracing::warn!(error = %e, "cannot make a new redis connection"),
+                },
+                Err(e) => tracing::warn!(error = %e, "cannot find the redis master"),
+            }
+            link.replacing.store(false, Ordering::Release);
+        });
     }
 }

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use comet_core::{Append, BrokerError, ChannelName, Cursor, EventName, Hub, Message, Since};
 use redis::aio::ConnectionManager;
-use redis::{Client, PushInfo, PushKind, RedisError, Value};
+use redis::{PushInfo, PushKind, RedisError, Value};
 use tokio::sync::mpsc;
 
-use crate::link::{DataLink, RESPONSE_TIMEOUT, manager_config};
+use crate::link::{DataLink, RESPONSE_TIMEOUT, Source, manager_config};
 use crate::{Keys, RedisConfig, Request, Shared, new_epoch, read_durable, scripts, unavailable};
 
 /// A channel subscribed in Redis, and since when it has had no local subscriber.
@@ -33,7 +33,7 @@ const DURABLE_EVERY: Duration = Duration::from_secs(5);
 pub(crate) struct Reader {
     hub: Arc<Hub>,
     data: DataLink,
-    pubsub_client: Client,
+    pubsub_source: Source,
     pubsub: ConnectionManager,
     pushes: mpsc::UnboundedReceiver<PushInfo>,
     config: RedisConfig,
@@ -49,10 +49,11 @@ pub(crate) struct Reader {
     last_durable: Instant,
 }
 
-async fn pubsub_connect(client: &Client) -> Result<(ConnectionManager, mpsc::UnboundedReceiver<PushInfo>), RedisError> {
+async fn pubsub_connect(source: &Source) -> Result<(ConnectionManager, mpsc::UnboundedReceiver<PushInfo>), RedisError> {
+    let client = source.client().await?;
     let (push_tx, push_rx) = mpsc::unbounded_channel();
     let manager = ConnectionManager::new_with_config(
-        client.clone(),
+        client,
         manager_config().set_push_sender(push_tx).set_automatic_resubscription(),
     )
     .await?;
@@ -63,16 +64,16 @@ impl Reader {
     pub(crate) async fn connect(
         hub: Arc<Hub>,
         data: DataLink,
-        pubsub_client: Client,
+        pubsub_source: Source,
         config: RedisConfig,
         shared: Arc<Shared>,
     ) -> Result<Self, RedisError> {
-        let (pubsub, pushes) = pubsub_connect(&pubsub_client).await?;
+        let (pubsub, pushes) = pubsub_connect(&pubsub_source).await?;
         shared.link_up.store(true, Ordering::Relaxed);
         Ok(Self {
             hub,
             data,
-            pubsub_client,
+            pubsub_source,
             pubsub,
             pushes,
             config,
@@ -144,7 +145,7 @@ impl Reader {
             self.needs_resync = true;
             self.needs_resubscribe = true;
         }
-        let connect = tokio::time::timeout(RESPONSE_TIMEOUT, pubsub_connect(&self.pubsub_client));
+        let connect = tokio::time::timeout(RESPONSE_TIMEOUT, pubsub_connect(&self.pubsub_source));
         let Ok(Ok((pubsub, pushes))) = connect.await else {
             return; // tried again at the next tick
         };

@@ -19,8 +19,9 @@
 //! cursor that was already handed out for another message (subscribers holding it drop the new
 //! message as a duplicate: silent loss). Both scripts therefore compare the life that wrote the
 //! channel with the life answering now (`INFO server` and `INFO replication`, read inside the
-//! script, so no node can act on a stale view): a different `run_id` (a restart) without `d = 1`,
-//! or a different `master_replid` under the same `run_id` (a replica promoted), moves the channel
+//! script, so no node can act on a stale view). Another life is a restart (a new `run_id` and
+//! `master_replid`), or a replica that took over (its `master_replid2` is the writer's
+//! `master_replid`). A replica that took over, or a restart without `d = 1`, moves the channel
 //! to a fresh epoch, atomically, before any cursor is assigned. Every holder of an old cursor then
 //! gets a gap notice; nothing is ever acknowledged twice under one cursor.
 
@@ -30,13 +31,17 @@
 const LIFE: &str = r"
 local function life_checked(fresh, durable, meta_ttl)
   local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
-  local repl = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+  local replication = redis.call('INFO', 'replication')
+  local repl = string.match(replication, 'master_replid:(%x+)')
+  local repl2 = string.match(replication, 'master_replid2:(%x+)')
   local m = redis.call('HMGET', KEYS[1], 'e', 'r', 'p', 'd')
   local e = m[1]
   if e and m[2] and (m[2] ~= run or m[3] ~= repl) then
-    -- Written by another life: restarted (intact only if every write was fsynced), or a replica
-    -- that took over (asynchronous replication: writes may be missing).
-    local intact = m[4] == '1' and m[2] ~= run
+    -- Written by another life. A replica of it that took over (its previous replication id is
+    -- the writer's) may lack writes: replication is asynchronous. A restart kept every write
+    -- only if every write was fsynced before it was acknowledged.
+    local promoted = repl2 == m[3]
+    local intact = m[4] == '1' and not promoted
     if not intact then
       e = false
       redis.call('DEL', KEYS[2])

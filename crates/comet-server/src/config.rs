@@ -20,8 +20,10 @@ use crate::auth::{NamespaceRules, Secret};
 pub struct Config {
     /// Address to listen on. Defaults to `127.0.0.1:8080`.
     pub listen: SocketAddr,
-    /// Where messages live: `memory` (this node only; the default) or a Redis URL
-    /// `redis://host:port[/db]` shared by several nodes.
+    /// Where messages live: `memory` (this node only; the default), a Redis URL
+    /// `redis://host:port[/db]` shared by several nodes, or Redis with Sentinel
+    /// `redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER_NAME` (the nodes follow the master the
+    /// sentinels name).
     pub broker: String,
     /// Largest message a publisher may send, in bytes (HTTP body, batch item or WebSocket
     /// `publish` data). Larger is `413 too_large`. Defaults to 65,536 (64 KiB).
@@ -357,9 +359,13 @@ impl Config {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
         }
-        if self.broker != "memory" && !self.broker.starts_with("redis://") && !self.broker.starts_with("rediss://") {
+        if self.broker != "memory"
+            && !["redis://", "rediss://", "redis+sentinel://"]
+                .iter()
+                .any(|scheme| self.broker.starts_with(scheme))
+        {
             return Err(ConfigError::Invalid(format!(
-                "broker must be \"memory\" or a redis:// URL, got {:?}",
+                "broker must be \"memory\", a redis:// URL or a redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER_NAME URL, got {:?}",
                 self.broker
             )));
         }

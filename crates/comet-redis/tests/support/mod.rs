@@ -45,6 +45,8 @@ pub struct Redis {
     pub port: u16,
     pub dir: PathBuf,
     pub persistence: Persistence,
+    /// More `redis-server` arguments (e.g. `--replicaof`).
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -59,6 +61,16 @@ impl Redis {
     }
 
     pub fn with(persistence: Persistence) -> Self {
+        Self::with_args(persistence, &[])
+    }
+
+    /// A replica of the server at `master` (which may be a [`proxy::FaultProxy`] in front of it).
+    pub fn replica_of(master: SocketAddr) -> Self {
+        let port = master.port().to_string();
+        Self::with_args(Persistence::None, &["--replicaof", "127.0.0.1", &port])
+    }
+
+    pub fn with_args(persistence: Persistence, extra: &[&str]) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("comet-redis-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -66,6 +78,7 @@ impl Redis {
             port,
             dir,
             persistence,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             child: None,
         };
         redis.spawn();
@@ -89,6 +102,7 @@ impl Redis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", aof, "--appendfsync", fsync])
+            .args(&self.extra)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -142,6 +156,86 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `redis-sentinel` processes watching one master as `mymaster` (quorum: a majority), quick to
+/// fail over: a master unreachable for 1 s is down.
+pub struct Sentinels {
+    pub ports: Vec<u16>,
+    dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Sentinels {
+    pub fn start(count: usize, master: &Redis) -> Self {
+        let dir = std::env::temp_dir().join(format!("comet-sentinels-{}-{}", std::process::id(), master.port));
+        std::fs::create_dir_all(&dir).unwrap();
+        let quorum = count / 2 + 1;
+        let mut sentinels = Self {
+            ports: Vec::new(),
+            dir,
+            children: Vec::new(),
+        };
+        for _ in 0..count {
+            let port = free_port();
+            // Sentinel rewrites its configuration file: one writable file each.
+            let file = sentinels.dir.join(format!("sentinel-{port}.conf"));
+            std::fs::write(
+                &file,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     sentinel monitor mymaster 127.0.0.1 {master} {quorum}\n\
+                     sentinel down-after-milliseconds mymaster 1000\n\
+                     sentinel failover-timeout mymaster 5000\n\
+                     sentinel parallel-syncs mymaster 1\n",
+                    dir = sentinels.dir.display(),
+                    master = master.port,
+                ),
+            )
+            .unwrap();
+            let child = Command::new("redis-sentinel")
+                .arg(&file)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-sentinel must be installed (scripts/test installs it)");
+            sentinels.children.push(child);
+            sentinels.ports.push(port);
+        }
+        let deadline = Instant::now() + SOON;
+        for port in &sentinels.ports {
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                assert!(Instant::now() < deadline, "redis-sentinel did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        sentinels
+    }
+
+    /// The broker URL: `redis+sentinel://127.0.0.1:P1,127.0.0.1:P2,…/mymaster`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        format!("redis+sentinel://{}/mymaster", hosts.join(","))
+    }
+
+    /// The port of the master the sentinels name now.
+    pub fn master_port(&self) -> Option<u16> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.ports[0].to_string()])
+            .args(["SENTINEL", "get-master-addr-by-name", "mymaster"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).lines().nth(1)?.trim().parse().ok()
+    }
+}
+
+impl Drop for Sentinels {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
