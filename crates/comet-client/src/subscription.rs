@@ -58,6 +58,8 @@ pub struct Subscription {
     failures: u32,
     /// Connections re-established after a drop or failure, for observers.
     reconnects: u64,
+    /// Messages the server sent again (at or before a cursor already delivered), dropped here.
+    duplicates: u64,
     /// SSE `retry:` (HTML Standard "reconnection time"), the backoff base when set.
     sse_retry: Option<Duration>,
     /// Set by [`Frame::Reopen`]: the connection ends by design; open the next after this.
@@ -113,6 +115,7 @@ impl Subscription {
             state: State::Done,
             failures: 0,
             reconnects: 0,
+            duplicates: 0,
             sse_retry: None,
             reopen: None,
         };
@@ -152,6 +155,13 @@ impl Subscription {
     /// (not counting the routine re-requests of polling or the iframe byte budget).
     pub fn reconnects(&self) -> u64 {
         self.reconnects
+    }
+
+    /// How many messages the server sent that this subscription had delivered already (at or
+    /// before a cursor it holds, in the same epoch), and dropped: 0 from a server that keeps
+    /// the delivery promise (docs/protocol.md "Delivery"), for observers such as a chaos test.
+    pub fn duplicates_dropped(&self) -> u64 {
+        self.duplicates
     }
 
     /// `/sub/{channels}` with the given query.
@@ -247,6 +257,7 @@ impl Subscription {
         match frame {
             Frame::Message(env) => {
                 if !self.tracker.accept(&env) {
+                    self.duplicates += 1;
                     return None;
                 }
                 self.server_cursor = None;

@@ -478,3 +478,22 @@ fn a_bad_idempotency_key_is_refused_with_why() {
     assert!(Idempotency::new("é", w).unwrap_err().contains("printable ASCII"));
     assert_eq!(Idempotency::new(&"k".repeat(128), w).unwrap().key().len(), 128);
 }
+
+/// A cursor of another epoch gets one gap notice, then history, then live messages: no second
+/// notice when the next message comes.
+#[tokio::test]
+async fn a_cursor_of_another_epoch_gets_exactly_one_gap_notice() {
+    let b = MemoryBroker::default();
+    let c = ch("epochs");
+    let held = publish(&b, &c, "held");
+    let stale = Cursor::new(held.epoch ^ 1, 9);
+    let mut sub = b.subscribe(c.clone(), Since::Cursor(stale)).await.unwrap();
+    let mut out = Vec::new();
+    sub.try_read(&mut out, 100);
+    assert_eq!(data_of(&out), ["GAP:epochs", "held"]);
+    publish(&b, &c, "live");
+    out.clear();
+    sub.recv(&mut out, 100).await;
+    assert_eq!(data_of(&out), ["live"]);
+    assert_eq!(b.stats().snapshot().gaps, 1);
+}

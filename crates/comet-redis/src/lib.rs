@@ -150,8 +150,26 @@ pub(crate) enum Request {
 pub(crate) struct Shared {
     /// Whether the pub/sub link answered its last `PING` (and is subscribed): `/readyz`.
     pub(crate) link_up: AtomicBool,
-    /// Whether Redis runs with `appendonly yes` and `appendfsync always`, as last read.
+    /// Whether Redis runs with `appendonly yes` and `appendfsync always`, as last read (never
+    /// under Sentinel: see `scripts`, "Why the life").
     pub(crate) durable: AtomicBool,
+    /// The broker follows a master that Sentinel names.
+    pub(crate) sentinel: bool,
+}
+
+impl Shared {
+    pub(crate) fn store_durable(&self, durable: bool) {
+        self.durable.store(durable && !self.sentinel, Ordering::Relaxed);
+    }
+
+    /// After a connection failed, Redis may come back restarted with another `appendfsync`:
+    /// until it is read again (every 5 s), writes claim no durability (`d = 0`), which at worst
+    /// costs a precautionary gap notice, never a reused cursor.
+    pub(crate) fn lost_contact(&self, e: &RedisError) {
+        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+            self.durable.store(false, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The Redis broker. Cheap to share (`Arc`); dropping the last handle stops its reader task.
@@ -271,6 +289,7 @@ impl RedisBroker {
                 }
                 Err(e) => {
                     self.data.note(&e);
+                    self.shared.lost_contact(&e);
                     ambiguous |= outcome_unknown(&e);
                     if !retryable(&e) || Instant::now() + delay > deadline {
                         let why = if ambiguous {

@@ -79,7 +79,7 @@ impl Reader {
             config,
             shared,
             sync: redis::Script::new(&scripts::sync()),
-            rebase: redis::Script::new(scripts::REBASE),
+            rebase: redis::Script::new(&scripts::rebase()),
             channels: HashMap::new(),
             needs_resync: false,
             needs_resubscribe: false,
@@ -119,7 +119,7 @@ impl Reader {
         if now.duration_since(self.last_durable) >= DURABLE_EVERY {
             self.last_durable = now;
             let durable = read_durable(&mut self.data.get()).await;
-            self.shared.durable.store(durable, Ordering::Relaxed);
+            self.shared.store_durable(durable);
         }
         if self.needs_resync && !self.needs_resubscribe {
             self.resync_all().await;
@@ -301,6 +301,8 @@ impl Reader {
             PushKind::Disconnection => {
                 tracing::warn!("redis pub/sub connection lost; will resubscribe and catch up from the streams");
                 self.shared.link_up.store(false, Ordering::Relaxed);
+                self.shared.durable.store(false, Ordering::Relaxed); // read again at the next tick
+                self.last_durable = Instant::now().checked_sub(DURABLE_EVERY).unwrap_or(self.last_durable);
                 self.needs_resync = true;
             }
             _ => {}

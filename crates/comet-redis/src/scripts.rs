@@ -17,31 +17,47 @@
 //! with `appendfsync everysec` (the last second lost), or a replica promoted before it had every
 //! write. Then a channel's offset goes back, in the same epoch, and the next publish would get a
 //! cursor that was already handed out for another message (subscribers holding it drop the new
-//! message as a duplicate: silent loss). Both scripts therefore compare the life that wrote the
-//! channel with the life answering now (`INFO server` and `INFO replication`, read inside the
-//! script, so no node can act on a stale view). Another life is a restart (a new `run_id` and
-//! `master_replid`), or a replica that took over (its `master_replid2` is the writer's
-//! `master_replid`). A replica that took over, or a restart without `d = 1`, moves the channel
-//! to a fresh epoch, atomically, before any cursor is assigned. Every holder of an old cursor then
-//! gets a gap notice; nothing is ever acknowledged twice under one cursor.
+//! message as a duplicate: silent loss). Both scripts therefore compare the *life* that wrote
+//! the channel with the life answering now: its `run_id`, read inside the script (`INFO
+//! server`), so no node can act on a stale view. Another life is a restart, or another server
+//! that took over. (The `master_replid` is no guide: Redis changes it on a master when a replica
+//! first attaches, as it makes a new replication backlog.)
+//!
+//! A channel written by another life moves to a fresh epoch, atomically, before any cursor is
+//! assigned, unless it was written with `d = 1` and the server is a master alone: no replica
+//! attached and `master_replid2` all zeros (it restarted; it was not promoted). Under Sentinel
+//! nodes always send `d = 0`: once a replica attaches to a promoted one, its previous
+//! replication id is cleared too, and a promotion can no longer be told from a restart. Every
+//! holder of an old cursor then gets a gap notice; no cursor ever names two messages.
+//!
+//! Not seen by the life check: a master that was demoted (without a restart), took a lagging
+//! copy of its own data back from a replica, and was promoted again. The reader's [`REBASE`]
+//! catches it for every channel a node holds (Redis behind what the node has seen).
 
 /// The life check both scripts start with. KEYS[1] = meta, KEYS[2] = stream; `fresh` is a new
 /// epoch, `durable` is `'1'` or `'0'`, `meta_ttl` seconds (0 = none). Returns the channel's epoch
 /// after the check (creating it if the channel has none).
+///
+/// The scripts first refuse to run on a replica ([`MASTER_ONLY`]): a replica may hold older
+/// data (a failed master restarted as a replica serves its own old data until its first sync),
+/// and a script that happens to write nothing would read it without an error.
 const LIFE: &str = r"
+local replication = redis.call('INFO', 'replication')
 local function life_checked(fresh, durable, meta_ttl)
   local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
-  local replication = redis.call('INFO', 'replication')
   local repl = string.match(replication, 'master_replid:(%x+)')
   local repl2 = string.match(replication, 'master_replid2:(%x+)')
   local m = redis.call('HMGET', KEYS[1], 'e', 'r', 'p', 'd')
   local e = m[1]
-  if e and m[2] and (m[2] ~= run or m[3] ~= repl) then
-    -- Written by another life. A replica of it that took over (its previous replication id is
-    -- the writer's) may lack writes: replication is asynchronous. A restart kept every write
-    -- only if every write was fsynced before it was acknowledged.
-    local promoted = repl2 == m[3]
-    local intact = m[4] == '1' and not promoted
+  if e and m[2] and m[2] ~= run then
+    -- Written by another life (another process: a restart, or another server promoted). Only a master that restarted alone kept every write, and only
+    -- if every write was fsynced before its answer (d = 1): a server that was a replica (its
+    -- previous replication id is set) got its data by asynchronous replication, or from its
+    -- own files before a sync that may never have finished; and with replicas attached the
+    -- previous replication id is cleared when the backlog is made again, so it cannot tell.
+    local slaves = tonumber(string.match(replication, 'connected_slaves:(%d+)')) or 0
+    local alone = repl2 == '0000000000000000000000000000000000000000' and slaves == 0
+    local intact = m[4] == '1' and alone
     if not intact then
       e = false
       redis.call('DEL', KEYS[2])
@@ -51,7 +67,7 @@ local function life_checked(fresh, durable, meta_ttl)
     e = fresh
     redis.call('HSET', KEYS[1], 'e', e, 'o', 0)
   end
-  if m[2] ~= run or m[3] ~= repl or m[4] ~= durable then
+  if m[2] ~= run or m[4] ~= durable then
     redis.call('HSET', KEYS[1], 'r', run, 'p', repl, 'd', durable)
   end
   if tonumber(meta_ttl) > 0 then
@@ -61,13 +77,20 @@ local function life_checked(fresh, durable, meta_ttl)
 end
 ";
 
+/// Refuses, with the `READONLY` error a replica gives writes, to run anywhere but on a master.
+const MASTER_ONLY: &str = r"
+if not string.find(replication, 'role:master', 1, true) then
+  return redis.error_reply('READONLY comet: this redis is a replica, not the master')
+end
+";
+
 /// Publish: KEYS = meta, stream, idempotency key; ARGV = fresh epoch, max length, history TTL
 /// seconds (0 = none), meta TTL seconds (0 = none), time, event, data, notification channel,
 /// durable (`1`/`0`), key window seconds. Returns `{epoch, offset, duplicate (0/1)}`: for a key
 /// already used, the first publish's cursor and 1, and nothing is published.
 pub(crate) fn publish() -> String {
     format!(
-        "{LIFE}{}",
+        "{LIFE}{MASTER_ONLY}{}",
         r"
 local first = redis.call('GET', KEYS[3])
 if first then
@@ -94,7 +117,7 @@ return {e, o, 0}
 /// `{epoch, offset, entries newest first}`.
 pub(crate) fn sync() -> String {
     format!(
-        "{LIFE}{}",
+        "{LIFE}{MASTER_ONLY}{}",
         r"
 local e = life_checked(ARGV[1], ARGV[4], ARGV[3])
 local o = redis.call('HGET', KEYS[1], 'o')
@@ -109,7 +132,11 @@ return {e, o, entries}
 /// seconds. If Redis holds that epoch with an offset *below* the node's (its data went back in a
 /// way the life check could not see, e.g. a snapshot restored by hand), moves the channel to the
 /// fresh epoch and drops its stream. Returns 1 if it did, else 0.
-pub(crate) const REBASE: &str = r"
+pub(crate) fn rebase() -> String {
+    format!("local replication = redis.call('INFO', 'replication'){MASTER_ONLY}{REBASE}")
+}
+
+const REBASE: &str = r"
 local m = redis.call('HMGET', KEYS[1], 'e', 'o')
 if m[1] == ARGV[1] and tonumber(m[2] or '0') < tonumber(ARGV[2]) then
   redis.call('DEL', KEYS[2])

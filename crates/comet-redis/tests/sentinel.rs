@@ -29,7 +29,7 @@ async fn a_failover_to_a_lagging_replica_is_followed_with_honest_gaps() {
     let sentinels = Sentinels::start(3, &master);
     // The sentinels learn of the replica from the master's INFO.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !sentinel_knows_replica(&sentinels, replica.port) {
+    while !sentinels.knows_replica(replica.port) {
         assert!(Instant::now() < deadline, "the sentinels never saw the replica");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -91,17 +91,4 @@ async fn a_bad_sentinel_url_is_a_clear_error() {
             .to_string();
         assert!(err.contains(why), "{url}: {err}");
     }
-}
-
-fn sentinel_knows_replica(sentinels: &Sentinels, port: u16) -> bool {
-    let out = std::process::Command::new("redis-cli")
-        .args([
-            "-p",
-            &sentinels.ports[0].to_string(),
-            "SENTINEL",
-            "replicas",
-            "mymaster",
-        ])
-        .output();
-    out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&port.to_string()))
 }

@@ -1095,3 +1095,29 @@ async fn a_websocket_publish_with_an_idempotency_key_is_published_once() {
     );
     assert_quiet(&mut ws).await;
 }
+
+/// A cursor of another epoch (a restarted node): one gap notice, folded into `subscribed`
+/// (`recovered:false`), then what history holds, then live messages with no second notice.
+#[tokio::test]
+async fn a_cursor_of_another_epoch_gets_one_gap_notice_then_history_then_live() {
+    let server = start_server().await;
+    let first = server.publish("epochs", "held").await;
+    let stale = format!(
+        "{:x}-9",
+        u64::from_str_radix(first.split('-').next().unwrap(), 16).unwrap() ^ 1
+    );
+    let mut ws = connect(&server, &format!("/sub/epochs?since={stale}")).await;
+    let subscribed = next_json(&mut ws).await;
+    assert_eq!(
+        (&subscribed["type"], &subscribed["recovered"]),
+        (&json!("subscribed"), &json!(false))
+    );
+    assert_eq!(next_json(&mut ws).await["data"], "held");
+    server.publish("epochs", "live").await;
+    let next = next_json(&mut ws).await;
+    assert_eq!(
+        (&next["type"], &next["data"]),
+        (&json!("message"), &json!("live")),
+        "{next}"
+    );
+}

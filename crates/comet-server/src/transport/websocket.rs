@@ -616,7 +616,9 @@ impl Session {
             recovered,
             cursor: &start,
         });
-        for event in self.events.drain(usize::from(!recovered)..) {
+        // The notice is in `subscribed`: skip it, and leave nothing behind (the buffer is
+        // reused by the next read, which would send a notice left in it again).
+        for event in self.events.drain(..).skip(usize::from(!recovered)) {
             queue_event(&mut self.socket, &event);
         }
         self.set.insert(sub);
