@@ -30,6 +30,14 @@ METRICS = {
     "S5": [("s to all subscribed", ("connect_secs",), False),
            ("connects/s", ("connects_per_sec",), True),
            ("connected", ("connected",), True)],
+    "S6": [("delivered %", ("delivered_pct",), True),
+           ("lost", ("lost",), False),
+           ("duplicated", ("duplicated",), False),
+           ("s to all resumed", ("resume_secs",), False),
+           ("resumed", ("resumed",), True),
+           ("publishes/s achieved", ("publishes_per_sec",), True),
+           ("CPU s/M deliveries", ("server_use", "cpu_secs_per_million"), False),
+           ("RSS peak KiB", ("server_use", "rss_peak_kib"), False)],
 }
 METRICS["S3"] = METRICS["S2"]
 
@@ -43,6 +51,9 @@ def sense(name, path, higher):
 
 
 def get(report, path):
+    if path == ("delivered_pct",):
+        expected = report.get("published", 0) * report.get("connected", 0)
+        return 100.0 * report.get("delivered", 0) / expected if expected else None
     if path == ("publishes_per_sec",):
         secs = report.get("publish_secs") or 0
         return report.get("published", 0) / secs if secs else None

@@ -58,6 +58,8 @@ pub struct ServerUse {
     pub cpu_secs_publishing: Option<f64>,
     /// CPU seconds per million deliveries.
     pub cpu_secs_per_million: Option<f64>,
+    /// Largest resident memory seen while publishing (read every 100 ms), KiB.
+    pub rss_peak_kib: Option<u64>,
 }
 
 /// Everything one run measured.
@@ -110,6 +112,13 @@ pub struct Report {
     pub poll_requests_per_sec: Option<f64>,
     /// Publish → receive latency, ms.
     pub latency_ms: Percentiles,
+    /// The resume storm (S6, `--resume-storm-at`): seconds from dropping every subscriber
+    /// connection to the last one subscribed again with its `Last-Event-ID`.
+    pub resume_secs: Option<f64>,
+    /// Subscribers subscribed again after the storm.
+    pub resumed: u64,
+    /// Subscribers whose new connection after the storm failed.
+    pub resume_failed: u64,
     /// The server's resource use (with `--server-pid`).
     pub server_use: ServerUse,
     /// Notes on how to read this run.
@@ -169,6 +178,17 @@ impl Report {
         if let Some(r) = self.poll_requests_per_sec {
             row("poll requests", format!("{r:.0}/s"));
         }
+        if self.resumed > 0 || self.resume_failed > 0 {
+            row(
+                "resume storm",
+                format!(
+                    "{} resumed, {} failed, all within {} s",
+                    self.resumed,
+                    self.resume_failed,
+                    opt(self.resume_secs, 3)
+                ),
+            );
+        }
         let l = &self.latency_ms;
         row(
             "latency ms",
@@ -178,6 +198,9 @@ impl Report {
             ),
         );
         let u = &self.server_use;
+        if let Some(peak) = u.rss_peak_kib {
+            row("server RSS peak KiB", format!("{peak} (while publishing)"));
+        }
         if let (Some(b), Some(c)) = (u.before, u.connected) {
             row(
                 "server RSS KiB",

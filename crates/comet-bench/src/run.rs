@@ -61,6 +61,10 @@ pub struct BenchConfig {
     pub payload_pad: usize,
     /// Pause between two short polls. Defaults to 1 s.
     pub poll_interval: Duration,
+    /// The resume storm (S6): this long into publishing, every subscriber (SSE only) drops its
+    /// connection at once and reconnects with its `Last-Event-ID`. `None` (the default): no
+    /// storm.
+    pub resume_storm_at: Option<Duration>,
 }
 
 impl BenchConfig {
@@ -85,6 +89,7 @@ impl BenchConfig {
             server_pids: Vec::new(),
             payload_pad: 0,
             poll_interval: Duration::from_secs(1),
+            resume_storm_at: None,
         }
     }
 }
@@ -111,6 +116,11 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
         ));
     }
     let (spec, publish) = cfg.adapter.for_transport(cfg.transport)?;
+    if cfg.resume_storm_at.is_some() && spec.framing != crate::adapter::Framing::Sse {
+        return Err(BenchError::Config(
+            "the resume storm reconnects with Last-Event-ID: it needs --transport sse".into(),
+        ));
+    }
     let fd_limit = raise_fd_limit();
     let need = cfg.subscribers as u64 + cfg.publishers as u64 + FD_RESERVE;
     if fd_limit.1 > 0 && need > fd_limit.1 {
@@ -206,6 +216,45 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
     let delivered_at_start = shared.delivered.load(Ordering::Relaxed);
     let polls_at_start = shared.poll_requests.load(Ordering::Relaxed);
     let mut active_secs = 0.0;
+    // The server's peak memory while publishing, and the resume storm.
+    let peak = {
+        let pids = cfg.server_pids.clone();
+        let stop = shared.stop.clone();
+        tokio::spawn(async move {
+            let mut peak: Option<u64> = None;
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return peak,
+                    _ = tick.tick() => {}
+                }
+                let pids = pids.clone();
+                if let Ok(Some(s)) = tokio::task::spawn_blocking(move || procstat::sample(&pids)).await {
+                    peak = Some(peak.map_or(s.rss_kib, |p| p.max(s.rss_kib)));
+                }
+            }
+        })
+    };
+    let storm = cfg.resume_storm_at.map(|at| {
+        let shared = Arc::clone(&shared);
+        let connected = report.connected as u64;
+        tokio::spawn(async move {
+            tokio::time::sleep(at).await;
+            let started = Instant::now();
+            shared.storm.cancel();
+            // Bounded by the run's stop.
+            loop {
+                let done = shared.resumed.load(Ordering::Relaxed) + shared.resume_failed.load(Ordering::Relaxed);
+                if done >= connected {
+                    return Some(started.elapsed().as_secs_f64());
+                }
+                tokio::select! {
+                    () = shared.stop.cancelled() => return None,
+                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
+            }
+        })
+    });
     if !cfg.duration.is_zero() {
         let pubs: Vec<_> = (0..cfg.publishers)
             .map(|p| tokio::spawn(publisher::run(Arc::clone(&pub_ctx), p)))
@@ -232,6 +281,12 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
 
     // Tally.
     shared.stop.cancel();
+    let rss_peak_kib = peak.await.ok().flatten();
+    if let Some(storm) = storm {
+        report.resume_secs = storm.await.ok().flatten();
+        report.resumed = shared.resumed.load(Ordering::Relaxed);
+        report.resume_failed = shared.resume_failed.load(Ordering::Relaxed);
+    }
     let per_channel: Vec<u64> = pub_ctx.sent.iter().map(|a| a.load(Ordering::Relaxed)).collect();
     let failed: Vec<u64> = pub_ctx.failed.iter().map(|a| a.load(Ordering::Relaxed)).collect();
     let unanswered: Vec<u64> = pub_ctx.unanswered.iter().map(|a| a.load(Ordering::Relaxed)).collect();
@@ -259,6 +314,7 @@ pub async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
     }
     report.latency_ms = Percentiles::from_micros(&shared.merged_latency());
     report.server_use = server_use(before, connected, after, report.connected, report.delivered);
+    report.server_use.rss_peak_kib = rss_peak_kib;
     Ok(report)
 }
 

@@ -43,6 +43,13 @@ pub(crate) struct Shared {
     pub(crate) latency: Vec<Mutex<Histogram<u64>>>,
     /// Ends every subscriber.
     pub(crate) stop: CancellationToken,
+    /// The resume storm (S6): every SSE subscriber drops its connection at once and opens a
+    /// new one with the `Last-Event-ID` it holds (HTML Standard §9.2.4, "last event ID").
+    pub(crate) storm: CancellationToken,
+    /// Subscribers subscribed again after the storm.
+    pub(crate) resumed: AtomicU64,
+    /// Subscribers whose new connection after the storm failed.
+    pub(crate) resume_failed: AtomicU64,
 }
 
 impl Shared {
@@ -57,6 +64,9 @@ impl Shared {
                 })
                 .collect(),
             stop: CancellationToken::new(),
+            storm: CancellationToken::new(),
+            resumed: AtomicU64::new(0),
+            resume_failed: AtomicU64::new(0),
         }
     }
 
@@ -237,34 +247,48 @@ fn source(ctx: &SubCtx, idx: usize) -> Option<Ipv4Addr> {
     (!ctx.sources.is_empty()).then(|| ctx.sources[idx % ctx.sources.len()])
 }
 
-/// SSE, NDJSON lines or raw chunks over one long response.
+/// Opens the long response of a streaming subscriber: its stream and whether it is chunked.
+/// `last_event_id` is sent as `Last-Event-ID` (a resume).
+async fn open_stream(
+    ctx: &SubCtx,
+    idx: usize,
+    channel: &str,
+    last_event_id: Option<&[u8]>,
+    buf: &mut BytesMut,
+) -> Result<(tokio::net::TcpStream, bool), BenchError> {
+    let _permit = ctx.connect_limit.acquire().await;
+    let mut stream = connect(ctx.addr, source(ctx, idx)).await?;
+    let path = ctx.spec.path.render(channel, "", None);
+    let mut headers = ctx.spec.headers.clone();
+    if let Some(id) = last_event_id {
+        headers.push(("Last-Event-ID".to_owned(), String::from_utf8_lossy(id).into_owned()));
+    }
+    stream.write_all(&get_request(ctx.addr, &path, &headers)).await?;
+    let head = read_head(&mut stream, buf).await?;
+    if head.status != 200 {
+        return Err(BenchError::Status {
+            status: head.status,
+            what: "subscribe",
+        });
+    }
+    Ok((stream, head.body_kind() == BodyKind::Chunked))
+}
+
+/// SSE, NDJSON lines or raw chunks over one long response. SSE subscribers take part in the
+/// resume storm: at [`Shared::storm`] they drop the connection and resume with the last event
+/// ID they got.
 async fn streaming(ctx: &SubCtx, idx: usize, sink: &mut Sink<'_>, signal: &mut Ready) -> Result<(), BenchError> {
     let channel = &ctx.channels[sink.tracker.channel];
     let mut buf = BytesMut::with_capacity(4096);
-    let mut stream = {
-        let _permit = ctx.connect_limit.acquire().await;
-        let mut stream = connect(ctx.addr, source(ctx, idx)).await?;
-        let path = ctx.spec.path.render(channel, "", None);
-        stream
-            .write_all(&get_request(ctx.addr, &path, &ctx.spec.headers))
-            .await?;
-        let head = read_head(&mut stream, &mut buf).await?;
-        if head.status != 200 {
-            return Err(BenchError::Status {
-                status: head.status,
-                what: "subscribe",
-            });
-        }
-        let chunked = head.body_kind() == BodyKind::Chunked;
-        signal.send(Ok(()));
-        (stream, chunked)
-    };
-    let chunked = stream.1;
+    let (mut stream, mut chunked) = open_stream(ctx, idx, channel, None, &mut buf).await?;
+    signal.send(Ok(()));
     let mut decoder = ChunkedDecoder::default();
     let mut body = Vec::with_capacity(1024);
     let mut sse = SseParser::default();
     let mut lines = LineSplitter::default();
     let mut raw = MarkerScanner::default();
+    let mut last_id: Vec<u8> = Vec::new();
+    let mut stormed = ctx.spec.framing != Framing::Sse;
     loop {
         let bytes: &[u8] = if chunked {
             if decoder.decode(&mut buf, &mut body)? {
@@ -276,7 +300,13 @@ async fn streaming(ctx: &SubCtx, idx: usize, sink: &mut Sink<'_>, signal: &mut R
         };
         let batch = &mut sink.batch;
         match ctx.spec.framing {
-            Framing::Sse => sse.feed(bytes, |e| find_markers(e.data, |m| batch.push(m))),
+            Framing::Sse => sse.feed(bytes, |e| {
+                if !e.id.is_empty() {
+                    last_id.clear();
+                    last_id.extend_from_slice(e.id);
+                }
+                find_markers(e.data, |m| batch.push(m));
+            }),
             Framing::Lines => lines.feed(bytes, |l| find_markers(l, |m| batch.push(m))),
             _ => raw.feed(bytes, |m| batch.push(m)),
         }
@@ -288,7 +318,25 @@ async fn streaming(ctx: &SubCtx, idx: usize, sink: &mut Sink<'_>, signal: &mut R
         sink.flush();
         tokio::select! {
             () = ctx.shared.stop.cancelled() => return Ok(()),
-            n = stream.0.read_buf(&mut buf) => if n? == 0 { return Err(BenchError::Closed) },
+            () = ctx.shared.storm.cancelled(), if !stormed => {
+                stormed = true;
+                drop(stream);
+                buf.clear();
+                // What was read of the old response is gone with it: a new parser, the same ID.
+                (decoder, sse) = (ChunkedDecoder::default(), SseParser::default());
+                let id = (!last_id.is_empty()).then_some(last_id.as_slice());
+                match open_stream(ctx, idx, channel, id, &mut buf).await {
+                    Ok((s, c)) => {
+                        ctx.shared.resumed.fetch_add(1, Ordering::Relaxed);
+                        (stream, chunked) = (s, c);
+                    }
+                    Err(e) => {
+                        ctx.shared.resume_failed.fetch_add(1, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
+            }
+            n = stream.read_buf(&mut buf) => if n? == 0 { return Err(BenchError::Closed) },
         }
     }
 }

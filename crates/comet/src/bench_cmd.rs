@@ -56,6 +56,11 @@ pub(crate) struct BenchArgs {
     /// Seconds between "all subscribed" and the first publish / memory reading.
     #[arg(long, default_value_t = 2.0)]
     settle: f64,
+    /// S6, the resume storm: this many seconds into publishing, every subscriber (SSE) drops
+    /// its connection at once and reconnects with its Last-Event-ID; the report says how long
+    /// until all were subscribed again, and lost/duplicated covers the seam.
+    #[arg(long)]
+    resume_storm_at: Option<f64>,
     /// Client source addresses (127.0.0.0/8), used round-robin; "none" for the kernel's choice.
     #[arg(long, default_value = "127.0.0.2-127.0.0.50")]
     source_ips: String,
@@ -97,6 +102,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     cfg.connect_concurrency = args.connect_concurrency;
     cfg.connect_timeout = Duration::from_secs_f64(args.connect_timeout);
     cfg.settle = Duration::from_secs_f64(args.settle);
+    cfg.resume_storm_at = args.resume_storm_at.map(Duration::from_secs_f64);
     cfg.sources = if args.source_ips == "none" {
         Vec::new()
     } else {

@@ -13,6 +13,10 @@ use comet_server::{AppState, Config};
 const SUBSCRIBERS: usize = 12;
 
 async fn run_against_comet(transport: Transport, rate: Option<f64>) -> Report {
+    run_with(transport, rate, None).await
+}
+
+async fn run_with(transport: Transport, rate: Option<f64>, storm: Option<Duration>) -> Report {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let config = Config {
@@ -37,6 +41,7 @@ async fn run_against_comet(transport: Transport, rate: Option<f64>) -> Report {
     cfg.settle = Duration::from_millis(200);
     cfg.poll_interval = Duration::from_millis(100);
     cfg.connect_timeout = Duration::from_secs(20);
+    cfg.resume_storm_at = storm;
     let report = tokio::time::timeout(Duration::from_secs(60), comet_bench::run(cfg))
         .await
         .expect("bench run finished in time")
@@ -86,4 +91,26 @@ async fn bursts_are_counted_exactly() {
             report.published
         );
     }
+}
+
+/// S6, the resume storm: mid-run every SSE subscriber drops its connection and reconnects with
+/// its Last-Event-ID; every message still arrives exactly once, and the report says when all
+/// were back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resume_storm_loses_and_doubles_nothing() {
+    let report = run_with(Transport::Sse, Some(200.0), Some(Duration::from_millis(600))).await;
+    assert_exact(&report);
+    assert_eq!((report.resumed, report.resume_failed), (SUBSCRIBERS as u64, 0));
+    assert!(report.resume_secs.is_some(), "{report:?}");
+}
+
+/// The storm reconnects with Last-Event-ID, so it is refused for other transports.
+#[tokio::test]
+async fn the_resume_storm_needs_sse() {
+    let cfg = BenchConfig {
+        resume_storm_at: Some(Duration::from_secs(1)),
+        ..BenchConfig::new(Adapter::comet("127.0.0.1:9".parse().unwrap()), Transport::Websocket)
+    };
+    let err = comet_bench::run(cfg).await.unwrap_err().to_string();
+    assert!(err.contains("needs --transport sse"), "{err}");
 }
