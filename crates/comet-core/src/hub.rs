@@ -503,6 +503,22 @@ impl Hub {
         Some(Cursor::new(state.epoch, state.head))
     }
 
+    /// The message `channel`'s history holds at `cursor`, if it still holds it.
+    pub fn message_at(&self, channel: &ChannelName, cursor: Cursor) -> Option<Arc<Message>> {
+        let log = self.existing(channel)?;
+        let state = log.read();
+        if state.epoch != cursor.epoch {
+            return None;
+        }
+        let offset = cursor.offset.checked_sub(1)?;
+        state
+            .history
+            .after(offset)
+            .next()
+            .filter(|m| m.cursor == cursor)
+            .cloned()
+    }
+
     /// Forgets `channel` if it has no subscribers; returns whether it did (or it was unknown).
     pub fn remove_if_unsubscribed(&self, channel: &ChannelName) -> bool {
         let mut shard = self.shard(channel);

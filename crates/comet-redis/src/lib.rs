@@ -132,8 +132,9 @@ fn retryable(e: &RedisError) -> bool {
     outcome_unknown(e) || matches!(e.code(), Some("LOADING" | "READONLY" | "TRYAGAIN" | "MASTERDOWN"))
 }
 
-/// How long a key made for a publish without one is kept: long enough for its own retries.
-const OWN_KEY_WINDOW: Duration = Duration::from_secs(60);
+/// How long a key made for a publish without one is kept: long enough for its own retries
+/// (`publish_retry`, 5 s by default, plus the last attempt's response timeout), with a margin.
+const OWN_KEY_WINDOW: Duration = Duration::from_secs(15);
 
 /// A request to the reader task.
 #[derive(Debug)]
@@ -250,16 +251,17 @@ impl RedisBroker {
         let history = self.config.hub.history_for(&msg.channel);
         let event = msg.event.as_ref().map_or("", |e| e.as_str());
         let key_name = Keys::idempotency(&self.config.prefix, &msg.channel, key.key());
-        let durable = if self.shared.durable.load(Ordering::Relaxed) {
-            "1"
-        } else {
-            "0"
-        };
         let deadline = Instant::now() + self.config.publish_retry;
         let mut ambiguous = false;
         let mut delay = Duration::from_millis(50);
         let fresh = new_epoch();
         loop {
+            // Read at every attempt: after a failed one, Redis may be a new life (lost_contact).
+            let durable = if self.shared.durable.load(Ordering::Relaxed) {
+                "1"
+            } else {
+                "0"
+            };
             let result: Result<(String, u64, u8), RedisError> = self
                 .publish
                 .key(&keys.meta)

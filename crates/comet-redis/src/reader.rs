@@ -165,6 +165,9 @@ impl Reader {
     async fn on_request(&mut self, request: Request) {
         match request {
             Request::Subscribe { channel, since, reply } => {
+                if reply.is_closed() {
+                    return; // its caller gave up waiting (its client went away)
+                }
                 let result = self
                     .prepare(&channel, since)
                     .await
@@ -184,15 +187,33 @@ impl Reader {
             return Ok(()); // just read
         }
         if let Since::Cursor(c) = since {
-            let placed = self
-                .hub
-                .head(channel)
-                .is_some_and(|head| head.epoch == c.epoch && c.offset <= head.offset);
-            if !placed {
+            let head = self.hub.head(channel);
+            let placed = head.is_some_and(|head| head.epoch == c.epoch && c.offset <= head.offset);
+            // A cheap look at the channel's meta first: only when Redis holds what this node
+            // lacks is the stream read (a client's bogus or old cursor costs one HMGET).
+            if !placed && self.redis_head(channel).await? != head {
                 self.read_stream(channel).await?;
             }
         }
         Ok(())
+    }
+
+    /// The channel's epoch and newest offset in Redis (`None` if it has none).
+    async fn redis_head(&mut self, channel: &ChannelName) -> Result<Option<Cursor>, BrokerError> {
+        let keys = Keys::new(&self.config.prefix, channel);
+        let (epoch, offset): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+            .arg(&keys.meta)
+            .arg("e")
+            .arg("o")
+            .query_async(&mut self.data.get())
+            .await
+            .map_err(|e| {
+                self.data.note(&e);
+                unavailable(&e)
+            })?;
+        Ok(epoch
+            .and_then(|e| u64::from_str_radix(&e, 16).ok())
+            .map(|e| Cursor::new(e, offset.unwrap_or(0))))
     }
 
     /// Subscribes `channel` in Redis if it is not yet, reading its stream; returns whether it
@@ -243,10 +264,22 @@ impl Reader {
             let (epoch, head, entries) = parse_sync(&value).ok_or_else(|| {
                 BrokerError::Internal(format!("unexpected answer of the sync script for {channel}: {value:?}"))
             })?;
-            if let Some(held) = self.hub.head(channel).filter(|h| h.epoch == epoch && h.offset > head) {
+            // Redis went back if it holds this node's epoch with an older head, or with other
+            // messages under cursors this node holds (new publishes took the old cursors again).
+            let held = self.hub.head(channel).filter(|h| h.epoch == epoch);
+            let diverged = held.is_some_and(|h| {
+                entries.iter().any(|(offset, time, _, data)| {
+                    *offset <= h.offset
+                        && self
+                            .hub
+                            .message_at(channel, Cursor::new(epoch, *offset))
+                            .is_some_and(|m| m.published_at != *time || m.data_bytes().as_ref() != *data)
+                })
+            });
+            if let Some(held) = held.filter(|h| h.offset > head || diverged) {
                 tracing::warn!(
-                    %channel, held = %held, redis = %Cursor::new(epoch, head),
-                    "redis holds an older offset than this node has seen; moving the channel to a new epoch"
+                    %channel, held = %held, redis = %Cursor::new(epoch, head), diverged,
+                    "redis went back behind what this node has seen; moving the channel to a new epoch"
                 );
                 let _: i64 = self
                     .rebase
@@ -256,6 +289,7 @@ impl Reader {
                     .arg(held.offset)
                     .arg(new_epoch())
                     .arg(meta_ttl)
+                    .arg(if diverged { "1" } else { "0" })
                     .invoke_async(&mut self.data.get())
                     .await
                     .map_err(|e| unavailable(&e))?;
@@ -287,8 +321,21 @@ impl Reader {
                     tracing::warn!(?push, "ignoring a malformed notification");
                     return;
                 };
+                let (cursor, time, data) = (msg.cursor, msg.published_at, msg.data_bytes().clone());
                 match self.hub.append(Arc::new(msg)) {
-                    Append::Appended | Append::Duplicate | Append::UnknownChannel => {}
+                    Append::Appended | Append::UnknownChannel => {}
+                    Append::Duplicate => {
+                        // Normally a message read from the stream and notified too. One that is
+                        // not the message held at its cursor means Redis went back and handed
+                        // the cursor out again: read the stream, which moves it to a new epoch.
+                        let held = self.hub.message_at(&channel, cursor);
+                        if held.is_some_and(|h| h.published_at != time || *h.data_bytes() != data)
+                            && let Err(e) = self.read_stream(&channel).await
+                        {
+                            tracing::warn!(%channel, error = %e, "cannot read the stream; retrying soon");
+                            self.needs_resync = true;
+                        }
+                    }
                     Append::Hole { .. } | Append::OtherEpoch { .. } => {
                         // Notifications were lost, or Redis started a new epoch: read the stream.
                         if let Err(e) = self.read_stream(&channel).await {
@@ -345,11 +392,23 @@ impl Reader {
             return;
         }
         let channels: Vec<ChannelName> = self.channels.keys().cloned().collect();
+        let mut failed = 0;
         for channel in channels {
-            if let Err(e) = self.read_stream(&channel).await {
-                tracing::debug!(%channel, error = %e, "resync failed; retrying");
-                return;
+            // Subscribed again by hand: the connection manager's own resubscription after a
+            // reconnection ignores its errors.
+            let keys = Keys::new(&self.config.prefix, &channel);
+            let subscribe = tokio::time::timeout(RESPONSE_TIMEOUT, self.pubsub.subscribe(&keys.notify));
+            if !matches!(subscribe.await, Ok(Ok(()))) {
+                return; // the link is not back yet
             }
+            // One channel that cannot be read does not keep the others from being read.
+            if let Err(e) = self.read_stream(&channel).await {
+                tracing::warn!(%channel, error = %e, "resync failed; retrying");
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            return;
         }
         tracing::info!(
             channels = self.channels.len(),

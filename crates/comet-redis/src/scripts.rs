@@ -47,24 +47,30 @@ local function life_checked(fresh, durable, meta_ttl)
   local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
   local repl = string.match(replication, 'master_replid:(%x+)')
   local repl2 = string.match(replication, 'master_replid2:(%x+)')
+  -- A master alone: no replica attached, not promoted. Only its fsynced writes survive a
+  -- restart whole, so only they are recorded as durable.
+  local slaves = tonumber(string.match(replication, 'connected_slaves:(%d+)')) or 0
+  local alone = repl2 == '0000000000000000000000000000000000000000' and slaves == 0
+  if durable == '1' and not alone then durable = '0' end
   local m = redis.call('HMGET', KEYS[1], 'e', 'r', 'p', 'd')
   local e = m[1]
   if e and m[2] and m[2] ~= run then
-    -- Written by another life (another process: a restart, or another server promoted). Only a master that restarted alone kept every write, and only
-    -- if every write was fsynced before its answer (d = 1): a server that was a replica (its
-    -- previous replication id is set) got its data by asynchronous replication, or from its
-    -- own files before a sync that may never have finished; and with replicas attached the
-    -- previous replication id is cleared when the backlog is made again, so it cannot tell.
-    local slaves = tonumber(string.match(replication, 'connected_slaves:(%d+)')) or 0
-    local alone = repl2 == '0000000000000000000000000000000000000000' and slaves == 0
+    -- Written by another life (another process: a restart, or another server promoted). Only
+    -- a master that restarted alone kept every write, and only if every write was fsynced
+    -- before its answer by a master alone (d = 1): a server that was a replica (its previous
+    -- replication id is set) got its data by asynchronous replication, or from its own files
+    -- before a sync that may never have finished; and with replicas attached the previous
+    -- replication id is cleared when the backlog is made again, so it cannot tell.
     local intact = m[4] == '1' and alone
     if not intact then
       e = false
-      redis.call('DEL', KEYS[2])
     end
   end
   if not e then
+    -- A fresh epoch starts with an empty stream: entries left from an older one (its meta
+    -- evicted or deleted) would carry offsets the new epoch hands out again.
     e = fresh
+    redis.call('DEL', KEYS[2])
     redis.call('HSET', KEYS[1], 'e', e, 'o', 0)
   end
   if m[2] ~= run or m[4] ~= durable then
@@ -129,8 +135,10 @@ return {e, o, entries}
 }
 
 /// Rebase: KEYS = meta, stream; ARGV = the epoch and offset a node holds, a fresh epoch, meta TTL
-/// seconds. If Redis holds that epoch with an offset *below* the node's (its data went back in a
-/// way the life check could not see, e.g. a snapshot restored by hand), moves the channel to the
+/// seconds, and `1` if the node saw Redis hold another message at a cursor it holds (else `0`).
+/// If Redis holds that epoch with an offset *below* the node's, or with other messages under the
+/// same cursors (its data went back in a way the life check could not see, e.g. a snapshot
+/// loaded in place, and new publishes took the old cursors again), moves the channel to the
 /// fresh epoch and drops its stream. Returns 1 if it did, else 0.
 pub(crate) fn rebase() -> String {
     format!("local replication = redis.call('INFO', 'replication'){MASTER_ONLY}{REBASE}")
@@ -138,7 +146,7 @@ pub(crate) fn rebase() -> String {
 
 const REBASE: &str = r"
 local m = redis.call('HMGET', KEYS[1], 'e', 'o')
-if m[1] == ARGV[1] and tonumber(m[2] or '0') < tonumber(ARGV[2]) then
+if m[1] == ARGV[1] and (ARGV[5] == '1' or tonumber(m[2] or '0') < tonumber(ARGV[2])) then
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'e', ARGV[3], 'o', 0)
   if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
