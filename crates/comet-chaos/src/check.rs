@@ -38,6 +38,13 @@ pub enum Entry {
         /// The channel.
         channel: String,
     },
+    /// The subscriber (re)connected: to which node, resuming from where (for the dump only).
+    Connect {
+        /// The node's URL.
+        url: String,
+        /// The position or `earliest` it resumed from.
+        since: String,
+    },
 }
 
 /// A subscriber's whole log: the channels it follows (from the start of the run, `earliest`),

@@ -402,19 +402,6 @@ async fn failover(cluster: &mut Cluster, data_losses: &mut Vec<Instant>) -> anyh
         sentinels.master_port() == Some(replica_port)
     })
     .await?;
-    if std::env::var_os("COMET_CHAOS_DUMP").is_some() {
-        let r = replica.lock().unwrap();
-        eprintln!(
-            "failover to {}: {:?} {:?}",
-            r.port,
-            r.cli(&["INFO", "replication"]).map(|i| i
-                .lines()
-                .filter(|l| l.contains("replid") || l.contains("role") || l.contains("link"))
-                .collect::<Vec<_>>()
-                .join(" ")),
-            r.cli(&["HGETALL", "comet:{chaos:a}:m"]).map(|s| s.replace('\n', " "))
-        );
-    }
     let new_master = replica.lock().unwrap().addr();
     let link = FaultProxy::start(new_master).await;
     let addr = link.addr;
@@ -583,6 +570,7 @@ fn dump(
                     writeln!(out, "{:.3} msg {channel} {data} {cursor}", t(*at))
                 }
                 check::Entry::Gap { channel } => writeln!(out, "{:.3} gap {channel}", t(*at)),
+                check::Entry::Connect { url, since } => writeln!(out, "{:.3} connect {url} since {since}", t(*at)),
             };
         }
         let _ = std::fs::write(dir.join(format!("sub-{i}.txt")), out);

@@ -320,10 +320,7 @@ impl RedisBroker {
             .xlen(&keys.stream)
             .query_async(&mut con)
             .await
-            .map_err(|e| {
-                self.data.note(&e);
-                unavailable(&e)
-            })?;
+            .map_err(|e| self.data.failed(&e))?;
         let last = match (epoch.and_then(|e| u64::from_str_radix(&e, 16).ok()), offset) {
             (Some(e), Some(o)) if o > 0 => Some(Cursor::new(e, o)),
             _ => None,
@@ -435,10 +432,7 @@ impl SharedStore for RedisBroker {
                 .query_async::<Option<String>>(&mut con)
                 .await
                 .map(drop)
-                .map_err(|e| {
-                    self.data.note(&e);
-                    unavailable(&e)
-                })
+                .map_err(|e| self.data.failed(&e))
         })
     }
 
@@ -450,10 +444,7 @@ impl SharedStore for RedisBroker {
                 .arg(&name)
                 .query_async::<Option<Vec<u8>>>(&mut con)
                 .await
-                .map_err(|e| {
-                    self.data.note(&e);
-                    unavailable(&e)
-                })
+                .map_err(|e| self.data.failed(&e))
         })
     }
 }

@@ -184,6 +184,12 @@ impl DataLink {
         }
     }
 
+    /// [`note`](Self::note)s `error` and gives the broker's error for it.
+    pub(crate) fn failed(&self, error: &RedisError) -> comet_core::BrokerError {
+        self.note(error);
+        crate::unavailable(error)
+    }
+
     /// Replaces the connection, in the background (one replacement at a time); commands use
     /// the old one until the new one is there.
     pub(crate) fn replace(&self) {

@@ -207,10 +207,7 @@ impl Reader {
             .arg("o")
             .query_async(&mut self.data.get())
             .await
-            .map_err(|e| {
-                self.data.note(&e);
-                unavailable(&e)
-            })?;
+            .map_err(|e| self.data.failed(&e))?;
         Ok(epoch
             .and_then(|e| u64::from_str_radix(&e, 16).ok())
             .map(|e| Cursor::new(e, offset.unwrap_or(0))))
@@ -257,10 +254,7 @@ impl Reader {
                 .arg(durable)
                 .invoke_async(&mut self.data.get())
                 .await
-                .map_err(|e| {
-                    self.data.note(&e);
-                    unavailable(&e)
-                })?;
+                .map_err(|e| self.data.failed(&e))?;
             let (epoch, head, entries) = parse_sync(&value).ok_or_else(|| {
                 BrokerError::Internal(format!("unexpected answer of the sync script for {channel}: {value:?}"))
             })?;
