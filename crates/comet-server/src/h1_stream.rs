@@ -28,6 +28,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use bytes::{Buf, Bytes};
+use futures_util::FutureExt;
 use http::{HeaderName, HeaderValue, Request, Response, header};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -230,10 +231,24 @@ where
             Err(never) => match never {},
         };
         let (head, exact) = response_head(&response);
-        if io.write_all(&head).await.is_err() {
-            return;
+        let mut body = response.into_body();
+        // The head goes out with the body's first frame when that frame is ready at once (an
+        // SSE stream's `retry:` field, a replay): one send, and one read for the client, per
+        // connection instead of two (S5, bench/RESULTS.md).
+        let first = body.frame().now_or_never();
+        match first {
+            Some(frame) => match write_frame(&mut io, &head, frame, exact.is_some()).await {
+                Ok(true) => {}
+                Ok(false) => return shut(io).await,
+                Err(()) => return,
+            },
+            None => {
+                if io.write_all(&head).await.is_err() {
+                    return;
+                }
+            }
         }
-        (response.into_body(), exact)
+        (body, exact)
     };
     let mut sink = [0u8; 64];
     let mut ignored = 0usize;
@@ -258,26 +273,42 @@ where
                 _ => return,
             },
         };
-        let written = match frame {
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) if data.is_empty() => Ok(()),
-                Ok(data) if exact.is_some() => io.write_all(&data).await,
-                Ok(data) => write_chunk(&mut io, &data).await,
-                Err(_trailers) => Ok(()),
-            },
-            Some(Err(_)) => return,
-            None => {
-                if exact.is_none() {
-                    let _ = io.write_all(b"0\r\n\r\n").await;
-                }
-                break;
-            }
-        };
-        if written.is_err() {
-            return;
+        match write_frame(&mut io, &[], frame, exact.is_some()).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(()) => return,
         }
     }
+    shut(io).await
+}
+
+/// Closes `io` after the last byte, waiting at most a second for the client's side.
+async fn shut<IO: AsyncWrite + Unpin>(mut io: IO) {
     let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+}
+
+/// Writes `before` (a response head, or nothing) and then one body frame: its data as is when
+/// the body's length is `exact`, else as one chunk; the last chunk when the body ended.
+/// `Ok(true)`: more frames may follow; `Ok(false)`: the body ended and is written; `Err`: the
+/// body failed or the client went away.
+async fn write_frame<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    before: &[u8],
+    frame: Option<Result<http_body::Frame<Bytes>, axum::Error>>,
+    exact: bool,
+) -> Result<bool, ()> {
+    let (written, more) = match frame {
+        Some(Ok(frame)) => match frame.into_data() {
+            Ok(data) if data.is_empty() => (write_parts(io, [before, &[], &[], &[]]).await, true),
+            Ok(data) if exact => (write_parts(io, [before, &[], &data, &[]]).await, true),
+            Ok(data) => (write_chunk(io, before, &data).await, true),
+            Err(_trailers) => (write_parts(io, [before, &[], &[], &[]]).await, true),
+        },
+        Some(Err(_)) => return Err(()),
+        None if exact => (write_parts(io, [before, &[], &[], &[]]).await, false),
+        None => (write_parts(io, [before, b"0\r\n\r\n", &[], &[]]).await, false),
+    };
+    written.map(|()| more).map_err(|_| ())
 }
 
 /// The status line and headers of `response` (hop-by-hop ones replaced by ours), and the body
@@ -318,22 +349,27 @@ fn response_head(response: &Response<Body>) -> (Vec<u8>, Option<u64>) {
     (head, exact)
 }
 
-/// Writes `data` as one chunk (RFC 9112 §7.1): size line, data, CRLF, in one write when the
-/// socket takes it all (copied together when small, see joined.rs; else vectored).
-async fn write_chunk<W: AsyncWrite + Unpin>(io: &mut W, data: &[u8]) -> io::Result<()> {
+/// Writes `before` (a response head, or nothing) and then `data` as one chunk (RFC 9112 §7.1):
+/// size line, data, CRLF.
+async fn write_chunk<W: AsyncWrite + Unpin>(io: &mut W, before: &[u8], data: &[u8]) -> io::Result<()> {
     let mut size = [0u8; 18];
     let size_len = chunk_size_line(data.len(), &mut size);
-    let mut parts = [
-        IoSlice::new(&size[..size_len]),
-        IoSlice::new(data),
-        IoSlice::new(b"\r\n"),
-    ];
+    write_parts(io, [before, &size[..size_len], data, b"\r\n"]).await
+}
+
+/// Writes the four pieces in order, in one write when the socket takes it all (copied together
+/// when small, see joined.rs; else vectored).
+async fn write_parts<W: AsyncWrite + Unpin>(io: &mut W, pieces: [&[u8]; 4]) -> io::Result<()> {
+    let total: usize = pieces.iter().map(|piece| piece.len()).sum();
+    if total == 0 {
+        return Ok(());
+    }
+    let mut parts = pieces.map(IoSlice::new);
     let mut parts: &mut [IoSlice<'_>] = &mut parts;
-    if data.len() <= JOIN_BELOW {
+    if total <= JOIN_BELOW {
         // Copied within one poll, so no buffer is part of this future (which every idle
         // stream's task holds): what the socket does not take at once goes vectored.
         let written = std::future::poll_fn(|cx| {
-            let pieces = [&size[..size_len], data, b"\r\n"];
             with_joined(pieces, |joined| match Pin::new(&mut *io).poll_write(cx, joined) {
                 Poll::Pending => Poll::Ready(Ok(0)),
                 done => done,

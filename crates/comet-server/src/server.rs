@@ -40,8 +40,9 @@ pub const TLS_REFUSAL_HANDSHAKE: Duration = Duration::from_secs(2);
 /// after a second or more. The kernel caps it at `net.core.somaxconn`.
 pub const LISTEN_BACKLOG: u32 = 4096;
 
-/// Binds `addr` with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (a restarted server can bind while old
-/// connections sit in TIME_WAIT).
+/// Binds `addr` with [`LISTEN_BACKLOG`], `SO_REUSEADDR` (a restarted server can bind while old
+/// connections sit in TIME_WAIT) and `TCP_NODELAY`, which Linux gives every accepted connection
+/// (one `setsockopt` fewer per connection in a connect storm, S5 in bench/RESULTS.md).
 ///
 /// # Errors
 /// The socket, bind or listen error (e.g. the address is in use).
@@ -52,6 +53,7 @@ pub fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
@@ -223,6 +225,9 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
     let graceful = GracefulShutdown::new();
     let connections = Arc::clone(&state.metrics.connections);
     let mut spare = spare_fd();
+    // Linux copies TCP_NODELAY from the listening socket to each connection it accepts.
+    let nodelay_inherited =
+        cfg!(target_os = "linux") && socket2::SockRef::from(&listener).tcp_nodelay().unwrap_or(false);
     // Rate-limit state of clients back at a full allowance is dropped now and then.
     let sweeper = {
         let (limits, shutdown) = (Arc::clone(&state.limits), state.shutdown.clone());
@@ -282,7 +287,9 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
         let hold = ConnectionHold(Arc::new((ConnectionCount(Arc::clone(&connections)), per_ip)));
         let request_hold = hold.clone();
         let upgrade_hold = hold.clone();
-        let _ = stream.set_nodelay(true);
+        if !nodelay_inherited {
+            let _ = stream.set_nodelay(true);
+        }
         let streams_router = router.clone();
         let service = router
             .clone()
@@ -388,4 +395,25 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
         tracing::warn!(?grace, "connections still open after the grace period; closing them");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The accept loop skips `set_nodelay` when the listener's TCP_NODELAY is inherited: each
+    /// connection [`bind`](super::bind) accepts must have it (else a reply written in two
+    /// pieces waits for the client's delayed ACK).
+    #[tokio::test]
+    async fn connections_accepted_from_bind_have_nodelay() {
+        let listener = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        if cfg!(target_os = "linux") {
+            assert!(
+                accepted.nodelay().unwrap(),
+                "Linux copies TCP_NODELAY from the listener"
+            );
+        }
+        drop(client);
+    }
 }
