@@ -135,28 +135,44 @@ impl Position {
         &self.entries
     }
 
-    /// Parses `chan=cursor,chan=cursor`.
+    /// Parses `chan=cursor,chan=cursor`, in time linear in the text's length.
     ///
     /// # Errors
     /// [`CursorError`] when an entry lacks `=`, names an invalid channel, repeats a channel, or
     /// holds an invalid cursor.
     pub fn parse(text: &str) -> Result<Self, CursorError> {
-        let mut position = Self::new();
+        Self::parse_at_most(text, usize::MAX)
+    }
+
+    /// [`Position::parse`], refusing a position of more than `max` entries before reading any.
+    ///
+    /// # Errors
+    /// As [`Position::parse`], and [`CursorError`] for more than `max` entries.
+    pub fn parse_at_most(text: &str, max: usize) -> Result<Self, CursorError> {
         if text.is_empty() {
             return Err(CursorError::new(text, "empty position"));
         }
+        let count = text.bytes().filter(|&b| b == b',').count() + 1;
+        if count > max {
+            return Err(CursorError::new(
+                text,
+                format!("the position names {count} channels; at most {max} are allowed"),
+            ));
+        }
+        let mut entries = Vec::with_capacity(count);
+        let mut seen = std::collections::HashSet::with_capacity(count);
         for entry in text.split(',') {
             let (channel, cursor) = entry
                 .split_once('=')
                 .ok_or_else(|| CursorError::new(text, "a position entry must be <channel>=<cursor>"))?;
             let channel = ChannelName::new(channel).map_err(|e: NameError| CursorError::new(text, e.to_string()))?;
             let cursor = Cursor::parse(cursor).map_err(|e| CursorError::new(text, e.reason))?;
-            if position.get(&channel).is_some() {
+            if !seen.insert(channel.clone()) {
                 return Err(CursorError::new(text, format!("channel {channel} appears twice")));
             }
-            position.entries.push((channel, cursor));
+            entries.push((channel, cursor));
         }
-        Ok(position)
+        Ok(Self { entries })
     }
 
     /// Resolves client text (`earliest`, a cursor, or a position) into a start point for each of
@@ -166,6 +182,19 @@ impl Position {
     /// # Errors
     /// [`CursorError`] for malformed text, or a plain cursor given for several channels.
     pub fn resolve(text: Option<&str>, channels: &[ChannelName]) -> Result<Vec<Since>, CursorError> {
+        Self::resolve_at_most(text, channels, usize::MAX)
+    }
+
+    /// [`Position::resolve`] with a position of at most `max` entries ([`Position::parse_at_most`]),
+    /// in time linear in the text's length and the number of channels.
+    ///
+    /// # Errors
+    /// As [`Position::resolve`], and [`CursorError`] for a position of more than `max` entries.
+    pub fn resolve_at_most(
+        text: Option<&str>,
+        channels: &[ChannelName],
+        max: usize,
+    ) -> Result<Vec<Since>, CursorError> {
         let Some(text) = text.filter(|t| !t.is_empty()) else {
             return Ok(vec![Since::Live; channels.len()]);
         };
@@ -173,10 +202,15 @@ impl Position {
             return Ok(vec![Since::Earliest; channels.len()]);
         }
         if text.contains('=') {
-            let position = Self::parse(text)?;
+            let position = Self::parse_at_most(text, max)?;
+            let by_channel: std::collections::HashMap<&ChannelName, Cursor> = position
+                .entries
+                .iter()
+                .map(|(channel, cursor)| (channel, *cursor))
+                .collect();
             return Ok(channels
                 .iter()
-                .map(|c| position.get(c).map_or(Since::Live, Since::Cursor))
+                .map(|c| by_channel.get(c).map_or(Since::Live, |cursor| Since::Cursor(*cursor)))
                 .collect());
         }
         let cursor = Cursor::parse(text)?;

@@ -19,6 +19,7 @@
 //!   reads the stream instead, so subscribers get every message or an explicit gap notice.
 
 mod link;
+pub use link::redacted_url;
 mod reader;
 mod scripts;
 

@@ -55,8 +55,27 @@ fn bad_url(url: &str, why: &str) -> RedisError {
     RedisError::from((
         ErrorKind::InvalidClientConfig,
         "invalid broker URL",
-        format!("{url:?}: {why}"),
+        format!("{:?}: {why}", redacted_url(url)),
     ))
+}
+
+/// `url` with the password of its user information (RFC 3986 §3.2.1) replaced by `***`, for
+/// logs and error messages: `redis://:secret@host:6379` → `redis://:***@host:6379`. A user name
+/// alone is kept.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    // The authority ends at the first `/`, `?` or `#`; the user information at its last `@`.
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        None => url.to_owned(),
+    }
 }
 
 impl Source {
@@ -207,5 +226,28 @@ impl DataLink {
             }
             link.replacing.store(false, Ordering::Release);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        for (url, shown) in [
+            ("redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+            ("redis://user:p%40ss@host:1", "redis://user:***@host:1"),
+            ("rediss://u:a@b@host", "rediss://u:***@host"),
+            (
+                "redis+sentinel://:pw@h1:26379,h2:26379/mymaster",
+                "redis+sentinel://:***@h1:26379,h2:26379/mymaster",
+            ),
+            ("redis://user@host:6379", "redis://user@host:6379"),
+            ("redis://host:6379/0?x=a@b", "redis://host:6379/0?x=a@b"),
+            ("memory", "memory"),
+        ] {
+            assert_eq!(redacted_url(url), shown, "{url}");
+        }
     }
 }

@@ -359,14 +359,25 @@ impl Config {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
         }
+        if self.broker.starts_with("rediss://") {
+            return Err(ConfigError::Invalid(
+                "broker: rediss:// (TLS to Redis) is not built into this server; use redis:// on a trusted \
+                 network, or a TLS tunnel to Redis (stunnel, spiped) on 127.0.0.1"
+                    .to_owned(),
+            ));
+        }
         if self.broker != "memory"
-            && !["redis://", "rediss://", "redis+sentinel://"]
+            && !["redis://", "redis+sentinel://"]
                 .iter()
                 .any(|scheme| self.broker.starts_with(scheme))
         {
+            // Only the scheme is quoted: the rest of a URL may hold a password.
+            let shown = match self.broker.split_once("://") {
+                Some((scheme, _)) => format!("a {scheme}:// URL"),
+                None => format!("{:?}", self.broker),
+            };
             return Err(ConfigError::Invalid(format!(
-                "broker must be \"memory\", a redis:// URL or a redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER_NAME URL, got {:?}",
-                self.broker
+                "broker must be \"memory\", a redis:// URL or a redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER_NAME URL, got {shown}"
             )));
         }
         if self.ws_max_message_size < self.max_message_size.saturating_add(1024) {
@@ -476,6 +487,21 @@ mod tests {
                 .contains("ws_max_message_size (131072) must be at least"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn broker_urls_without_tls_support_or_with_passwords_are_refused_clearly() {
+        let load = |url: &str| Config::load(None, [("COMET_BROKER".to_owned(), url.to_owned())]);
+        let err = load("rediss://:pw@redis.example:6380").unwrap_err().to_string();
+        assert!(
+            err.contains("rediss:// (TLS to Redis) is not built into this server"),
+            "{err}"
+        );
+        assert!(!err.contains("pw"), "{err}");
+        let err = load("redis-cluster://:hunter2@h:1").unwrap_err().to_string();
+        assert!(err.contains("got a redis-cluster:// URL"), "{err}");
+        assert!(!err.contains("hunter2"), "the password is not repeated: {err}");
+        assert!(load("redis://:pw@127.0.0.1:6379").is_ok());
     }
 
     #[test]

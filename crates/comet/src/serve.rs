@@ -74,8 +74,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         let redis = RedisBroker::connect(RedisConfig::new(config.broker.clone(), config.hub_config()))
             .await
-            .with_context(|| format!("cannot use the broker {}", config.broker))?;
-        tracing::info!(url = %config.broker, "using the Redis broker");
+            .with_context(|| format!("cannot use the broker {}", comet_redis::redacted_url(&config.broker)))?;
+        tracing::info!(url = %comet_redis::redacted_url(&config.broker), "using the Redis broker");
         (Arc::new(redis), None)
     };
     let state = AppState::new(broker, config);

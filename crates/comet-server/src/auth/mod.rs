@@ -211,8 +211,9 @@ pub(crate) enum Source {
 }
 
 /// The credential of a request and where it came from, first match winning: the
-/// `Authorization: Bearer` header, `?token=`, `?ticket=`, the cookie named `cookie`.
-pub(crate) fn credential(parts: &Parts, cookie: &str) -> Option<(Source, String)> {
+/// `Authorization: Bearer` header, `?token=`, `?ticket=`, the cookie named `cookie` (when
+/// given: `None` where [`origin::cookie_allowed`] says the cookie does not count).
+pub(crate) fn credential(parts: &Parts, cookie: Option<&str>) -> Option<(Source, String)> {
     // Header values are read lossily: one with bytes that are not visible ASCII is still a
     // credential given (a bad one: `401`), not the absence of one.
     let text = |v: &http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
@@ -245,6 +246,7 @@ pub(crate) fn credential(parts: &Parts, cookie: &str) -> Option<(Source, String)
     if let Some(ticket) = param("ticket") {
         return Some((Source::Ticket, ticket));
     }
+    let cookie = cookie?;
     parts
         .headers
         .get_all(http::header::COOKIE)
@@ -283,6 +285,8 @@ pub struct Auth {
     jwt: Jwt,
     api_key: Secret,
     cookie: String,
+    /// `allowed_origins`: the pages whose requests may carry the cookie credential.
+    origins: Vec<String>,
     pub(crate) tickets: Tickets,
 }
 
@@ -302,6 +306,7 @@ impl Auth {
             jwt,
             api_key: config.publish_api_key.clone(),
             cookie: config.token_cookie.clone(),
+            origins: config.allowed_origins.clone(),
             tickets: Tickets::new(Duration::from_secs(config.ticket_ttl_secs)),
         })
     }
@@ -341,7 +346,8 @@ impl Auth {
         parts: &Parts,
         shared: Option<&dyn comet_core::SharedStore>,
     ) -> Result<Identity, AuthError> {
-        let Some((source, credential)) = credential(parts, &self.cookie) else {
+        let cookie = origin::cookie_allowed(&self.origins, &parts.headers, &parts.uri).then_some(self.cookie.as_str());
+        let Some((source, credential)) = credential(parts, cookie) else {
             return Ok(Identity::ANONYMOUS);
         };
         let result = match source {
@@ -373,7 +379,7 @@ impl FromRequestParts<AppState> for Identity {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        origin::check(&state.config, &parts.headers)?;
+        origin::check(&state.config, &parts.headers, &parts.uri)?;
         let auth = Auth::of(parts, &state.config);
         Ok(auth.identify(parts, state.broker.shared_store()).await?)
     }
@@ -413,7 +419,7 @@ mod tests {
 
     #[test]
     fn credential_sources_in_order() {
-        let c = |p: &Parts| credential(p, "comet_token");
+        let c = |p: &Parts| credential(p, Some("comet_token"));
         assert_eq!(c(&parts("/sub/a", &[])), None);
         assert_eq!(
             c(&parts(

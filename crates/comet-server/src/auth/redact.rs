@@ -19,12 +19,30 @@ pub(crate) fn redact_uri(uri: &Uri) -> String {
     };
     let query: Vec<String> = query
         .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if SECRET_PARAMS.contains(&name) => format!("{name}=[redacted]"),
-            _ => pair.to_owned(),
+        .map(|pair| {
+            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+            // Matched as the query parser reads it (`tok%65n` is `token`), so what
+            // authenticates is what is redacted.
+            if is_secret(name) {
+                format!("{name}=[redacted]")
+            } else {
+                pair.to_owned()
+            }
         })
         .collect();
     format!("{path}?{}", query.join("&"))
+}
+
+/// Whether a raw query key names a credential once decoded as `application/x-www-form-urlencoded`
+/// (how [`credential`](super::credential) reads the query).
+fn is_secret(raw: &str) -> bool {
+    if SECRET_PARAMS.contains(&raw) {
+        return true;
+    }
+    if !raw.contains(['%', '+']) {
+        return false;
+    }
+    form_urlencoded::parse(raw.as_bytes()).any(|(name, _)| SECRET_PARAMS.contains(&name.as_ref()))
 }
 
 /// Which credential a request carries, for the log: `bearer`, `basic`, `cookie` or `none`
@@ -73,5 +91,13 @@ mod tests {
             "/sub/a?since=x&token=[redacted]&ticket=[redacted]&x=token"
         );
         assert_eq!(redact_uri(&"/pub/a".parse().unwrap()), "/pub/a");
+        // Percent-encoded keys decode to the same parameter the auth reads.
+        let uri: Uri = "/sub/a?tok%65n=secret&%74icket=abc&access%5Ftoken=x&tokenx=1"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            redact_uri(&uri),
+            "/sub/a?tok%65n=[redacted]&%74icket=[redacted]&access%5Ftoken=[redacted]&tokenx=1"
+        );
     }
 }

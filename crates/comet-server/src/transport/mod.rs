@@ -125,9 +125,10 @@ pub(crate) fn parse_channels(list: &str, max: usize) -> Result<Vec<ChannelName>,
         ));
     }
     let mut channels: Vec<ChannelName> = Vec::with_capacity(count);
+    let mut seen = std::collections::HashSet::with_capacity(count);
     for name in list.split(',') {
         let name = ChannelName::new(name)?;
-        if channels.contains(&name) {
+        if !seen.insert(name.clone()) {
             return Err(ApiError::bad_request(
                 "bad_channel",
                 format!("channel {name} is listed twice"),
@@ -192,7 +193,7 @@ pub(crate) async fn subscribe(
             choose(req.headers(), &query)?
         };
         let cursor = cursor_text(req.headers(), &query)?;
-        let since = Position::resolve(cursor, &channels)?;
+        let since = Position::resolve_at_most(cursor, &channels, state.config.max_channels_per_connection)?;
         let client = crate::limits::client_ip(req.extensions());
         // A poll with a cursor continues a subscription; anything else starts one.
         if cursor.is_none() || !matches!(kind, Kind::Poll | Kind::LongPoll) {

@@ -49,7 +49,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use self::protocol::{Command, Reply, Request as ClientRequest, gap_text, message_frame, message_text};
+use self::protocol::{Command, Ref, Reply, Request as ClientRequest, gap_text, message_frame, message_text};
 use self::socket::{Ending, Handshake, Incoming, Socket};
 use super::{Kind, SubRequest};
 use crate::auth::{Action, Auth, AuthError, Identity};
@@ -492,11 +492,11 @@ impl Session {
         let request = match ClientRequest::parse(&text) {
             Ok(request) => request,
             Err(e) => {
-                self.error(e.reference.as_deref(), "bad_request", &e.message);
+                self.error(e.reference.as_ref(), "bad_request", &e.message);
                 return None;
             }
         };
-        let reference = request.reference.as_deref();
+        let reference = request.reference.as_ref();
         let result = match request.command {
             Command::Subscribe { channel, since } => self.subscribe(&channel, since.as_deref()).await,
             Command::Unsubscribe { channel } => ChannelName::new(&channel).map_err(ApiError::from).map(|name| {
@@ -554,7 +554,7 @@ impl Session {
 
     /// Takes `identity` for the rest of the session (a refresh may narrow the grant): channels
     /// it may not subscribe to are dropped, each with an `error` and an `unsubscribed` frame.
-    fn reauthenticate(&mut self, identity: Identity, reference: Option<&str>) {
+    fn reauthenticate(&mut self, identity: Identity, reference: Option<&Ref>) {
         let config = std::sync::Arc::clone(&self.state.config);
         let refused: Vec<(ChannelName, AuthError)> = self
             .set
@@ -588,7 +588,11 @@ impl Session {
         let channel = ChannelName::new(channel)?;
         self.identity
             .authorize(&self.state.config, Action::Subscribe, &channel, true)?;
-        let since = Position::resolve(since, std::slice::from_ref(&channel))?;
+        let since = Position::resolve_at_most(
+            since,
+            std::slice::from_ref(&channel),
+            self.state.config.max_channels_per_connection,
+        )?;
         let max = self.state.config.max_channels_per_connection;
         if !self.set.contains(&channel) && self.set.len() >= max {
             return Err(ApiError::bad_request(
@@ -628,7 +632,7 @@ impl Session {
         self.socket.queue_text(reply.encode());
     }
 
-    fn error(&mut self, reference: Option<&str>, code: &str, message: &str) {
+    fn error(&mut self, reference: Option<&Ref>, code: &str, message: &str) {
         self.reply(&Reply::Error {
             reference,
             code,

@@ -13,10 +13,68 @@ use crate::transport::envelope::{gap_object, slot, write_envelope};
 pub(super) struct Request {
     /// The client's correlation tag, echoed by `ack`, `pong` and `error`.
     #[serde(rename = "ref")]
-    pub(super) reference: Option<String>,
+    pub(super) reference: Option<Ref>,
     /// What to do.
     #[serde(flatten)]
     pub(super) command: Command,
+}
+
+/// A request's `ref`: a JSON string or number, echoed as it came (clients of other push servers
+/// number their requests). `null` is no `ref`; anything else makes the command a bad one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Ref {
+    /// `"ref":"a1"`.
+    Text(String),
+    /// `"ref":7`: echoed as serde_json writes the number (an integer as sent).
+    Number(serde_json::Number),
+}
+
+impl std::fmt::Display for Ref {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Text(text) => f.write_str(text),
+            Self::Number(number) => write!(f, "{number}"),
+        }
+    }
+}
+
+impl Serialize for Ref {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Text(text) => serializer.serialize_str(text),
+            Self::Number(number) => number.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Ref {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Ref;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or a number")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Ref, E> {
+                Ok(Ref::Text(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Ref, E> {
+                Ok(Ref::Text(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Ref, E> {
+                Ok(Ref::Number(v.into()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Ref, E> {
+                Ok(Ref::Number(v.into()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Ref, E> {
+                serde_json::Number::from_f64(v)
+                    .map(Ref::Number)
+                    .ok_or_else(|| E::custom("ref is not a finite number"))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// A client command. Unknown fields are ignored, so clients may send newer fields.
@@ -50,7 +108,7 @@ pub(super) enum Command {
 #[error("{message}")]
 pub(super) struct BadCommand {
     /// The `ref` of the message, when one could be read.
-    pub(super) reference: Option<String>,
+    pub(super) reference: Option<Ref>,
     /// Why it is not a command.
     pub(super) message: String,
 }
@@ -69,7 +127,7 @@ impl Request {
             #[derive(Deserialize)]
             struct RefOnly {
                 #[serde(rename = "ref")]
-                reference: Option<String>,
+                reference: Option<Ref>,
             }
             // serde quotes what it rejects (an unknown `type` in full): cut, so the answer stays
             // small whatever was sent.
@@ -104,7 +162,9 @@ impl Request {
 pub fn parse_for_fuzzing(
     text: &[u8],
 ) -> Result<(Option<String>, Vec<(&'static str, String)>), (Option<String>, String)> {
-    let Request { reference, command } = Request::parse(text).map_err(|e| (e.reference, e.message))?;
+    let Request { reference, command } =
+        Request::parse(text).map_err(|e| (e.reference.map(|r| r.to_string()), e.message))?;
+    let reference = reference.map(|r| r.to_string());
     let mut fields = Vec::new();
     let mut field = |name: &'static str, value: Option<String>| fields.extend(value.map(|v| (name, v)));
     match command {
@@ -154,7 +214,7 @@ pub(super) enum Reply<'a> {
     /// Published, at cursor `id`.
     Ack {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-        reference: Option<&'a str>,
+        reference: Option<&'a Ref>,
         id: String,
         /// Set for a repeated idempotency key: nothing was published, `id` is the first cursor.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -163,19 +223,19 @@ pub(super) enum Reply<'a> {
     /// The answer to a `ping` command.
     Pong {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-        reference: Option<&'a str>,
+        reference: Option<&'a Ref>,
     },
     /// The `auth` command succeeded: the token's subject and expiry (seconds since the epoch).
     Authenticated {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-        reference: Option<&'a str>,
+        reference: Option<&'a Ref>,
         sub: &'a str,
         expires_at: Option<u64>,
     },
     /// A command failed; `code` is one of docs/protocol.md "Errors".
     Error {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-        reference: Option<&'a str>,
+        reference: Option<&'a Ref>,
         code: &'a str,
         message: &'a str,
     },
@@ -233,7 +293,7 @@ mod tests {
         assert_eq!(r.reference, None);
         let r = parse(r#"{"type":"unsubscribe","channel":"a","ref":"x","future":1}"#).unwrap();
         assert_eq!(r.command, Command::Unsubscribe { channel: "a".into() });
-        assert_eq!(r.reference.as_deref(), Some("x"));
+        assert_eq!(r.reference, Some(Ref::Text("x".into())));
         let r = parse(r#"{"ref":"p","type":"publish","channel":"a","data":"hi \"there\""}"#).unwrap();
         assert_eq!(
             r.command,
@@ -264,8 +324,38 @@ mod tests {
             (r#"[1,2]"#, None, "not a command"),
         ] {
             let e = parse(text).unwrap_err();
-            assert_eq!(e.reference.as_deref(), reference, "{text}");
+            assert_eq!(e.reference.map(|r| r.to_string()).as_deref(), reference, "{text}");
             assert!(e.message.contains(says), "{text}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn refs_are_strings_or_numbers_echoed_as_they_came() {
+        for (text, echoed) in [
+            (r#"{"type":"ping","ref":7}"#, json!(7)),
+            (r#"{"type":"ping","ref":-3}"#, json!(-3)),
+            (r#"{"type":"ping","ref":18446744073709551615}"#, json!(u64::MAX)),
+            (r#"{"type":"ping","ref":2.5}"#, json!(2.5)),
+            (r#"{"type":"ping","ref":"7"}"#, json!("7")),
+        ] {
+            let r = parse(text).unwrap();
+            let reply: Value = serde_json::from_slice(
+                &Reply::Pong {
+                    reference: r.reference.as_ref(),
+                }
+                .encode(),
+            )
+            .unwrap();
+            assert_eq!(reply["ref"], echoed, "{text}");
+        }
+        assert_eq!(parse(r#"{"type":"ping","ref":null}"#).unwrap().reference, None);
+        for bad in [
+            r#"{"type":"ping","ref":true}"#,
+            r#"{"type":"ping","ref":{"a":1}}"#,
+            r#"{"type":"ping","ref":[1]}"#,
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.message.contains("a string or a number"), "{bad}: {}", e.message);
         }
     }
 
@@ -276,7 +366,7 @@ mod tests {
         let e = parse(&long).unwrap_err();
         assert!(e.message.len() < 300, "{} bytes", e.message.len());
         assert!(e.message.contains("unknown variant `aaa"), "{}", e.message);
-        assert_eq!(e.reference.as_deref(), Some("r"));
+        assert_eq!(e.reference, Some(Ref::Text("r".into())));
         let e = parse(&format!(r#"{{"type":"{}"}}"#, "é".repeat(1000))).unwrap_err();
         assert!(e.message.contains('…'), "cut at a char boundary: {}", e.message);
     }
@@ -298,7 +388,7 @@ mod tests {
         );
         assert_eq!(
             v(Reply::Ack {
-                reference: Some("r"),
+                reference: Some(&Ref::Text("r".into())),
                 id: "f-1".into(),
                 duplicate: false,
             }),
