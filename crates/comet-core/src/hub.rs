@@ -55,6 +55,11 @@ pub struct HubConfig {
     /// How far (in messages) a subscriber may trail the live edge before it counts as lagged.
     /// Defaults to 64.
     pub queue_len: usize,
+    /// Most message data, in bytes, one read moves (a poll answer, one write to a streaming
+    /// subscriber): a read stops once the data it moved reaches this, so a replay of large
+    /// messages goes out a few at a time. A read always moves at least one message, however
+    /// large. Defaults to 262,144 (256 KiB).
+    pub max_batch_bytes: usize,
 }
 
 impl Default for HubConfig {
@@ -63,6 +68,7 @@ impl Default for HubConfig {
             history: HistoryLimits::default(),
             namespace_history: BTreeMap::new(),
             queue_len: 64,
+            max_batch_bytes: 256 * 1024,
         }
     }
 }
@@ -567,6 +573,7 @@ impl Hub {
             lagging: false,
             stats: Arc::clone(&self.stats),
             queue_len: self.config.queue_len,
+            max_batch_bytes: self.config.max_batch_bytes,
             idle_at: NOT_IDLE,
         };
         if let Some(after) = gap {
@@ -643,6 +650,8 @@ pub struct ChannelSubscription {
     lagging: bool,
     stats: Arc<BrokerStats>,
     queue_len: usize,
+    /// [`HubConfig::max_batch_bytes`].
+    max_batch_bytes: usize,
     /// The log's version when this subscription last read everything there was
     /// ([`NOT_IDLE`] if it has not): while the version stays the same, there is nothing to read.
     idle_at: u64,
@@ -674,6 +683,19 @@ impl ChannelSubscription {
         self.pending_gap.is_some()
     }
 
+    /// Whether a read now would move something: a gap notice, or a message past the cursor
+    /// (e.g. after a read that `max` or `max_batch_bytes` cut short).
+    pub fn has_unread(&self) -> bool {
+        if self.pending_gap.is_some() {
+            return true;
+        }
+        if self.idle_at == self.log.version.load(Ordering::Acquire) {
+            return false;
+        }
+        let state = self.log.read();
+        state.epoch != self.epoch || self.position < state.head
+    }
+
     fn note_gap(&mut self, after: Option<Cursor>) {
         BrokerStats::add(&self.stats.gaps, 1);
         self.pending_gap = Some(Gap {
@@ -683,8 +705,17 @@ impl ChannelSubscription {
         });
     }
 
-    /// Moves what is ready (at most `max` events) into `out` without waiting; returns how many.
+    /// Moves what is ready (at most `max` events, and messages up to
+    /// [`HubConfig::max_batch_bytes`] of data) into `out` without waiting; returns how many.
     pub fn try_read(&mut self, out: &mut Vec<Event>, max: usize) -> usize {
+        let mut budget = self.max_batch_bytes;
+        self.read_within(out, max, &mut budget)
+    }
+
+    /// [`try_read`](Self::try_read) within `budget` bytes of message data, taken from it: stops
+    /// once it is used up (a message that crosses it is still moved), and moves no message when
+    /// it is 0 on entry.
+    fn read_within(&mut self, out: &mut Vec<Event>, max: usize, budget: &mut usize) -> usize {
         if self.pending_gap.is_none() && self.idle_at == self.log.version.load(Ordering::Acquire) {
             return 0;
         }
@@ -728,12 +759,14 @@ impl ChannelSubscription {
                 }));
             }
             for msg in state.history.after(self.position) {
-                if out.len() >= limit {
+                if out.len() >= limit || *budget == 0 {
                     break;
                 }
                 self.position = msg.cursor.offset;
                 out.push(Event::Message(Arc::clone(msg)));
                 delivered += 1;
+                // An empty message costs a byte, so a budget always ends a read.
+                *budget = budget.saturating_sub(msg.data_bytes().len().max(1));
             }
             self.idle_at = if self.position >= state.head { version } else { NOT_IDLE };
         }
@@ -829,16 +862,19 @@ impl SubscriptionSet {
         p
     }
 
-    /// Moves what is ready (at most `max` events) into `out` without waiting; returns how many.
+    /// Moves what is ready (at most `max` events, and messages up to
+    /// [`HubConfig::max_batch_bytes`] of data in all) into `out` without waiting; returns how
+    /// many.
     pub fn try_read(&mut self, out: &mut Vec<Event>, max: usize) -> usize {
         let n = self.members.len();
         let mut total = 0;
+        let mut budget = self.members.first().map_or(0, |m| m.max_batch_bytes);
         for i in 0..n {
             if total >= max {
                 break;
             }
             let idx = (self.next + i) % n;
-            total += self.members[idx].try_read(out, max - total);
+            total += self.members[idx].read_within(out, max - total, &mut budget);
         }
         if n > 0 {
             self.next = (self.next + 1) % n;
@@ -891,5 +927,51 @@ mod tests {
         assert!(set.remove(&c));
         assert_eq!(log.slots().len(), 0);
         assert_eq!(hub.subscribers(&c), 0);
+    }
+
+    /// A replay of large messages goes out a few at a time: a read stops once its data reaches
+    /// `max_batch_bytes` (the message that crosses it included), across the channels of a set
+    /// too, and a message larger than the budget still goes, alone.
+    #[test]
+    fn a_read_stops_at_max_batch_bytes() {
+        let hub = Hub::new(HubConfig {
+            max_batch_bytes: 250_000,
+            history: HistoryLimits {
+                max_messages: 100,
+                ..HistoryLimits::default()
+            },
+            ..HubConfig::default()
+        });
+        let (a, b) = (ChannelName::new("a").unwrap(), ChannelName::new("b").unwrap());
+        hub.publish(&a, None, &[b'z'; 600_000]).unwrap();
+        for _ in 0..10 {
+            hub.publish(&a, None, &[b'x'; 100_000]).unwrap();
+            hub.publish(&b, None, &[b'y'; 100_000]).unwrap();
+        }
+        let mut one = hub.subscribe(&a, Since::Earliest);
+        let mut out = Vec::new();
+        let mut counts = Vec::new();
+        for _ in 0..6 {
+            counts.push(one.try_read(&mut out, 256));
+            assert_eq!(one.has_unread(), counts.len() < 5, "after read {}", counts.len());
+        }
+        assert_eq!(
+            counts,
+            [1, 3, 3, 3, 1, 0],
+            "the 600 kB message alone, then three of 100 kB at a time"
+        );
+
+        let mut set = SubscriptionSet::new();
+        set.insert(hub.subscribe(&a, Since::Earliest));
+        set.insert(hub.subscribe(&b, Since::Earliest));
+        let mut out = Vec::new();
+        assert_eq!(set.try_read(&mut out, 256), 1, "a's 600 kB used the whole set's budget");
+        assert_eq!(set.try_read(&mut out, 256), 3, "then b's turn: three of 100 kB");
+        assert_eq!(set.try_read(&mut out, 2), 2, "and `max` still bounds a read");
+        let mut total = 6;
+        for _ in 0..20 {
+            total += set.try_read(&mut out, 256);
+        }
+        assert_eq!(total, 21, "every message is read in the end");
     }
 }

@@ -60,6 +60,12 @@ pub struct Config {
     /// Most messages in one poll/long-poll answer or one write to a streaming client.
     /// Defaults to 256.
     pub max_batch: usize,
+    /// Most message data in one poll/long-poll answer or one write to a streaming client, in
+    /// bytes; a batch stops at the message that reaches it, and one message always goes however
+    /// large (its envelope can be up to six times its data: JSON escapes control characters as
+    /// `\u00XX`). The rest follows in the next write, or the answer says `"more": true`.
+    /// Defaults to 262,144 (256 KiB).
+    pub max_batch_bytes: usize,
     /// Long-poll hold when the client gives no `?timeout=`, in seconds. Defaults to 30.
     pub longpoll_timeout_secs: u64,
     /// Largest `?timeout=` a long-poll may ask for, in seconds. Defaults to 120.
@@ -85,6 +91,12 @@ pub struct Config {
     /// How long a client may take to send its request headers, in seconds (slowloris).
     /// Defaults to 10.
     pub header_read_timeout_secs: u64,
+    /// How long a write to a client may stay blocked (the client takes no bytes while the
+    /// server has some to send), in seconds, before the connection is closed: SSE, HTTP
+    /// streaming, iframe, poll and long-poll answers, and every other HTTP response. The client
+    /// resumes from the cursor of the last message it read. (WebSockets close with 4000 after
+    /// `ws_ping_interval_secs` + `ws_pong_timeout_secs` instead.) Defaults to 30.
+    pub write_stall_timeout_secs: u64,
     /// On SIGTERM/SIGINT, how long to wait for connections to finish, in seconds. Defaults to 10.
     pub shutdown_grace_secs: u64,
     /// Start the built-in demo publishers (stock ticker, progress job). Defaults to false.
@@ -159,6 +171,7 @@ impl Default for Config {
             history_ttl_secs: 600,
             queue_len: 64,
             max_batch: 256,
+            max_batch_bytes: 256 * 1024,
             longpoll_timeout_secs: 30,
             longpoll_max_timeout_secs: 120,
             heartbeat_secs: 15,
@@ -169,6 +182,7 @@ impl Default for Config {
             ws_max_message_size: 128 * 1024,
             ws_compression: true,
             header_read_timeout_secs: 10,
+            write_stall_timeout_secs: 30,
             shutdown_grace_secs: 10,
             demo: false,
             admin_api: false,
@@ -303,6 +317,7 @@ impl Config {
         "history_ttl_secs",
         "queue_len",
         "max_batch",
+        "max_batch_bytes",
         "longpoll_timeout_secs",
         "longpoll_max_timeout_secs",
         "heartbeat_secs",
@@ -313,6 +328,7 @@ impl Config {
         "ws_max_message_size",
         "ws_compression",
         "header_read_timeout_secs",
+        "write_stall_timeout_secs",
         "shutdown_grace_secs",
         "demo",
         "admin_api",
@@ -347,6 +363,7 @@ impl Config {
             ("history_ttl_secs", self.history_ttl_secs),
             ("queue_len", self.queue_len as u64),
             ("max_batch", self.max_batch as u64),
+            ("max_batch_bytes", self.max_batch_bytes as u64),
             ("longpoll_max_timeout_secs", self.longpoll_max_timeout_secs),
             ("heartbeat_secs", self.heartbeat_secs),
             ("iframe_budget", self.iframe_budget as u64),
@@ -354,6 +371,7 @@ impl Config {
             ("ws_pong_timeout_secs", self.ws_pong_timeout_secs),
             ("ws_max_message_size", self.ws_max_message_size as u64),
             ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("write_stall_timeout_secs", self.write_stall_timeout_secs),
             ("idempotency_window_secs", self.idempotency_window_secs),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
@@ -441,12 +459,18 @@ impl Config {
             history,
             namespace_history,
             queue_len: self.queue_len,
+            max_batch_bytes: self.max_batch_bytes,
         }
     }
 
     /// The heartbeat interval.
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_secs)
+    }
+
+    /// [`write_stall_timeout_secs`](Self::write_stall_timeout_secs) as a duration.
+    pub fn write_stall(&self) -> Duration {
+        Duration::from_secs(self.write_stall_timeout_secs)
     }
 }
 

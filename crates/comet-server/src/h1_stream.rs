@@ -38,6 +38,7 @@ use tower::ServiceExt;
 
 use crate::gate::ReadGate;
 use crate::joined::{JOIN_BELOW, with_joined};
+use crate::stall::WriteStall;
 
 /// The largest request head read here; a larger one is handed to hyper, whose limits answer it.
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
@@ -217,11 +218,13 @@ fn upgrade_head(response: &Response<Body>) -> Vec<u8> {
 /// Runs `router` on `request` and writes the response to `io` as HTTP/1.1 with
 /// `Connection: close`: a body of known length as is, any other chunked, each chunk in one
 /// vectored write. Returns when the body ends, the client goes away (EOF, error, or more than
-/// [`MAX_HEAD`] bytes sent after its request), or a write fails; then closes `io`.
-pub(crate) async fn serve_stream<IO>(mut io: IO, request: Box<Request<Body>>, router: Router)
+/// [`MAX_HEAD`] bytes sent after its request), a write fails, or a write stays blocked for
+/// `stall` (`write_stall_timeout_secs`: the client reads nothing); then closes `io`.
+pub(crate) async fn serve_stream<IO>(io: IO, request: Box<Request<Body>>, router: Router, stall: Duration)
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut io = WriteStall::new(io, stall);
     // The request comes boxed and the response is taken apart in blocks: whatever this future
     // holds across an `.await` stays in every idle subscriber's task (bench/RESULTS.md, S1).
     // The router's future is boxed too: it is large, and done with once it answers.

@@ -24,6 +24,7 @@ pub mod metrics;
 mod publish;
 pub mod router;
 pub mod server;
+mod stall;
 pub mod state;
 pub mod tls;
 pub mod transport;

@@ -28,6 +28,7 @@ use tower::ServiceExt;
 use crate::h1_stream::{self, Head, Prefixed};
 use crate::limits::Limit;
 use crate::router::app;
+use crate::stall::WriteStall;
 use crate::state::AppState;
 use crate::tls::Tls;
 
@@ -206,6 +207,7 @@ pub async fn serve(listener: TcpListener, state: AppState) -> io::Result<()> {
 pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<Tls>) -> io::Result<()> {
     let handshake = Duration::from_secs(state.config.header_read_timeout_secs);
     let head_timeout = handshake;
+    let stall = state.config.write_stall();
     let router = app(state.clone());
     let config = Arc::clone(&state.config);
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -319,7 +321,7 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
                         Head::Gone => Ok(()),
                         Head::Stream(mut request) => {
                             request.extensions_mut().insert(ConnectInfo(peer));
-                            h1_stream::serve_stream(io, request, streams_router).await;
+                            h1_stream::serve_stream(io, request, streams_router, stall).await;
                             Ok(())
                         }
                         Head::Upgrade(mut request) => {
@@ -334,7 +336,7 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
                             Ok(())
                         }
                         Head::Other(prefix) => {
-                            let io = TokioIo::new(Prefixed::new(prefix, io));
+                            let io = TokioIo::new(WriteStall::new(Prefixed::new(prefix, io), stall));
                             let conn = $builder.serve_connection_with_upgrades(io, service);
                             Box::pin(watcher.watch(conn.into_owned())).await
                         }

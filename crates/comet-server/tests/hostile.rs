@@ -1049,6 +1049,139 @@ async fn alone_subscribers_that_never_read() {
     drop((sse, ws));
 }
 
+/// Issue 16, point 1: clients that ask for a large replay and never read it. The channel holds
+/// 100 messages of 30,000 control characters, each envelope 180,000 bytes (JSON writes a
+/// control character as `\u00XX`). Eight streams, six SSE (`envelope=1`) and two iframes ask
+/// for it all (`since=earliest`), and three polls too; none reads a byte.
+///
+/// The bound: RSS is measured once one reader has taken the whole replay (the shared encodings
+/// exist then, 18 MB per form) and must grow by less than 8 MiB while the nineteen never-readers
+/// are held. Writing the shared encodings by reference, 1.4 MiB was measured; copying each
+/// batch into a buffer per subscriber, 23 MiB with batches capped at `max_batch_bytes` (and a
+/// batch of 100 messages, 18 MB, each without that cap). Then `write_stall_timeout_secs` (2 s here) closes every one of them, the channel
+/// has no subscriber left, and a bystander on every transport received everything meanwhile.
+#[test]
+fn stalled_readers_of_a_large_replay_hold_no_copies_and_are_closed_at_the_write_stall_timeout() {
+    run_alone("alone_stalled_readers_of_a_large_replay");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run in a process of its own by stalled_readers_of_a_large_replay_hold_no_copies_and_are_closed_at_the_write_stall_timeout"]
+async fn alone_stalled_readers_of_a_large_replay() {
+    let server = start_server_with(Config {
+        history_size: 128,
+        write_stall_timeout_secs: 2,
+        ..base_config()
+    })
+    .await;
+    let client = bystander_client();
+    let data = "\u{1}".repeat(30_000);
+    for _ in 0..100 {
+        let res = recv_timeout(SOON, client.post(server.url("/pub/big")).body(data.clone()).send())
+            .await
+            .expect("publish");
+        assert_eq!(res.status(), 201);
+    }
+    // One reader takes the whole replay on each transport, so the shared encodings exist (an
+    // iframe document ends at `iframe_budget`: its first batch).
+    let mut iframe = connect(server.addr).await;
+    iframe
+        .write_all(&head("GET", "/sub/big?transport=iframe&since=earliest", &[]))
+        .await
+        .expect("write");
+    let document = read_until_closed(&mut iframe, SOON).await;
+    assert!(
+        document.closed && document.bytes.len() > 180_000,
+        "the iframe document ends after its budget"
+    );
+    // SSE with the envelope as data: 180,000 bytes a message too (raw data, 3 MB in all, would
+    // fit in the kernel's socket buffers).
+    for transport in ["stream", "sse&envelope=1"] {
+        let mut stream = connect(server.addr).await;
+        let target = format!("/sub/big?transport={transport}&since=earliest");
+        stream.write_all(&head("GET", &target, &[])).await.expect("write");
+        let mut got = 0usize;
+        let mut chunk = vec![0u8; 64 * 1024];
+        while got < 100 * 180_000 {
+            let n = tokio::time::timeout(SOON, stream.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| panic!("{transport}: the replay stopped after {got} bytes"))
+                .expect("read");
+            assert!(n > 0, "{transport}: the replay ended after {got} bytes");
+            got += n;
+        }
+    }
+    let settled = rss();
+
+    let mut stalled = Vec::new();
+    let transports = std::iter::repeat_n("stream", 8)
+        .chain(std::iter::repeat_n("sse&envelope=1", 6))
+        .chain(std::iter::repeat_n("iframe", 2));
+    for transport in transports {
+        let mut stream = connect_small(server.addr).await;
+        let target = format!("/sub/big?transport={transport}&since=earliest");
+        stream.write_all(&head("GET", &target, &[])).await.expect("write");
+        stalled.push(stream);
+    }
+    for _ in 0..3 {
+        let mut stream = connect_small(server.addr).await;
+        stream
+            .write_all(&head("GET", "/sub/big?transport=poll&since=earliest", &[]))
+            .await
+            .expect("write");
+        stalled.push(stream);
+    }
+    // The iframes' documents (their first batch, 1.6 MB) fit in the kernel's socket buffers:
+    // they end by themselves. The streams and SSE wait with 16 MB still to send.
+    wait_subscribers(&server, "big", 14, "the streaming never-readers subscribe").await;
+    let crowd = Bystanders::start(&server, "calm", STEADY, None).await;
+    let mut peak = settled;
+    let held = Instant::now();
+    while held.elapsed() < Duration::from_millis(1500) {
+        peak = peak.max(rss());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let growth = peak.saturating_sub(settled);
+    eprintln!(
+        "stalled replays: RSS {} MiB with the encodings made, peak {} MiB while 19 never-readers were held (+{} KiB)",
+        settled / MIB,
+        peak / MIB,
+        growth / 1024
+    );
+    assert!(
+        growth < 8 * MIB,
+        "RSS grew by {} MiB while 19 clients held a replay of 18 MB they never read",
+        growth / MIB
+    );
+
+    // The write-stall timeout closes them: the streaming ones leave the channel, and every
+    // socket reaches its end once read (what the kernel had buffered, then EOF), short of the
+    // whole replay.
+    crowd.wait_acked(MIN_PUBLISHED).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = subscribers(&server, "big").await;
+        if now == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{now} subscribers 20 s after the never-readers stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (i, mut stream) in stalled.into_iter().enumerate() {
+        let answer = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+        assert!(answer.closed, "never-reader {i} is still open");
+        assert!(
+            answer.bytes.len() < 100 * 180_000,
+            "never-reader {i} was sent the whole replay ({} bytes) although it read nothing",
+            answer.bytes.len()
+        );
+    }
+    crowd.finish().await;
+}
+
 /// A WebSocket client floods pings and never reads the pongs. The server answers each ping with a
 /// pong (RFC 6455 §5.5.2); once it cannot send them it must stop reading more pings rather than
 /// queue pongs without end. The flood is then held up by TCP, the server's memory stays bounded,
@@ -1639,8 +1772,11 @@ async fn forbidden_websocket_frames_close_with_the_rules_code() {
             client_frame_with(0x80 | 0x40 | 0x1, b"{}"),
             1002,
         ),
-        ("opcode 0x3", client_frame(0x3, b"?"), 1003),
-        ("opcode 0xB", client_frame(0xB, b"?"), 1003),
+        // Reserved opcodes fail the connection (RFC 6455 §5.2, §7.1.7): 1002, not 1003.
+        ("opcode 0x3", client_frame(0x3, b"?"), 1002),
+        ("opcode 0xB", client_frame(0xB, b"?"), 1002),
+        // Every control frame is at most 125 bytes (§5.5), the close frame too (Autobahn 7.3.6).
+        ("a close with 126 bytes", client_frame(0x8, &[b'c'; 126]), 1002),
         ("an 8 EiB frame", huge_header, 1009),
         ("a close with one byte", client_frame(0x8, &[3]), 1002),
         ("a close with code 999", client_frame(0x8, &999u16.to_be_bytes()), 1002),

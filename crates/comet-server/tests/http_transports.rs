@@ -47,6 +47,44 @@ async fn poll_answers_at_once_and_resumes_from_its_cursor() {
     assert!(again.get("gap").is_none());
 }
 
+/// A poll answer stops at `max_batch_bytes` of message data (the message that reaches it
+/// included) and says `"more": true`; polling on from its cursor gets the rest, each message
+/// once and in order, and a long poll is cut the same way.
+#[tokio::test]
+async fn poll_answers_stop_at_max_batch_bytes_and_say_more() {
+    let server = start_server_with(Config {
+        max_batch_bytes: 100_000,
+        publishes_per_sec: 0,
+        ..Config::default()
+    })
+    .await;
+    for i in 0..10 {
+        server.publish("big", &format!("{i}:{}", "x".repeat(30_000))).await;
+    }
+    let mut cursor = "earliest".to_owned();
+    let mut seen = Vec::new();
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        let v = get_json(&server.url(&format!("/sub/big?transport=poll&since={cursor}")), 200).await;
+        let got = data(&v["messages"]);
+        answers.push((got.len(), v.get("more").is_some()));
+        seen.extend(got.iter().map(|d| d.split(':').next().unwrap().to_owned()));
+        cursor = v["cursor"].as_str().unwrap().to_owned();
+        if got.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        answers,
+        [(4, true), (4, true), (2, false), (0, false)],
+        "four messages of 30 kB reach 100,000 bytes"
+    );
+    assert_eq!(seen, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
+    let held = get_json(&server.url("/sub/big?transport=longpoll&since=earliest"), 200).await;
+    assert_eq!(data(&held["messages"]).len(), 4);
+    assert_eq!(held["more"], true);
+}
+
 #[tokio::test]
 async fn poll_reports_a_gap_when_history_no_longer_reaches_the_cursor() {
     let server = start_server_with(small_history(2)).await;

@@ -527,13 +527,22 @@ async fn permessage_deflate_is_negotiated_when_offered_and_enabled() {
     // Not offered: not used (the tungstenite clients of every other test rely on it).
     let (_raw, head) = Raw::handshake(server.addr, "/ws", "13", &[]).await;
     assert_eq!(header(&head, "sec-websocket-extensions"), None, "{head}");
-    // A window yawc cannot honour: declined, not broken (RFC 7692 §7.1.2.1).
+    // A smaller server window is agreed to (RFC 7692 §7.1.2.1); 8 bits, which deflate cannot
+    // produce, is declined, not broken, and the next offer of the header taken (RFC 7692 §5).
     let narrow = "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10";
     let (_raw, head) = Raw::handshake(server.addr, "/ws", "13", &[narrow]).await;
+    let ext = header(&head, "sec-websocket-extensions").unwrap_or_else(|| panic!("no extension in {head}"));
+    assert!(ext.ends_with("server_max_window_bits=10"), "{ext}");
+    let eight = "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=8";
+    let (_raw, head) = Raw::handshake(server.addr, "/ws", "13", &[eight]).await;
     assert!(
         head.starts_with("HTTP/1.1 101") && header(&head, "sec-websocket-extensions").is_none(),
         "{head}"
     );
+    let fallback = "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=8, permessage-deflate";
+    let (_raw, head) = Raw::handshake(server.addr, "/ws", "13", &[fallback]).await;
+    let ext = header(&head, "sec-websocket-extensions").unwrap_or_else(|| panic!("no extension in {head}"));
+    assert!(!ext.contains("window_bits"), "{ext}");
 
     let off = start_server_with(Config {
         ws_compression: false,
@@ -563,6 +572,27 @@ async fn compressed_frames_round_trip_with_a_deflate_client() {
         .unwrap();
     assert_eq!(yawc_json(&mut ws).await["ref"], "big");
     assert_eq!(yawc_json(&mut ws).await["data"], data.as_str());
+
+    // A client that inflates with a 9-bit window (512 bytes): a message that repeats a block of
+    // 2,000 bytes reaches it whole only if the server compressed within that window.
+    let options = yawc::Options::default()
+        .with_low_latency_compression()
+        .with_server_max_window_bits(9);
+    let url = server.ws_url("/sub/narrow").parse().unwrap();
+    let mut narrow = recv_timeout(SOON, yawc::WebSocket::connect(url).with_options(options))
+        .await
+        .expect("yawc connect with server_max_window_bits=9");
+    assert_eq!(yawc_json(&mut narrow).await["type"], "subscribed");
+    let mut seed = 7u32;
+    let block: String = (0..2000)
+        .map(|_| {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            char::from(b'a' + ((seed >> 16) % 26) as u8)
+        })
+        .collect();
+    let data = block.repeat(2);
+    server.publish("narrow", &data).await;
+    assert_eq!(yawc_json(&mut narrow).await["data"], data.as_str());
 }
 
 async fn yawc_json(ws: &mut yawc::TcpWebSocket) -> Value {

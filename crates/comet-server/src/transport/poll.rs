@@ -14,22 +14,29 @@ use crate::state::AppState;
 /// `"gap":true,"gaps":[…]` when any channel had a gap, and `"more":true` when the answer is a full
 /// batch and the client should ask again at once (docs/protocol.md "poll").
 pub(crate) fn encode_answer(events: &[Event], cursor: &str, more: bool) -> Bytes {
-    let mut out = Vec::with_capacity(64 + events.len() * 128);
-    out.extend_from_slice(b"{\"messages\":[");
+    answer_pieces(events, cursor, more).concat().into()
+}
+
+/// [`encode_answer`] in pieces: the messages' shared envelopes as they are, between the
+/// answer's own bytes.
+pub(crate) fn answer_pieces(events: &[Event], cursor: &str, more: bool) -> Vec<Bytes> {
+    let mut pieces = Vec::with_capacity(2 + events.len() * 2);
+    pieces.push(Bytes::from_static(b"{\"messages\":["));
     let mut first = true;
     let mut gaps = Vec::new();
     for event in events {
         match event {
             Event::Message(msg) => {
                 if !first {
-                    out.push(b',');
+                    pieces.push(Bytes::from_static(b","));
                 }
                 first = false;
-                out.extend_from_slice(&envelope(msg));
+                pieces.push(envelope(msg));
             }
             Event::Gap(gap) => gaps.push(gap.channel.as_str()),
         }
     }
+    let mut out = Vec::with_capacity(64);
     out.extend_from_slice(b"],\"cursor\":");
     write_json_str(&mut out, cursor);
     if !gaps.is_empty() {
@@ -46,7 +53,8 @@ pub(crate) fn encode_answer(events: &[Event], cursor: &str, more: bool) -> Bytes
         out.extend_from_slice(b",\"more\":true");
     }
     out.push(b'}');
-    Bytes::from(out)
+    pieces.push(Bytes::from(out));
+    pieces
 }
 
 /// Reads what is ready from `set` (at most `max`) and answers it.
@@ -58,7 +66,9 @@ pub(crate) fn answer_ready(set: &mut SubscriptionSet, max: usize) -> Response {
 
 /// The JSON answer for `events` read from `set` (at most `max` were asked for).
 pub(crate) fn json_answer(events: &[Event], set: &SubscriptionSet, max: usize) -> Response {
-    let body = encode_answer(events, &position_text(set), events.len() >= max);
+    // "more" when the batch is full by count, or was cut by `max_batch_bytes` with more to read.
+    let more = events.len() >= max || set.members().iter().any(|m| m.has_unread());
+    let body = super::pieces_body(answer_pieces(events, &position_text(set), more));
     (
         [
             (http::header::CONTENT_TYPE, "application/json"),

@@ -1,7 +1,8 @@
 //! The only file that knows the WebSocket library, yawc (DESIGN §8). The session above speaks
 //! in [`Incoming`] messages and queued text; replacing yawc means rewriting this file alone.
 //!
-//! yawc does the framing: masking rules (RFC 6455 §5.1, §5.3: an unmasked client frame fails
+//! yawc (0.5.0 with the RFC 6455 close-code fixes of vendor/yawc/PATCHES.md) does the framing:
+//! masking rules (RFC 6455 §5.1, §5.3: an unmasked client frame fails
 //! with 1002), the per-frame size limit (1009), control frames (it answers a ping with a pong,
 //! §5.5.2, and echoes a close, §5.5.1) and permessage-deflate (RFC 7692). Each error it detects
 //! queues a close frame with the RFC's code, which [`Socket::finish`] flushes.
@@ -15,7 +16,7 @@
 //!
 //! Two ways in, one socket:
 //! - A handshake that h1_stream.rs read on plain TCP ([`DirectUpgrade`]) is answered here
-//!   (`Sec-WebSocket-Accept`, §4.2.2; permessage-deflate as [`AGREED_DEFLATE`]), and yawc runs
+//!   (`Sec-WebSocket-Accept`, §4.2.2; permessage-deflate as [`agree_deflate`] agrees), and yawc runs
 //!   on the `TcpStream` itself, shared with the session. Without compression the session writes
 //!   its frames to that stream directly ([`Direct`]): a message's frame is encoded once for every
 //!   socket ([`text_frame`]) and a batch goes out in one `send`, without a copy into yawc's
@@ -78,8 +79,8 @@ fn deflate_pool() -> DeflatePool {
 }
 
 /// The permessage-deflate terms this server agrees to (RFC 7692 §7.1): no context takeover in
-/// either direction (§7.1.1.1 and §7.1.1.2 let a server add both to any offer) and the default
-/// windows (yawc without zlib has no other).
+/// either direction (§7.1.1.1 and §7.1.1.2 let a server add both to any offer); the window is
+/// the default unless the offer asks for a smaller one ([`agree_deflate`]).
 const AGREED_DEFLATE: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 
 /// The GUID of RFC 6455 §1.3 that `Sec-WebSocket-Accept` hashes with the key.
@@ -88,8 +89,8 @@ const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// A valid upgrade request (RFC 6455 §4.2.1), not answered yet.
 pub(super) struct Handshake {
     how: How,
-    /// Whether to accept permessage-deflate if the client offers it.
-    compress: bool,
+    /// The permessage-deflate terms agreed, if compression is enabled and an offer acceptable.
+    compress: Option<Agreed>,
 }
 
 /// Who answers the handshake and hands over the connection.
@@ -108,7 +109,7 @@ impl std::fmt::Debug for Handshake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Handshake")
             .field("direct", &matches!(self.how, How::Direct { .. }))
-            .field("compress", &self.compress)
+            .field("compress", &self.compress.as_ref().map(|a| &a.answer))
             .finish_non_exhaustive()
     }
 }
@@ -130,18 +131,33 @@ impl Handshake {
     /// # Errors
     /// `400 bad_transport` when the request is not a WebSocket handshake.
     pub(super) async fn from_parts(parts: &mut Parts, config: &Config) -> Result<Self, ApiError> {
-        let compress = config.ws_compression && deflate_offer_acceptable(&parts.headers);
+        let compress = if config.ws_compression {
+            agree_deflate(&parts.headers)
+        } else {
+            None
+        };
         if let Some(direct) = parts.extensions.get::<DirectUpgrade>() {
             let accept = accept_value(handshake_key(&parts.headers).ok_or_else(not_a_handshake)?);
             let connection = direct.take().ok_or_else(not_a_handshake)?;
             return Ok(Self {
                 how: How::Direct { accept, connection },
-                compress: compress && offers_deflate(&parts.headers),
+                compress,
             });
         }
         // yawc checks only that a key is there; an HTTP/1.1 upgrade is held to §4.2.1 here too.
         if parts.method == http::Method::GET && handshake_key(&parts.headers).is_none() {
             return Err(not_a_handshake());
+        }
+        // yawc reads one offer and merges it with our options: it is shown only the offer agreed
+        // to, in the words of the answer, or none.
+        match &compress {
+            Some(agreed) => {
+                let offer = HeaderValue::from_str(&agreed.answer).map_err(|_| not_a_handshake())?;
+                parts.headers.insert(SEC_WEBSOCKET_EXTENSIONS, offer);
+            }
+            None => {
+                parts.headers.remove(SEC_WEBSOCKET_EXTENSIONS);
+            }
         }
         let upgrade = IncomingUpgrade::from_request_parts(parts, &())
             .await
@@ -164,13 +180,16 @@ impl Handshake {
             .with_max_payload_read(config.ws_max_message_size.saturating_add(1))
             .with_read_buffer_capacity(READ_BUFFER_CAPACITY)
             .with_write_buffer_capacity(WRITE_BUFFER_CAPACITY);
-        if self.compress {
+        if let Some(agreed) = &self.compress {
             options = options
                 .with_low_latency_compression()
                 .server_no_context_takeover()
                 .client_no_context_takeover()
                 .with_deflate_pool(deflate_pool())
                 .with_compression_threshold(COMPRESSION_THRESHOLD);
+            if let Some(bits) = agreed.server_max_window_bits {
+                options = options.with_server_max_window_bits(bits);
+            }
         }
         let max_message = config.ws_max_message_size;
         match self.how {
@@ -196,8 +215,10 @@ impl Handshake {
                 headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
                 headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
                 headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
-                if self.compress {
-                    headers.insert(SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static(AGREED_DEFLATE));
+                let agreed = self.compress.map(|agreed| agreed.answer);
+                if let Some(answer) = &agreed {
+                    let answer = HeaderValue::from_str(answer).map_err(|_| not_a_handshake())?;
+                    headers.insert(SEC_WEBSOCKET_EXTENSIONS, answer);
                 }
                 Ok((
                     response,
@@ -205,7 +226,7 @@ impl Handshake {
                         how: Opening::Direct {
                             connection,
                             options: Box::new(options),
-                            compress: self.compress,
+                            compress: agreed,
                         },
                         max_message,
                     },
@@ -239,17 +260,6 @@ fn accept_value(key: &[u8]) -> HeaderValue {
     HeaderValue::from_str(&accept).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// Whether the client offers permessage-deflate (RFC 7692 §5: `Sec-WebSocket-Extensions` is a
-/// comma-separated list of offers, each an extension name and its `;` parameters).
-fn offers_deflate(headers: &HeaderMap) -> bool {
-    list_items(headers, SEC_WEBSOCKET_EXTENSIONS).any(|offer| {
-        offer
-            .split(';')
-            .next()
-            .is_some_and(|name| name.trim().eq_ignore_ascii_case("permessage-deflate"))
-    })
-}
-
 /// The items of a comma-separated header field, trimmed, over every line of it (RFC 9110 §5.6.1,
 /// §5.3); lines that are not visible ASCII are skipped.
 pub(super) fn list_items<'a>(
@@ -264,23 +274,77 @@ pub(super) fn list_items<'a>(
         .map(str::trim)
 }
 
-/// RFC 7692 §7.1.2.1: a client may require the server to compress with a smaller window
-/// (`server_max_window_bits` below 15). yawc, built without zlib, cannot, so such offers are
-/// declined (the connection runs uncompressed) rather than accepted and broken.
-fn deflate_offer_acceptable(headers: &http::HeaderMap) -> bool {
-    headers
-        .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
-        .iter()
-        .all(|value| {
-            value.to_str().is_ok_and(|offer| {
-                offer.split([',', ';']).all(|param| match param.trim().split_once('=') {
-                    Some((name, bits)) if name.trim() == "server_max_window_bits" => {
-                        bits.trim().trim_matches('"') == "15"
-                    }
-                    _ => true,
-                })
-            })
-        })
+/// The permessage-deflate terms agreed with a client (RFC 7692 §5, §7.1): the first offer in
+/// `Sec-WebSocket-Extensions` whose parameters this server supports, answered as
+/// [`AGREED_DEFLATE`] plus the `server_max_window_bits` the offer asked for, if any. `None` when
+/// no offer is acceptable; the connection then runs uncompressed.
+///
+/// An offer is declined (§5: "the server MUST decline ... an extension parameter not defined
+/// for use in an offer, ... an invalid value, ... more than one of the same name") when a
+/// parameter is unknown, repeated or badly formed, and when it asks for a server window of
+/// 8 bits, which the deflate implementation cannot produce (it supports 9–15). A
+/// `client_max_window_bits` offer is taken and not answered: the client keeps its window of up
+/// to 15 bits (§7.1.2.2), which this server always inflates with.
+fn agree_deflate(headers: &HeaderMap) -> Option<Agreed> {
+    list_items(headers, SEC_WEBSOCKET_EXTENSIONS).find_map(acceptable_offer)
+}
+
+/// The agreed `Sec-WebSocket-Extensions` answer and the server's window, in bits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Agreed {
+    answer: String,
+    server_max_window_bits: Option<u8>,
+}
+
+/// One offer of [`agree_deflate`], or `None` if it is declined.
+fn acceptable_offer(offer: &str) -> Option<Agreed> {
+    let mut params = offer.split(';').map(str::trim);
+    if !params.next()?.eq_ignore_ascii_case("permessage-deflate") {
+        return None;
+    }
+    let mut seen = [false; 4];
+    let mut server_bits = None;
+    for param in params {
+        let (name, value) = match param.split_once('=') {
+            Some((name, value)) => (name.trim(), Some(value.trim().trim_matches('"'))),
+            None => (param, None),
+        };
+        let index = match name.to_ascii_lowercase().as_str() {
+            "server_no_context_takeover" if value.is_none() => 0,
+            "client_no_context_takeover" if value.is_none() => 1,
+            "server_max_window_bits" => {
+                server_bits = Some(window_bits(value?)?);
+                2
+            }
+            "client_max_window_bits" => {
+                if let Some(value) = value {
+                    window_bits(value)?;
+                }
+                3
+            }
+            _ => return None,
+        };
+        if std::mem::replace(&mut seen[index], true) {
+            return None;
+        }
+    }
+    if server_bits == Some(8) {
+        return None;
+    }
+    let answer = match server_bits {
+        Some(bits) => format!("{AGREED_DEFLATE}; server_max_window_bits={bits}"),
+        None => AGREED_DEFLATE.to_owned(),
+    };
+    Some(Agreed {
+        answer,
+        server_max_window_bits: server_bits,
+    })
+}
+
+/// A window size of RFC 7692 §7.1.2: an integer 8–15 without leading zeros.
+fn window_bits(value: &str) -> Option<u8> {
+    let bits: u8 = value.parse().ok()?;
+    ((8..=15).contains(&bits) && !value.starts_with('0') && value.len() <= 2).then_some(bits)
 }
 
 /// The upgrade, answered; completes once the connection has been handed over.
@@ -298,8 +362,8 @@ enum Opening {
     Direct {
         connection: oneshot::Receiver<TcpStream>,
         options: Box<Options>,
-        /// Whether permessage-deflate was agreed ([`AGREED_DEFLATE`]).
-        compress: bool,
+        /// The permessage-deflate answer, if agreed ([`agree_deflate`]).
+        compress: Option<String>,
     },
 }
 
@@ -320,11 +384,10 @@ impl Accepted {
                 compress,
             } => {
                 let tcp = Arc::new(connection.await.ok()?);
-                let extensions = compress.then_some(AGREED_DEFLATE);
                 let io = SharedTcp(Arc::clone(&tcp));
-                match WebSocket::from_stream_with_extensions(io, Role::Server, extensions, *options) {
+                match WebSocket::from_stream_with_extensions(io, Role::Server, compress.as_deref(), *options) {
                     // Compressed frames differ per connection: those go through yawc.
-                    Ok(ws) if compress => (Inner::Tcp(ws.into_streaming()), Outbox::Yawc(Vec::new())),
+                    Ok(ws) if compress.is_some() => (Inner::Tcp(ws.into_streaming()), Outbox::Yawc(Vec::new())),
                     Ok(ws) => (
                         Inner::Tcp(ws.into_streaming()),
                         Outbox::Direct(Direct {
@@ -742,4 +805,65 @@ impl Socket {
 
 fn fail(code: u16, reason: &'static str) -> Incoming {
     Incoming::End(Ending::Close(code, reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agreed(offers: &[&str]) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        for offer in offers {
+            headers.append(SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_str(offer).unwrap());
+        }
+        agree_deflate(&headers).map(|a| a.answer)
+    }
+
+    #[test]
+    fn the_first_acceptable_deflate_offer_is_agreed() {
+        let plain = Some(AGREED_DEFLATE.to_owned());
+        assert_eq!(agreed(&["permessage-deflate"]), plain);
+        assert_eq!(agreed(&["permessage-deflate; client_max_window_bits"]), plain);
+        assert_eq!(agreed(&["permessage-deflate; client_max_window_bits=10"]), plain);
+        assert_eq!(
+            agreed(&["permessage-deflate; server_no_context_takeover; server_max_window_bits=9"]),
+            Some(format!("{AGREED_DEFLATE}; server_max_window_bits=9"))
+        );
+        assert_eq!(
+            agreed(&["permessage-deflate; server_max_window_bits=\"12\""]),
+            Some(format!("{AGREED_DEFLATE}; server_max_window_bits=12"))
+        );
+        // RFC 7692 §5: the first offer the server supports, in one header line or several.
+        assert_eq!(agreed(&["x-webkit-deflate-frame, permessage-deflate"]), plain);
+        assert_eq!(
+            agreed(&[
+                "permessage-deflate; server_max_window_bits=8",
+                "permessage-deflate; server_max_window_bits=11"
+            ]),
+            Some(format!("{AGREED_DEFLATE}; server_max_window_bits=11"))
+        );
+        assert_eq!(
+            agreed(&["permessage-deflate; server_max_window_bits=8, permessage-deflate; client_no_context_takeover"]),
+            plain
+        );
+    }
+
+    #[test]
+    fn offers_with_unknown_repeated_or_bad_parameters_are_declined() {
+        for offer in [
+            "x-webkit-deflate-frame",
+            "permessage-deflate; server_max_window_bits=8",
+            "permessage-deflate; server_max_window_bits",
+            "permessage-deflate; server_max_window_bits=16",
+            "permessage-deflate; server_max_window_bits=09",
+            "permessage-deflate; server_max_window_bits=ten",
+            "permessage-deflate; client_max_window_bits=7",
+            "permessage-deflate; server_no_context_takeover=1",
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate; mystery",
+        ] {
+            assert_eq!(agreed(&[offer]), None, "{offer}");
+        }
+        assert_eq!(agreed(&[]), None);
+    }
 }
