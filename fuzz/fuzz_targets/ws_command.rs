@@ -74,7 +74,7 @@ fn encode(
     }
     // Unknown fields are ignored, so that clients may send newer ones.
     if let Some((name, value)) = extra {
-        let known = ["type", "channel", "since", "event", "data", "token", "ref"];
+        let known = ["type", "channel", "since", "event", "data", "token", "ref", "idempotency_key"];
         if !known.contains(&name.as_str()) {
             object.insert(name, Value::from(value));
         }
