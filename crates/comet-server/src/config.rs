@@ -94,8 +94,9 @@ pub struct Config {
     /// How long a write to a client may stay blocked (the client takes no bytes while the
     /// server has some to send), in seconds, before the connection is closed: SSE, HTTP
     /// streaming, iframe, poll and long-poll answers, and every other HTTP response. The client
-    /// resumes from the cursor of the last message it read. (WebSockets close with 4000 after
-    /// `ws_ping_interval_secs` + `ws_pong_timeout_secs` instead.) Defaults to 30.
+    /// resumes from the cursor of the last message it read. (WebSockets on plain TCP close with
+    /// 4000 after `ws_ping_interval_secs` + `ws_pong_timeout_secs` instead; over TLS or HTTP/2
+    /// this limit applies to them too, whichever ends first.) Defaults to 30.
     pub write_stall_timeout_secs: u64,
     /// On SIGTERM/SIGINT, how long to wait for connections to finish, in seconds. Defaults to 10.
     pub shutdown_grace_secs: u64,
