@@ -261,16 +261,22 @@ impl Reader {
             // Redis went back if it holds this node's epoch with an older head, or with other
             // messages under cursors this node holds (new publishes took the old cursors again).
             let held = self.hub.head(channel).filter(|h| h.epoch == epoch);
-            let diverged = held.is_some_and(|h| {
-                entries.iter().any(|(offset, time, _, data)| {
-                    *offset <= h.offset
-                        && self
-                            .hub
-                            .message_at(channel, Cursor::new(epoch, *offset))
-                            .is_some_and(|m| m.published_at != *time || m.data_bytes().as_ref() != *data)
-                })
+            // The first offset at which Redis holds another message than this node (0: none).
+            let diverged = held.map_or(0, |h| {
+                entries
+                    .iter()
+                    .filter(|(offset, time, _, data)| {
+                        *offset <= h.offset
+                            && self
+                                .hub
+                                .message_at(channel, Cursor::new(epoch, *offset))
+                                .is_some_and(|m| m.published_at != *time || m.data_bytes().as_ref() != *data)
+                    })
+                    .map(|(offset, ..)| *offset)
+                    .min()
+                    .unwrap_or(0)
             });
-            if let Some(held) = held.filter(|h| h.offset > head || diverged) {
+            if let Some(held) = held.filter(|h| h.offset > head || diverged > 0) {
                 tracing::warn!(
                     %channel, held = %held, redis = %Cursor::new(epoch, head), diverged,
                     "redis went back behind what this node has seen; moving the channel to a new epoch"
@@ -283,7 +289,7 @@ impl Reader {
                     .arg(held.offset)
                     .arg(new_epoch())
                     .arg(meta_ttl)
-                    .arg(if diverged { "1" } else { "0" })
+                    .arg(diverged)
                     .invoke_async(&mut self.data.get())
                     .await
                     .map_err(|e| unavailable(&e))?;

@@ -135,20 +135,32 @@ return {e, o, entries}
 }
 
 /// Rebase: KEYS = meta, stream; ARGV = the epoch and offset a node holds, a fresh epoch, meta TTL
-/// seconds, and `1` if the node saw Redis hold another message at a cursor it holds (else `0`).
-/// If Redis holds that epoch with an offset *below* the node's, or with other messages under the
-/// same cursors (its data went back in a way the life check could not see, e.g. a snapshot
-/// loaded in place, and new publishes took the old cursors again), moves the channel to the
-/// fresh epoch and drops its stream. Returns 1 if it did, else 0.
+/// seconds, and the first offset at which the node saw Redis hold another message than its own
+/// (`0` if none). If Redis holds that epoch with an offset *below* the node's, or with other
+/// messages under the same cursors (its data went back in a way the life check could not see,
+/// e.g. a snapshot loaded in place, and new publishes took the old cursors again), moves the
+/// channel to the fresh epoch. The entries from the first divergent offset on were published
+/// after Redis went back, into cursors no node that held the channel delivered (each dropped them
+/// as duplicates): they are kept, renumbered from 1 in the fresh epoch, so that they reach
+/// subscribers after the gap notice instead of going down with the old epoch. Older entries are
+/// dropped. Returns 1 if it moved the channel, else 0.
 pub(crate) fn rebase() -> String {
     format!("local replication = redis.call('INFO', 'replication'){MASTER_ONLY}{REBASE}")
 }
 
 const REBASE: &str = r"
 local m = redis.call('HMGET', KEYS[1], 'e', 'o')
-if m[1] == ARGV[1] and (ARGV[5] == '1' or tonumber(m[2] or '0') < tonumber(ARGV[2])) then
+local from = tonumber(ARGV[5])
+if m[1] == ARGV[1] and (from > 0 or tonumber(m[2] or '0') < tonumber(ARGV[2])) then
+  local kept = {}
+  if from > 0 then kept = redis.call('XRANGE', KEYS[2], from .. '-0', '+') end
+  local ttl = redis.call('PTTL', KEYS[2])
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', ARGV[3], 'o', 0)
+  for i, entry in ipairs(kept) do
+    redis.call('XADD', KEYS[2], i .. '-0', unpack(entry[2]))
+  end
+  if #kept > 0 and ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+  redis.call('HSET', KEYS[1], 'e', ARGV[3], 'o', #kept)
   if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
   return 1
 end

@@ -98,6 +98,10 @@ pub struct Config {
     /// 4000 after `ws_ping_interval_secs` + `ws_pong_timeout_secs` instead; over TLS or HTTP/2
     /// this limit applies to them too, whichever ends first.) Defaults to 30.
     pub write_stall_timeout_secs: u64,
+    /// How long a client may take to send a request body once its headers are in, in seconds
+    /// (a body sent a byte at a time). Past it the request is answered `408 body_timeout` and
+    /// the connection closed. Defaults to 30.
+    pub body_read_timeout_secs: u64,
     /// On SIGTERM/SIGINT, how long to wait for connections to finish, in seconds. Defaults to 10.
     pub shutdown_grace_secs: u64,
     /// Start the built-in demo publishers (stock ticker, progress job). Defaults to false.
@@ -184,6 +188,7 @@ impl Default for Config {
             ws_compression: true,
             header_read_timeout_secs: 10,
             write_stall_timeout_secs: 30,
+            body_read_timeout_secs: 30,
             shutdown_grace_secs: 10,
             demo: false,
             admin_api: false,
@@ -330,6 +335,7 @@ impl Config {
         "ws_compression",
         "header_read_timeout_secs",
         "write_stall_timeout_secs",
+        "body_read_timeout_secs",
         "shutdown_grace_secs",
         "demo",
         "admin_api",
@@ -373,6 +379,7 @@ impl Config {
             ("ws_max_message_size", self.ws_max_message_size as u64),
             ("header_read_timeout_secs", self.header_read_timeout_secs),
             ("write_stall_timeout_secs", self.write_stall_timeout_secs),
+            ("body_read_timeout_secs", self.body_read_timeout_secs),
             ("idempotency_window_secs", self.idempotency_window_secs),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod auth;
+mod body;
 pub mod config;
 pub mod demo;
 pub mod error;

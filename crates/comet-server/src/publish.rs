@@ -112,13 +112,21 @@ fn result_json(channel: &str, outcome: Outcome) -> serde_json::Value {
 }
 
 /// The request body, or the JSON error for one axum could not read: `413 too_large` past the
-/// route's limit (`max` bytes; axum's own answer would be plain text), else `400 bad_body`.
+/// route's limit (`max` bytes; axum's own answer would be plain text), `408 body_timeout` when it
+/// was not in within `body_read_timeout_secs` (body.rs), else `400 bad_body`.
 fn read_body(body: Result<Bytes, BytesRejection>, what: &str, max: usize) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError {
                 message: format!("{what} is over the limit; at most {max} bytes are allowed"),
                 ..ApiError::too_large(what, max, max)
+            }
+        } else if let Some(timed) = crate::body::timed_out(&e) {
+            ApiError {
+                status: StatusCode::REQUEST_TIMEOUT,
+                code: "body_timeout",
+                message: format!("the {what} was {timed}"),
+                retry_after: None,
             }
         } else {
             ApiError::bad_request("bad_body", e.body_text())

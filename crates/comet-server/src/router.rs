@@ -56,6 +56,7 @@ pub fn app(state: AppState) -> Router {
         "" => router,
         path => router.route(path, get(transport::websocket::echo)),
     };
+    let body_limit = std::time::Duration::from_secs(state.config.body_read_timeout_secs);
     let auth = crate::auth::Auth::new(&state.config);
     let cors = crate::auth::origin::cors_layer(&state.config);
     router
@@ -63,6 +64,10 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::Extension(auth))
         .layer(cors)
         .layer(crate::auth::redact::trace_layer())
+        // Every body must be in within `body_read_timeout_secs` (body.rs).
+        .layer(tower::util::MapRequestLayer::new(move |req: axum::extract::Request| {
+            req.map(|body| crate::body::with_deadline(body, body_limit))
+        }))
 }
 
 /// `POST /admin/disconnect` (only with `admin_api = true`): ends every subscriber connection.

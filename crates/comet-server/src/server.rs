@@ -102,6 +102,8 @@ impl Refusal {
 
 /// Answers a connection we will not serve: reads (and discards) the request head for at most
 /// 500 ms and 8 KiB so the client sees an answer to its request, then closes.
+/// Answers a connection we will not serve: reads (and discards) the request head for at most
+/// 500 ms and 8 KiB so the client sees an answer to its request, then closes.
 async fn refuse(mut stream: TcpStream, why: Refusal) {
     let mut head = [0u8; 8192];
     let mut read = 0;
@@ -113,8 +115,12 @@ async fn refuse(mut stream: TcpStream, why: Refusal) {
         }
     }
     let response = why.response();
-    let _ = tokio::time::timeout(Duration::from_millis(200), stream.write_all(response.as_bytes())).await;
-    let _ = stream.shutdown().await;
+    // Closed lingering (stall.rs), for at most 2 s: a client still sending its request body
+    // would otherwise get a reset before it reads the answer.
+    let mut io = WriteStall::new(stream, Duration::from_millis(200));
+    if io.write_all(response.as_bytes()).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), io.shutdown()).await;
+    }
 }
 
 impl Refusal {

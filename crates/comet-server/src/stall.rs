@@ -9,6 +9,13 @@
 //! The clock starts when a write first returns `Pending` after progress, and stops at the next
 //! write that takes bytes, so a client that reads slowly but steadily is not cut; an idle
 //! connection (nothing to write) never starts it.
+//!
+//! It also closes connections lingering, as nginx does (`lingering_close`): a server that
+//! answers before it has read the whole request (`413` past the body limit, `408`, hyper's
+//! `431`) and then closes a socket with unread bytes makes the kernel send a reset, and the
+//! client, still sending, loses the answer it has not read yet. So [`WriteStall`]'s shutdown
+//! sends its FIN and then reads and discards what comes until the client closes too, for at most
+//! [`LINGER_TIME`] and [`LINGER_IDLE`] between reads.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -17,7 +24,19 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
+
+/// The longest a closing connection goes on reading what its client still sends (nginx's
+/// `lingering_time` is 30 s; a client sends a body of many MiB in well under this on the
+/// networks push servers meet, and a hostile one is not read for long).
+pub(crate) const LINGER_TIME: Duration = Duration::from_secs(5);
+
+/// The longest a closing connection waits for the next bytes (or the client's FIN) before it
+/// closes (nginx's `lingering_timeout` is 5 s).
+pub(crate) const LINGER_IDLE: Duration = Duration::from_secs(1);
+
+/// Reads per poll while lingering, before yielding to other tasks.
+const LINGER_READS_PER_POLL: usize = 32;
 
 /// A connection whose writes fail with [`io::ErrorKind::TimedOut`] after `limit` blocked.
 #[derive(Debug)]
@@ -27,6 +46,8 @@ pub(crate) struct WriteStall<IO> {
     /// Set while writes are blocked: fires `limit` after the first blocked one. Boxed, and only
     /// then: every idle connection holds this struct.
     blocked: Option<Pin<Box<Sleep>>>,
+    /// Set once the FIN is sent: the end of lingering, and the idle timer between reads.
+    lingering: Option<(Instant, Pin<Box<Sleep>>)>,
 }
 
 impl<IO> WriteStall<IO> {
@@ -36,6 +57,7 @@ impl<IO> WriteStall<IO> {
             io,
             limit,
             blocked: None,
+            lingering: None,
         }
     }
 
@@ -80,7 +102,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for WriteStall<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteStall<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WriteStall<IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.io).poll_write(cx, buf);
         self.watch(cx, result, |n| *n > 0)
@@ -105,9 +127,48 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteStall<IO> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let result = Pin::new(&mut self.io).poll_shutdown(cx);
-        self.watch(cx, result, |()| true)
+        if self.lingering.is_none() {
+            let result = Pin::new(&mut self.io).poll_shutdown(cx);
+            match self.watch(cx, result, |()| true) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+            let now = Instant::now();
+            self.lingering = Some((now + LINGER_TIME, Box::pin(tokio::time::sleep_until(now + LINGER_IDLE))));
+        }
+        linger(&mut *self, cx)
     }
+}
+
+/// Reads and discards until the client's FIN, an error, or the end of lingering; always `Ok`
+/// (the FIN is out: a client that keeps sending loses only what it sends after the answer).
+fn linger<IO: AsyncRead + Unpin>(this: &mut WriteStall<IO>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    let Some((until, idle)) = this.lingering.as_mut() else {
+        return Poll::Ready(Ok(()));
+    };
+    let mut scratch = [0u8; 4096];
+    for _ in 0..LINGER_READS_PER_POLL {
+        let mut buf = ReadBuf::new(&mut scratch);
+        match Pin::new(&mut this.io).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                let now = Instant::now();
+                if now >= *until {
+                    return Poll::Ready(Ok(()));
+                }
+                idle.as_mut().reset((now + LINGER_IDLE).min(*until));
+            }
+            // The client's FIN, or the connection is gone.
+            Poll::Ready(_) => return Poll::Ready(Ok(())),
+            Poll::Pending => {
+                return match idle.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Ok(())),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+        }
+    }
+    cx.waker().wake_by_ref();
+    Poll::Pending
 }
 
 #[cfg(test)]
@@ -143,6 +204,41 @@ mod tests {
         });
         io.write_all(&block).await.expect("a slow but steady reader is not cut");
         assert_eq!(reader.await.unwrap(), 24 * 1024);
+        drop(far);
+    }
+
+    /// Shutdown sends the FIN at once, then reads what the client still sends until it closes
+    /// (here: it sends 64 KiB more, then closes), so the answer before it is not lost to a
+    /// reset; a client that neither sends nor closes is let go after `LINGER_IDLE`.
+    #[tokio::test]
+    async fn shutdown_lingers_until_the_client_closes_or_idles() {
+        let (near, mut far) = tokio::io::duplex(4096);
+        let mut io = WriteStall::new(near, Duration::from_secs(5));
+        io.write_all(b"HTTP/1.1 413 Payload Too Large\r\n\r\n").await.unwrap();
+        let client = tokio::spawn(async move {
+            let mut answer = vec![0u8; 64];
+            let n = far.read(&mut answer).await.unwrap();
+            far.write_all(&vec![b'x'; 64 * 1024])
+                .await
+                .expect("the server still reads");
+            let mut rest = Vec::new();
+            far.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty());
+            answer.truncate(n);
+            answer
+        });
+        tokio::time::timeout(LINGER_TIME, io.shutdown())
+            .await
+            .expect("done when the client closes")
+            .unwrap();
+        assert!(client.await.unwrap().starts_with(b"HTTP/1.1 413"));
+
+        let (near, far) = tokio::io::duplex(4096);
+        let mut io = WriteStall::new(near, Duration::from_secs(5));
+        let started = Instant::now();
+        io.shutdown().await.unwrap();
+        let waited = started.elapsed();
+        assert!(waited >= LINGER_IDLE && waited < LINGER_TIME, "{waited:?}");
         drop(far);
     }
 }

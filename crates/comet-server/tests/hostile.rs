@@ -1954,6 +1954,90 @@ async fn huge_and_malformed_publish_bodies_get_413_and_400() {
     crowd.finish().await;
 }
 
+/// The JSON error code of a raw answer's body.
+fn raw_error_code(answer: &Answer) -> String {
+    let text = answer.text();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", cut(&text)));
+    v["error"]["code"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Sends `head` and then all of `body` before reading anything, as Python's httpx does (it
+/// writes the whole request first, and gives up with a write error if the connection is reset
+/// meanwhile); then reads the answer. Returns the answer and whether every byte was written.
+async fn send_all_then_read(addr: SocketAddr, head: Vec<u8>, body: &[u8]) -> (Answer, bool) {
+    let mut stream = connect(addr).await;
+    let mut wrote_all = stream.write_all(&head).await.is_ok();
+    for chunk in body.chunks(256 * 1024) {
+        if !wrote_all {
+            break;
+        }
+        wrote_all = matches!(tokio::time::timeout(SOON, stream.write_all(chunk)).await, Ok(Ok(())));
+    }
+    (read_until_closed(&mut stream, SOON).await, wrote_all)
+}
+
+/// Point 5 of issue 16. A publish body sent a byte every 200 ms is answered `408 body_timeout`
+/// at `body_read_timeout_secs` (1 s here) and its connection closed, although every byte came
+/// well within the header-read timeout of the last. A client that writes a whole 16 MiB body
+/// before it reads (past the 64 KiB message limit, and the 1 MiB batch limit), or a request body
+/// on a connection refused at `max_connections_per_ip`, still reads its `413` or `429`: the
+/// server closes lingering instead of resetting the connection under unread bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_get_408_and_clients_still_sending_read_their_413_or_429() {
+    let server = start_server_with(Config {
+        body_read_timeout_secs: 1,
+        ..base_config()
+    })
+    .await;
+    let crowd = Bystanders::start(&server, "calm", STEADY, None).await;
+
+    let (mut rd, mut wr) = connect(server.addr).await.into_split();
+    let trickle = tokio::spawn(async move {
+        let _ = wr.write_all(&head("POST", "/pub/slow", &["Content-Length: 100"])).await;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if wr.write_all(b"x").await.is_err() {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    let answer = read_until_closed(&mut rd, Duration::from_secs(8)).await;
+    let took = started.elapsed();
+    trickle.abort();
+    assert_eq!(answer.status(), Some(408), "{:?}", cut(&answer.text()));
+    assert_eq!(raw_error_code(&answer), "body_timeout");
+    assert!(answer.closed, "the connection of a timed-out body stays open");
+    assert!(took < Duration::from_secs(6), "answered after {took:?}");
+    assert_eq!(get_json(&server, "/channels/slow").await["last_id"], Value::Null);
+
+    let body = vec![b'a'; 16 * 1024 * 1024];
+    for path in ["/pub/big", "/pub"] {
+        let request = head("POST", path, &[&format!("Content-Length: {}", body.len())]);
+        let (answer, wrote_all) = send_all_then_read(server.addr, request, &body).await;
+        assert!(wrote_all, "{path}: the connection was reset under the client's body");
+        assert_eq!(answer.status(), Some(413), "{path}: {:?}", cut(&answer.text()));
+        assert_eq!(raw_error_code(&answer), "too_large", "{path}");
+        assert!(answer.closed, "{path}");
+    }
+    crowd.finish().await;
+
+    let refusing = start_server_with(Config {
+        max_connections_per_ip: 1,
+        ..base_config()
+    })
+    .await;
+    let held = connect(refusing.addr).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let request = head("POST", "/pub/x", &[&format!("Content-Length: {}", body.len())]);
+    let (answer, wrote_all) = send_all_then_read(refusing.addr, request, &body).await;
+    assert!(wrote_all, "the refused connection was reset under the client's body");
+    assert_eq!(answer.status(), Some(429), "{:?}", cut(&answer.text()));
+    assert_eq!(raw_error_code(&answer), "too_many_connections");
+    drop(held);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Many at once
 
