@@ -105,6 +105,21 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// [`BrokerError::Unavailable`] when the store is down.
     fn channel_info(&self, channel: ChannelName) -> BoxFuture<'_, Result<ChannelInfo, BrokerError>>;
 
+    /// Whether this node holds anything of `channel` (history, a subscriber, or its remembered
+    /// epoch and offset), without waiting. The server counts polls of channels it does not
+    /// hold against `subscribes_per_sec_per_ip`: each may create state. Defaults to `true`.
+    fn holds(&self, channel: &ChannelName) -> bool {
+        let _ = channel;
+        true
+    }
+
+    /// A poll of `channel` on this node is answered: forget the channel now if it holds
+    /// nothing (no subscriber, never a message), rather than at the next sweep. Defaults to
+    /// doing nothing.
+    fn forget_if_unused(&self, channel: &ChannelName) {
+        let _ = channel;
+    }
+
     /// Whether the broker can serve (its store is reachable). Backs `GET /readyz`.
     fn ready(&self) -> BoxFuture<'_, bool>;
 

@@ -32,16 +32,60 @@ use crate::stats::BrokerStats;
 
 const SHARDS: usize = 32;
 
-/// How long the epoch and newest offset of a forgotten channel are remembered. Re-created within
-/// this time, the channel goes on in the same epoch, so cursors handed out for it stay valid (no
-/// false gap notice for a quiet channel). About 100 bytes per forgotten channel.
+/// How long the epoch and newest offset of a forgotten channel that had messages are
+/// remembered. Re-created within this time, the channel goes on in the same epoch, so cursors
+/// handed out for it stay valid (no false gap notice for a quiet channel). About 100 bytes per
+/// forgotten channel, at most [`HubConfig::max_idle_channels`] of them.
 pub const TOMBSTONE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How often the *empty epoch* changes: the epoch every channel created on this node without a
+/// tombstone starts in. A channel that never had a message is forgotten by the sweep without a
+/// trace (polls of random channel names leave nothing behind); its cursors (`<empty epoch>-0`)
+/// stay valid as long as their epoch is one of the last [`EMPTY_EPOCHS`], at least 23 hours.
+/// A channel re-created after its tombstone expired cannot get its old epoch back: that epoch
+/// was the empty one at least [`TOMBSTONE_TTL`] ago, and is no longer among them.
+pub const EMPTY_EPOCH_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// How many empty epochs (the current one and those before it) an offset-0 cursor may name and
+/// still resume without a gap notice: `EMPTY_EPOCHS` × [`EMPTY_EPOCH_EVERY`] must not pass
+/// [`TOMBSTONE_TTL`].
+pub const EMPTY_EPOCHS: usize = 24;
 
 #[derive(Debug, Default)]
 struct Shard {
     logs: HashMap<ChannelName, Arc<ChannelLog>>,
-    /// Forgotten channels: (epoch, head, when forgotten).
+    /// Forgotten channels that had messages: (epoch, head, when forgotten).
     tombstones: HashMap<ChannelName, (u64, u64, Instant)>,
+}
+
+/// The empty epochs, newest (current) first, and when the current one began.
+#[derive(Debug)]
+struct EmptyEpochs {
+    epochs: VecDeque<u64>,
+    since: Instant,
+}
+
+impl EmptyEpochs {
+    fn new() -> Self {
+        Self {
+            epochs: VecDeque::from([new_epoch()]),
+            since: Instant::now(),
+        }
+    }
+
+    /// Moves on by as many periods as have passed (at most [`EMPTY_EPOCHS`]: older ones are
+    /// dropped anyway).
+    fn rotate(&mut self, now: Instant) {
+        let mut steps = 0;
+        while now.saturating_duration_since(self.since) >= EMPTY_EPOCH_EVERY {
+            self.since += EMPTY_EPOCH_EVERY;
+            if steps < EMPTY_EPOCHS {
+                self.epochs.push_front(new_epoch());
+                self.epochs.truncate(EMPTY_EPOCHS);
+            }
+            steps += 1;
+        }
+    }
 }
 
 /// Settings of the local fan-out.
@@ -60,6 +104,12 @@ pub struct HubConfig {
     /// messages goes out a few at a time. A read always moves at least one message, however
     /// large. Defaults to 262,144 (256 KiB).
     pub max_batch_bytes: usize,
+    /// Most forgotten channels whose epoch and newest offset are remembered (for
+    /// [`TOMBSTONE_TTL`]), so that their cursors resume without a false gap notice: channels
+    /// that had messages, whose history expired and that have no subscriber. Past it, the sweep
+    /// forgets the oldest first (a cursor of one then gets a gap notice). Channels that never
+    /// had a message take no such place. About 100 bytes each. Defaults to 1,000,000.
+    pub max_idle_channels: usize,
 }
 
 impl Default for HubConfig {
@@ -69,6 +119,7 @@ impl Default for HubConfig {
             namespace_history: BTreeMap::new(),
             queue_len: 64,
             max_batch_bytes: 256 * 1024,
+            max_idle_channels: 1_000_000,
         }
     }
 }
@@ -288,6 +339,7 @@ pub struct Hub {
     hasher: RandomState,
     config: HubConfig,
     stats: Arc<BrokerStats>,
+    empty: Mutex<EmptyEpochs>,
 }
 
 /// A fresh epoch: 48 random bits, so cursor text stays short.
@@ -303,7 +355,24 @@ impl Hub {
             hasher: RandomState::new(),
             config,
             stats: Arc::new(BrokerStats::default()),
+            empty: Mutex::new(EmptyEpochs::new()),
         }
+    }
+
+    fn empty_epochs(&self) -> MutexGuard<'_, EmptyEpochs> {
+        let mut empty = self.empty.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        empty.rotate(Instant::now());
+        empty
+    }
+
+    /// The epoch a channel created now without a tombstone starts in.
+    fn current_empty_epoch(&self) -> u64 {
+        self.empty_epochs().epochs[0]
+    }
+
+    /// Whether `epoch` is one of the last [`EMPTY_EPOCHS`] empty epochs.
+    fn is_empty_epoch(&self, epoch: u64) -> bool {
+        self.empty_epochs().epochs.contains(&epoch)
     }
 
     /// The hub's counters.
@@ -328,7 +397,7 @@ impl Hub {
             // A channel forgotten by `sweep` goes on in its epoch, so its cursors stay valid.
             let (epoch, head) = tombstones
                 .remove(name)
-                .map_or_else(|| (new_epoch(), 0), |(e, h, _)| (e, h));
+                .map_or_else(|| (self.current_empty_epoch(), 0), |(e, h, _)| (e, h));
             Arc::new(ChannelLog {
                 name: name.clone(),
                 state: RwLock::new(LogState {
@@ -539,6 +608,30 @@ impl Hub {
         }
     }
 
+    /// Forgets `channel` at once if nobody subscribes to it and it never had a message in its
+    /// epoch, an empty one (as [`sweep`](Self::sweep) would a few seconds later, leaving no
+    /// tombstone): what a poll of a channel nobody publishes to leaves behind.
+    pub fn forget_if_unused(&self, channel: &ChannelName) {
+        let mut shard = self.shard(channel);
+        let Some(log) = shard.logs.get(channel) else {
+            return;
+        };
+        // Subscribers are counted under the shard's lock (held here): none joins meanwhile.
+        if log.subscribers.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        let log = Arc::clone(log);
+        let mut state = log.write();
+        if state.head > 0 || !state.history.is_empty() || !state.keys.is_empty() || !self.is_empty_epoch(state.epoch) {
+            return;
+        }
+        // A publisher that took the log before the shard's lock finds it retired, and looks
+        // the channel up again.
+        state.retired = true;
+        drop(state);
+        shard.logs.remove(channel);
+    }
+
     /// Subscribers of `channel` on this node.
     pub fn subscribers(&self, channel: &ChannelName) -> usize {
         self.existing(channel)
@@ -557,6 +650,9 @@ impl Hub {
                 Since::Live => (state.epoch, state.head, None),
                 Since::Earliest => (state.epoch, oldest, None),
                 Since::Cursor(c) if c.epoch == state.epoch && c.offset <= state.head => (state.epoch, c.offset, None),
+                // Handed out while this node held nothing of the channel, within the last
+                // EMPTY_EPOCHS: whatever the channel holds now came after it.
+                Since::Cursor(c) if c.offset == 0 && self.is_empty_epoch(c.epoch) => (state.epoch, 0, None),
                 // Another epoch, or a cursor from this epoch's future: not ours to resume.
                 Since::Cursor(c) => (state.epoch, oldest, Some(c)),
             }
@@ -593,11 +689,17 @@ impl Hub {
     }
 
     /// Trims history by age and forgets channels with no subscribers, no history and no
-    /// idempotency key left,
-    /// remembering their epoch and head for [`TOMBSTONE_TTL`]. Returns how many channels remain.
-    /// Call it every few seconds.
+    /// idempotency key left. Of those that had messages (or whose epoch is not one of the empty
+    /// epochs), the epoch and head are remembered for [`TOMBSTONE_TTL`], at most
+    /// [`HubConfig::max_idle_channels`]; those that never had one leave nothing. Returns how many
+    /// channels remain. Call it every few seconds.
+    ///
+    /// Each shard's lock is held while that shard (a 32nd of the channels) is swept, and no
+    /// other; a shard's maps are shrunk when most of their room is empty.
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
+        let empty: Vec<u64> = self.empty_epochs().epochs.iter().copied().collect();
+        let max_tombstones = self.config.max_idle_channels.div_ceil(SHARDS);
         let mut remaining = 0;
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -612,14 +714,40 @@ impl Hub {
                     state.history.is_empty() && state.keys.is_empty() && log.subscribers.load(Ordering::Relaxed) == 0;
                 if idle {
                     state.retired = true;
-                    tombstones.insert(name.clone(), (state.epoch, state.head, now));
+                    if state.head > 0 || !empty.contains(&state.epoch) {
+                        tombstones.insert(name.clone(), (state.epoch, state.head, now));
+                    }
                 }
                 !idle
             });
             tombstones.retain(|_, (_, _, at)| now.saturating_duration_since(*at) < TOMBSTONE_TTL);
+            if tombstones.len() > max_tombstones {
+                forget_oldest(tombstones, max_tombstones);
+            }
+            shrink(logs);
+            shrink(tombstones);
             remaining += logs.len();
         }
         remaining
+    }
+
+    /// Whether this node holds `channel`: its log, or its tombstone.
+    pub fn holds(&self, channel: &ChannelName) -> bool {
+        let shard = self.shard(channel);
+        shard.logs.contains_key(channel) || shard.tombstones.contains_key(channel)
+    }
+
+    /// Forgotten channels whose epoch and head are remembered (see [`sweep`](Self::sweep)).
+    pub fn tombstone_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .tombstones
+                    .len()
+            })
+            .sum()
     }
 
     /// How many channels this node holds.
@@ -628,6 +756,32 @@ impl Hub {
             .iter()
             .map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).logs.len())
             .sum()
+    }
+}
+
+/// Drops the oldest entries of `tombstones` until `keep` are left.
+fn forget_oldest(tombstones: &mut HashMap<ChannelName, (u64, u64, Instant)>, keep: usize) {
+    let mut times: Vec<Instant> = tombstones.values().map(|(_, _, at)| *at).collect();
+    let excess = times.len() - keep;
+    let (_, cut, _) = times.select_nth_unstable(excess - 1);
+    let cut = *cut;
+    let mut dropped = 0;
+    // Everything older than the cut goes; of those forgotten at the cut itself, as many as needed.
+    tombstones.retain(|_, (_, _, at)| {
+        if *at < cut || (*at == cut && dropped < excess) {
+            dropped += 1;
+            false
+        } else {
+            true
+        }
+    });
+}
+
+/// Gives memory back once a map uses less than a quarter of its room (a burst of channels
+/// grew it).
+fn shrink<V>(map: &mut HashMap<ChannelName, V>) {
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
     }
 }
 
@@ -908,6 +1062,65 @@ impl SubscriptionSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The empty epoch moves on every EMPTY_EPOCH_EVERY; the last EMPTY_EPOCHS stay good for
+    /// offset-0 cursors, and after a whole day none of the old ones is (a channel re-created
+    /// then must not get an epoch it had before its tombstone expired).
+    #[test]
+    fn empty_epochs_rotate_and_an_old_one_is_dropped_within_a_day() {
+        assert!(EMPTY_EPOCH_EVERY * EMPTY_EPOCHS as u32 <= TOMBSTONE_TTL);
+        let mut empty = EmptyEpochs::new();
+        let first = empty.epochs[0];
+        let start = empty.since;
+        empty.rotate(start + EMPTY_EPOCH_EVERY / 2);
+        assert_eq!(empty.epochs, [first]);
+        empty.rotate(start + EMPTY_EPOCH_EVERY * 3);
+        assert_eq!(empty.epochs.len(), 4);
+        assert_eq!(empty.epochs[3], first);
+        assert_eq!(empty.since, start + EMPTY_EPOCH_EVERY * 3);
+        empty.rotate(start + EMPTY_EPOCH_EVERY * (EMPTY_EPOCHS as u32 - 1));
+        assert!(empty.epochs.contains(&first), "good for 23 periods");
+        empty.rotate(start + EMPTY_EPOCH_EVERY * EMPTY_EPOCHS as u32);
+        assert_eq!(empty.epochs.len(), EMPTY_EPOCHS);
+        assert!(!empty.epochs.contains(&first), "gone after 24");
+        // A node asleep for a week moves on at once, by at most EMPTY_EPOCHS new ones.
+        let before: Vec<u64> = empty.epochs.iter().copied().collect();
+        empty.rotate(start + EMPTY_EPOCH_EVERY * 200);
+        assert!(empty.epochs.iter().all(|e| !before.contains(e)));
+        assert_eq!(empty.since, start + EMPTY_EPOCH_EVERY * 200);
+    }
+
+    /// A cursor `<empty epoch>-0` of a channel forgotten without a tombstone resumes from the
+    /// channel's start whatever its epoch now is: no gap notice, and every message after it.
+    #[test]
+    fn an_empty_epoch_cursor_resumes_without_a_gap() {
+        let hub = Hub::new(HubConfig::default());
+        let c = ChannelName::new("c").unwrap();
+        let cursor = hub.subscribe(&c, Since::Live).cursor();
+        assert_eq!(cursor.offset, 0);
+        assert!(hub.is_empty_epoch(cursor.epoch));
+        // An hour passes: the channel, swept and re-created, starts in the next empty epoch.
+        {
+            let mut empty = hub.empty.lock().unwrap();
+            let since = empty.since;
+            empty.rotate(since + EMPTY_EPOCH_EVERY);
+        }
+        assert_eq!(hub.sweep(), 0);
+        let m = hub.publish(&c, None, b"after").unwrap();
+        assert_ne!(m.cursor.epoch, cursor.epoch);
+        let mut sub = hub.subscribe(&c, Since::Cursor(cursor));
+        let mut out = Vec::new();
+        sub.try_read(&mut out, 10);
+        assert!(
+            matches!(out.as_slice(), [Event::Message(m)] if m.data_bytes().as_ref() == b"after"),
+            "{out:?}"
+        );
+        // Any other epoch at offset 0 is not one of ours: a gap notice, then what there is.
+        let mut sub = hub.subscribe(&c, Since::Cursor(Cursor::new(cursor.epoch ^ 1, 0)));
+        out.clear();
+        sub.try_read(&mut out, 10);
+        assert!(matches!(out.as_slice(), [Event::Gap(_), Event::Message(_)]), "{out:?}");
+    }
 
     /// Every subscription takes a wake slot in its channel; dropping it, or replacing it in a
     /// set, frees the slot, so churn does not grow the list a publish walks.

@@ -29,8 +29,8 @@ pub use broker::{BoxFuture, Broker, BrokerError, ChannelInfo, Publish, SharedSto
 pub use cursor::{Cursor, CursorError, Position, Since};
 pub use history::{History, HistoryLimits};
 pub use hub::{
-    Append, ChannelSubscription, Event, Gap, Hub, HubConfig, Idempotency, MAX_IDEMPOTENCY_KEY_LEN, Published,
-    SubscriptionSet, TOMBSTONE_TTL,
+    Append, ChannelSubscription, EMPTY_EPOCH_EVERY, EMPTY_EPOCHS, Event, Gap, Hub, HubConfig, Idempotency,
+    MAX_IDEMPOTENCY_KEY_LEN, Published, SubscriptionSet, TOMBSTONE_TTL,
 };
 pub use memory::MemoryBroker;
 pub use message::{ENCODING_SLOTS, EncodingSlot, Message, NotUtf8, now_millis};

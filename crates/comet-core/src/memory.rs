@@ -72,6 +72,14 @@ impl Broker for MemoryBroker {
         })))
     }
 
+    fn holds(&self, channel: &ChannelName) -> bool {
+        self.hub.holds(channel)
+    }
+
+    fn forget_if_unused(&self, channel: &ChannelName) {
+        self.hub.forget_if_unused(channel);
+    }
+
     fn ready(&self) -> BoxFuture<'_, bool> {
         Box::pin(std::future::ready(true))
     }

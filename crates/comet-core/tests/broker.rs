@@ -300,7 +300,8 @@ async fn no_gap_and_no_duplicate_at_the_seam_under_concurrent_publishing() {
 
 /// Regression: sweeping a quiet channel and re-creating it gave it a new epoch, so a poller's
 /// perfectly good cursor came back as a false gap notice. The channel's epoch and head now
-/// outlive it (a tombstone), so a cursor handed out for it stays valid.
+/// outlive it (a tombstone), so a cursor handed out for it stays valid. A channel that never had
+/// a message needs no tombstone: it starts in the node's empty epoch (hub.rs `EMPTY_EPOCHS`).
 #[tokio::test]
 async fn a_swept_channel_keeps_its_epoch_so_cursors_stay_valid() {
     let b = MemoryBroker::new(HubConfig {
@@ -496,4 +497,58 @@ async fn a_cursor_of_another_epoch_gets_exactly_one_gap_notice() {
     sub.recv(&mut out, 100).await;
     assert_eq!(data_of(&out), ["live"]);
     assert_eq!(b.stats().snapshot().gaps, 1);
+}
+
+/// Issue 16, point 2: polls of 5,000 random channel names (each with a cursor, as a hostile
+/// client sends them) leave no state once swept: no log, no tombstone. A channel that had a
+/// message keeps its tombstone, and past `max_idle_channels` the oldest tombstones go first.
+#[tokio::test]
+async fn never_published_channels_leave_nothing_and_tombstones_are_capped() {
+    let b = MemoryBroker::new(HubConfig {
+        history: HistoryLimits {
+            max_messages: 10,
+            max_age: Duration::from_millis(1),
+        },
+        max_idle_channels: 64,
+        ..HubConfig::default()
+    });
+    let bogus = Cursor::new(0xdead, 0);
+    for i in 0..5_000 {
+        let sub = b
+            .subscribe(ch(&format!("random-{i}")), Since::Cursor(bogus))
+            .await
+            .unwrap();
+        drop(sub);
+    }
+    assert_eq!(b.hub().channel_count(), 5_000);
+    assert_eq!(b.sweep(), 0);
+    assert_eq!(
+        b.hub().tombstone_count(),
+        0,
+        "never-published channels are not remembered"
+    );
+    assert!(!b.hub().holds(&ch("random-7")));
+    // The cursor a poll was answered for such a channel is still good without any state.
+    let quiet = ch("quiet");
+    let cursor = b.subscribe(quiet.clone(), Since::Live).await.unwrap().cursor();
+    assert_eq!(b.sweep(), 0);
+    assert!(!b.hub().holds(&quiet));
+    let mut again = b.subscribe(quiet.clone(), Since::Cursor(cursor)).await.unwrap();
+    publish(&b, &quiet, "first");
+    let mut out = Vec::new();
+    again.try_read(&mut out, 10);
+    assert_eq!(data_of(&out), ["first"], "no gap notice, and the message");
+    drop(again);
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(b.sweep(), 0);
+    assert!(b.hub().holds(&quiet), "it had a message: remembered");
+
+    for i in 0..1_000 {
+        publish(&b, &ch(&format!("had-{i}")), "x");
+    }
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(b.sweep(), 0);
+    let kept = b.hub().tombstone_count();
+    // 64 over 32 shards: two each.
+    assert!((32..=64).contains(&kept), "{kept} tombstones kept");
 }

@@ -384,6 +384,10 @@ impl Broker for RedisBroker {
         Box::pin(self.info_now(channel))
     }
 
+    fn holds(&self, channel: &ChannelName) -> bool {
+        self.hub.holds(channel)
+    }
+
     /// Both links answer: the command connection a `PING` within 1 s, and the pub/sub
     /// connection its last periodic `PING` (so a silently dead pub/sub link is not ready).
     fn ready(&self) -> BoxFuture<'_, bool> {

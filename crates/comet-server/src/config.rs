@@ -66,6 +66,11 @@ pub struct Config {
     /// `\u00XX`). The rest follows in the next write, or the answer says `"more": true`.
     /// Defaults to 262,144 (256 KiB).
     pub max_batch_bytes: usize,
+    /// Most quiet channels (no subscriber, history expired) the memory broker remembers the
+    /// epoch and newest offset of, for a day, so that their cursors resume without a false gap
+    /// notice; past it the oldest are forgotten first. Channels that never had a message take
+    /// no place. About 100 bytes each. Defaults to 1,000,000.
+    pub max_idle_channels: usize,
     /// Long-poll hold when the client gives no `?timeout=`, in seconds. Defaults to 30.
     pub longpoll_timeout_secs: u64,
     /// Largest `?timeout=` a long-poll may ask for, in seconds. Defaults to 120.
@@ -177,6 +182,7 @@ impl Default for Config {
             queue_len: 64,
             max_batch: 256,
             max_batch_bytes: 256 * 1024,
+            max_idle_channels: 1_000_000,
             longpoll_timeout_secs: 30,
             longpoll_max_timeout_secs: 120,
             heartbeat_secs: 15,
@@ -324,6 +330,7 @@ impl Config {
         "queue_len",
         "max_batch",
         "max_batch_bytes",
+        "max_idle_channels",
         "longpoll_timeout_secs",
         "longpoll_max_timeout_secs",
         "heartbeat_secs",
@@ -468,6 +475,7 @@ impl Config {
             namespace_history,
             queue_len: self.queue_len,
             max_batch_bytes: self.max_batch_bytes,
+            max_idle_channels: self.max_idle_channels,
         }
     }
 

@@ -2038,6 +2038,45 @@ async fn slow_bodies_get_408_and_clients_still_sending_read_their_413_or_429() {
     drop(held);
 }
 
+/// Point 2 of issue 16. Polls and long polls with a cursor (here the cursor of a real channel,
+/// so they pass the cursor check) of 2,000 channel names nobody publishes to: each is answered,
+/// and none leaves state behind (the node holds none of them, without waiting for a sweep), so
+/// a flood of them cannot grow the server. That such polls count against
+/// `subscribes_per_sec_per_ip` is tested in limits.rs (`subscribes_per_second`); memory is
+/// measured by `bench/hostile-memory polls`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_of_channels_nobody_publishes_to_leave_no_state() {
+    let server = start_server_with(base_config()).await;
+    let crowd = Bystanders::start(&server, "calm", STEADY, None).await;
+    let cursor = server.publish("real", "x").await;
+    let client = bystander_client();
+    for i in 0..2_000 {
+        let transport = if i % 10 == 0 { "longpoll&timeout=0" } else { "poll" };
+        let url = server.url(&format!("/sub/random-{i}?transport={transport}&since={cursor}"));
+        let res = recv_timeout(SOON, client.get(url).send()).await.expect("poll");
+        assert_eq!(res.status(), 200, "poll {i}");
+        let v: Value = res.json().await.expect("poll answer");
+        assert_eq!(v["messages"], json!([]), "poll {i}: {v}");
+    }
+    let held: Vec<String> = (0..2_000)
+        .map(|i| format!("random-{i}"))
+        .filter(|name| server.state.broker.holds(&comet_core::ChannelName::new(name).unwrap()))
+        .collect();
+    assert!(
+        held.is_empty(),
+        "state left for {} channels: {:?}",
+        held.len(),
+        &held[..held.len().min(5)]
+    );
+    assert!(
+        server
+            .state
+            .broker
+            .holds(&comet_core::ChannelName::new("real").unwrap())
+    );
+    crowd.finish().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Many at once
 

@@ -158,7 +158,7 @@ async fn subscribes_per_second() {
     assert_429(refused, "rate_limited").await;
     assert!(server.state.metrics.limit_refusals(Limit::Subscribes) >= 1);
 
-    // A poll with a cursor continues its subscription: never charged.
+    // A poll with a cursor continues its subscription: not charged.
     let cursor = server.publish("c", "one").await;
     for _ in 0..10 {
         let res = client
@@ -168,6 +168,22 @@ async fn subscribes_per_second() {
             .unwrap();
         assert_eq!(res.status(), 200);
     }
+    // Unless its channel is one this node does not hold (issue 16, point 2): a poll with any
+    // cursor of a random channel name would otherwise create state at no charge.
+    let res = client
+        .get(server.url(&format!("/sub/never-published?transport=poll&since={cursor}")))
+        .send()
+        .await
+        .unwrap();
+    assert_429(res, "rate_limited").await;
+    let res = client
+        .get(server.url(&format!(
+            "/sub/never-published-either?transport=longpoll&since={cursor}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_429(res, "rate_limited").await;
     // Streams are charged like the rest.
     let res = client.get(server.url("/sub/c?transport=sse")).send().await.unwrap();
     assert_429(res, "rate_limited").await;

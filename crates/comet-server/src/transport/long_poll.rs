@@ -15,6 +15,9 @@ use crate::state::AppState;
 pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response, ApiError> {
     let timeout = longpoll_timeout(&state, req.query.timeout.as_deref())?;
     let _held = state.limits.longpoll(req.client)?;
+    // Dropped after the set, also when the client goes away: channels nobody publishes to are
+    // forgotten at once.
+    let _forget = super::ForgetUnused(&state, &req.channels);
     let mut set = open(&state, &req).await?;
     let _guard = state.metrics.subscriber(Kind::LongPoll);
     let max = state.config.max_batch;

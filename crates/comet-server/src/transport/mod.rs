@@ -174,6 +174,19 @@ pub(crate) fn position_text(set: &SubscriptionSet) -> String {
     }
 }
 
+/// When dropped (after the poll's subscriptions), tells the broker to forget those of
+/// `channels` that hold nothing ([`comet_core::Broker::forget_if_unused`]): polls of channel
+/// names nobody publishes to leave no state (issue 16, point 2).
+pub(crate) struct ForgetUnused<'a>(pub(crate) &'a AppState, pub(crate) &'a [ChannelName]);
+
+impl Drop for ForgetUnused<'_> {
+    fn drop(&mut self) {
+        for channel in self.1 {
+            self.0.broker.forget_if_unused(channel);
+        }
+    }
+}
+
 /// `GET /sub/{channels}`: picks the transport and hands over.
 pub(crate) async fn subscribe(
     State(state): State<AppState>,
@@ -196,8 +209,12 @@ pub(crate) async fn subscribe(
         let cursor = cursor_text(req.headers(), &query)?;
         let since = Position::resolve_at_most(cursor, &channels, state.config.max_channels_per_connection)?;
         let client = crate::limits::client_ip(req.extensions());
-        // A poll with a cursor continues a subscription; anything else starts one.
-        if cursor.is_none() || !matches!(kind, Kind::Poll | Kind::LongPoll) {
+        // A poll with a cursor continues a subscription; anything else starts one, and so
+        // does a poll of a channel this node does not hold (it may create state for it).
+        if cursor.is_none()
+            || !matches!(kind, Kind::Poll | Kind::LongPoll)
+            || channels.iter().any(|c| !state.broker.holds(c))
+        {
             state.limits.subscribe(client)?;
         }
         let sub = SubRequest {

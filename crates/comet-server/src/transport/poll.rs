@@ -81,6 +81,8 @@ pub(crate) fn json_answer(events: &[Event], set: &SubscriptionSet, max: usize) -
 
 /// Handles a short poll.
 pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response, ApiError> {
+    // Dropped after the set: channels nobody publishes to are forgotten at once.
+    let _forget = super::ForgetUnused(&state, &req.channels);
     let mut set = open(&state, &req).await?;
     let _guard = state.metrics.subscriber(super::Kind::Poll);
     Ok(answer_ready(&mut set, state.config.max_batch))
