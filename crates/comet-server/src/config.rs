@@ -87,6 +87,11 @@ pub struct Config {
     /// How long a WebSocket peer may take to answer a ping, in seconds, before it is closed.
     /// Defaults to 10.
     pub ws_pong_timeout_secs: u64,
+    /// On a server with JWT verification, how long an anonymous WebSocket subscribed to nothing
+    /// (a bare `/ws`) may go without an `auth` command (or a `subscribe` to a channel open to
+    /// anonymous clients) before it is closed with 1008, in seconds from the upgrade.
+    /// Defaults to 10.
+    pub ws_auth_timeout_secs: u64,
     /// Largest WebSocket message (after reassembly and inflation) a client may send, in bytes;
     /// larger closes with 1009. Defaults to 131,072 (128 KiB); at least `max_message_size` + 1,024,
     /// because a `publish` command wraps the data in JSON (escaping can grow it further).
@@ -120,7 +125,8 @@ pub struct Config {
     pub ws_echo: String,
     /// HS256 secret for client tokens (JWT, RFC 7519; docs/protocol.md "Authentication").
     /// Empty (the default) with no `jwt_public_key_file` means JWT is off: tokens are ignored.
-    /// Use at least 32 random bytes. Never logged.
+    /// At least 32 bytes (RFC 7518 §3.2; a shorter one is refused at start): use 32 random
+    /// bytes, e.g. `openssl rand -base64 32`. Never logged.
     pub jwt_secret: Secret,
     /// Path of a PEM public key verifying client tokens instead of `jwt_secret`: an RSA key
     /// means RS256, a P-256 EC key ES256. Read at start. Defaults to empty (none).
@@ -190,6 +196,7 @@ impl Default for Config {
             iframe_budget: 128 * 1024,
             ws_ping_interval_secs: 25,
             ws_pong_timeout_secs: 10,
+            ws_auth_timeout_secs: 10,
             ws_max_message_size: 128 * 1024,
             ws_compression: true,
             header_read_timeout_secs: 10,
@@ -338,6 +345,7 @@ impl Config {
         "iframe_budget",
         "ws_ping_interval_secs",
         "ws_pong_timeout_secs",
+        "ws_auth_timeout_secs",
         "ws_max_message_size",
         "ws_compression",
         "header_read_timeout_secs",
@@ -383,6 +391,7 @@ impl Config {
             ("iframe_budget", self.iframe_budget as u64),
             ("ws_ping_interval_secs", self.ws_ping_interval_secs),
             ("ws_pong_timeout_secs", self.ws_pong_timeout_secs),
+            ("ws_auth_timeout_secs", self.ws_auth_timeout_secs),
             ("ws_max_message_size", self.ws_max_message_size as u64),
             ("header_read_timeout_secs", self.header_read_timeout_secs),
             ("write_stall_timeout_secs", self.write_stall_timeout_secs),

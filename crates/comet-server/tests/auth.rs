@@ -405,6 +405,14 @@ fn a_bad_key_file_is_a_clear_config_error() {
     let not_a_key = key_file("../mod.rs").display().to_string();
     let err = Config::load(None, [("COMET_JWT_PUBLIC_KEY_FILE".into(), not_a_key)]).unwrap_err();
     assert!(err.to_string().contains("not a PEM RSA or EC"), "{err}");
+    // RFC 7518 §3.2: an HS256 key at least as long as the hash (32 bytes).
+    let short = [("COMET_JWT_SECRET".to_owned(), "a".repeat(31))];
+    let err = Config::load(None, short).unwrap_err().to_string();
+    assert!(
+        err.contains("jwt_secret is 31 bytes") && err.contains("at least 32"),
+        "{err}"
+    );
+    assert!(Config::load(None, [("COMET_JWT_SECRET".to_owned(), "a".repeat(32))]).is_ok());
     let both = [
         ("COMET_JWT_SECRET".to_owned(), "s".to_owned()),
         (
@@ -729,6 +737,43 @@ async fn websocket_bad_auth_token_closes_1008_after_saying_why() {
     assert_eq!(next_frame(&mut others).await["id"], id);
 }
 
+/// Issue 16, point 6: on a server with tokens, an anonymous `/ws` that neither authenticates nor
+/// subscribes to a channel open to anonymous clients is closed with 1008 at
+/// `ws_auth_timeout_secs` (1 s here), however many other commands it sends; one that sends a
+/// good `auth`, or subscribes to a public channel, in time stays open past it.
+#[tokio::test]
+async fn an_anonymous_websocket_must_authenticate_within_ws_auth_timeout() {
+    let server = start_server_with(Config {
+        ws_auth_timeout_secs: 1,
+        ..jwt_config()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let mut idle = ws_connect(&server, "/ws").await;
+    let mut chatty = ws_connect(&server, "/ws").await;
+    for _ in 0..3 {
+        assert_open(&mut chatty).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut authed = ws_connect(&server, "/ws").await;
+    send(
+        &mut authed,
+        json!({"type":"auth","token":token("alice", 60, &["chat:*"], &[]),"ref":"a"}),
+    )
+    .await;
+    assert_eq!(next_frame(&mut authed).await["type"], "authenticated");
+    let mut public = ws_connect(&server, "/ws").await;
+    send(&mut public, json!({"type":"subscribe","channel":"public:news"})).await;
+    assert!(subscribed("public:news")(&next_frame(&mut public).await));
+    let closed = json!({"close": 1008, "reason": "no auth within ws_auth_timeout_secs"});
+    assert_eq!(next_frame(&mut idle).await, closed);
+    assert_eq!(next_frame(&mut chatty).await, closed);
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_open(&mut authed).await;
+    assert_open(&mut public).await;
+}
+
 #[tokio::test]
 async fn websocket_upgrades_are_refused_before_the_101() {
     let server = start_server_with(jwt_config()).await;
@@ -827,6 +872,40 @@ async fn sse_stream_and_iframe_end_when_the_token_expires() {
     let message = expect_error(res, 401, "unauthorized").await;
     assert!(message.contains("token expired"), "{message}");
     assert_still_served(&server, &mut others, "after expiry").await;
+}
+
+/// A long poll held past its token's `exp` (issue 16, point 6): answered, empty and with its
+/// cursor, at `exp` rather than at the 30 s timeout; the next poll with that token is `401`.
+#[tokio::test]
+async fn a_held_long_poll_is_answered_when_its_token_expires() {
+    let server = start_server_with(jwt_config()).await;
+    let short = token("alice", 2, &["chat:*"], &[]);
+    let started = std::time::Instant::now();
+    let res = tokio::time::timeout(
+        Duration::from_secs(10),
+        http()
+            .get(server.url(&format!("/sub/chat:lp?transport=longpoll&timeout=30&token={short}")))
+            .send(),
+    )
+    .await
+    .expect("answered well before the 30 s timeout")
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["messages"], json!([]), "{v}");
+    let cursor = v["cursor"].as_str().expect("cursor").to_owned();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    let res = poll(
+        &server,
+        &format!("/sub/chat:lp?transport=longpoll&since={cursor}&token={short}"),
+    )
+    .await;
+    let message = expect_error(res, 401, "unauthorized").await;
+    assert!(message.contains("token expired"), "{message}");
 }
 
 // ---------------------------------------------------------------------------------------------

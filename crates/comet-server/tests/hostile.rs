@@ -1526,7 +1526,7 @@ fn b64url(bytes: &[u8]) -> String {
     out
 }
 
-/// Four bad tokens, each with the reason the `401` must give and the WebSocket close reason.
+/// Five bad tokens (garbage last), each with the reason the `401` must give and the WebSocket close reason.
 fn bad_tokens() -> Vec<(&'static str, String, &'static str, &'static str)> {
     let now = jsonwebtoken::get_current_timestamp();
     let grant = json!({"subscribe": ["*"], "publish": ["*"]});
@@ -1557,6 +1557,15 @@ fn bad_tokens() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "token expired",
         ),
         (
+            "not valid yet",
+            hs256(
+                &json!({"sub": "alice", "exp": now + 600, "nbf": now + 300, "aud": "comet", "comet": grant}),
+                SECRET.as_bytes(),
+            ),
+            "not valid yet (nbf)",
+            "invalid token",
+        ),
+        (
             "garbage",
             "eyJnYXJiYWdl.%%%.\u{1F4A3}".to_owned(),
             "malformed token",
@@ -1566,7 +1575,7 @@ fn bad_tokens() -> Vec<(&'static str, String, &'static str, &'static str)> {
 }
 
 /// A server with a JWT secret and an audience. `alg: none`, a token for another audience, an
-/// expired token and garbage: `401 unauthorized` saying why (and never repeating the token) on
+/// expired token, garbage, and a token whose `nbf` is five minutes ahead (RFC 7519 §4.1.5): `401 unauthorized` saying why (and never repeating the token) on
 /// every transport and on publish, whether the token comes by `?token=` or `Authorization`; a
 /// WebSocket upgrade carrying one is refused before the `101`; one sent in an `auth` command gets
 /// an `error` frame and then close 1008 with a reason.

@@ -12,6 +12,9 @@ use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+/// The shortest `jwt_secret` accepted, in bytes: the output size of SHA-256 (RFC 7518 §3.2).
+pub(crate) const MIN_HS256_SECRET_LEN: usize = 32;
 use serde::Deserialize;
 
 use super::error::AuthError;
@@ -67,7 +70,19 @@ impl Verifier {
             (false, false) => {
                 return Err("set jwt_secret (HS256) or jwt_public_key_file (RS256/ES256), not both".into());
             }
-            (false, true) => (DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256),
+            (false, true) => {
+                // RFC 7518 §3.2: a key as long as the hash output (256 bits for HS256) or
+                // longer MUST be used; a short one can be found by brute force offline from a
+                // single token.
+                if secret.len() < MIN_HS256_SECRET_LEN {
+                    return Err(format!(
+                        "jwt_secret is {} bytes; HS256 needs at least {MIN_HS256_SECRET_LEN} (RFC 7518 §3.2): \
+                         generate one with `openssl rand -base64 32`",
+                        secret.len()
+                    ));
+                }
+                (DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256)
+            }
             (true, false) => {
                 let pem = std::fs::read(file).map_err(|e| format!("jwt_public_key_file {file}: {e}"))?;
                 if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
@@ -84,6 +99,8 @@ impl Verifier {
         let mut validation = Validation::new(algorithm);
         let mut required = vec!["exp", "sub"];
         validation.leeway = config.jwt_leeway_secs;
+        // RFC 7519 §4.1.5: not to be accepted before `nbf` (when the token has one).
+        validation.validate_nbf = true;
         if config.jwt_audience.is_empty() {
             validation.validate_aud = false;
         } else {

@@ -13,7 +13,9 @@ use crate::state::AppState;
 
 /// Handles a long poll.
 pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response, ApiError> {
+    // Held no longer than the token is valid: its next poll needs a valid one.
     let timeout = longpoll_timeout(&state, req.query.timeout.as_deref())?;
+    let timeout = req.valid_for.map_or(timeout, |left| timeout.min(left));
     let _held = state.limits.longpoll(req.client)?;
     // Dropped after the set, also when the client goes away: channels nobody publishes to are
     // forgotten at once.

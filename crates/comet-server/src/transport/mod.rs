@@ -114,6 +114,9 @@ pub(crate) struct SubRequest {
     pub(crate) query: SubQuery,
     /// The client's address, for the per-IP limits (`None` if the accept loop gave none).
     pub(crate) client: Option<std::net::IpAddr>,
+    /// How long the caller's credential stays valid (`None`: it does not expire). A long poll
+    /// is held no longer.
+    pub(crate) valid_for: Option<Duration>,
 }
 
 /// Splits and validates `a,b,c`: at least one, at most `max`, no repeats.
@@ -222,6 +225,7 @@ pub(crate) async fn subscribe(
             since,
             query,
             client,
+            valid_for: identity.remaining(),
         };
         Ok::<_, ApiError>((kind, sub))
     })();
@@ -268,6 +272,7 @@ pub(crate) async fn ws_bare(
             since: Vec::new(),
             query,
             client,
+            valid_for: identity.remaining(),
         },
         identity,
         req,

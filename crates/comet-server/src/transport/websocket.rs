@@ -371,6 +371,11 @@ impl Session {
         // One timer serves both the keepalive and the credential's expiry (the sooner of the two).
         let cancelled = self.token.clone().cancelled_owned();
         let mut expires = expiry_instant(&self.identity);
+        // On a server with tokens, an anonymous socket with nothing it may read must send an
+        // `auth` (or subscribe to a channel open to anonymous clients) within
+        // `ws_auth_timeout_secs`, counted from the upgrade (commands do not move it).
+        let mut auth_due = (crate::auth::policy::jwt_configured(&self.state.config) && self.needs_auth())
+            .then(|| Instant::now() + Duration::from_secs(self.state.config.ws_auth_timeout_secs));
         let timer = tokio::time::sleep_until(self.keepalive.deadline());
         tokio::pin!(cancelled, timer);
         // The task wakes for every message on its channels; the branches that seldom fire (the
@@ -380,7 +385,10 @@ impl Session {
             if let Err(ending) = self.flush().await {
                 break ending;
             }
-            let due = expires.map_or(self.keepalive.deadline(), |at| at.min(self.keepalive.deadline()));
+            let due = [expires, auth_due]
+                .into_iter()
+                .flatten()
+                .fold(self.keepalive.deadline(), Instant::min);
             if timer.deadline() != due {
                 timer.as_mut().reset(due);
             }
@@ -410,6 +418,9 @@ impl Session {
                     Rare::Timer => {
                         if expires.is_some_and(|at| at <= due) {
                             break Ending::Close(POLICY, AuthError::Expired.close_reason());
+                        }
+                        if auth_due.is_some_and(|at| at <= due) {
+                            break Ending::Close(POLICY, "no auth within ws_auth_timeout_secs");
                         }
                         if self.keepalive.deadline() <= due {
                             if self.keepalive.expired(Instant::now()) {
@@ -446,9 +457,17 @@ impl Session {
             }
             // An `auth` command may have replaced the identity and its expiry.
             expires = expiry_instant(&self.identity);
+            if auth_due.is_some() && !self.needs_auth() {
+                auth_due = None;
+            }
         };
         tracing::debug!(?ending, "websocket closing");
         ending
+    }
+
+    /// Whether the peer is anonymous and subscribed to nothing (see `ws_auth_timeout_secs`).
+    fn needs_auth(&self) -> bool {
+        self.identity.is_anonymous() && self.set.is_empty()
     }
 
     /// Ends the connection as `ending` says (see [`Socket::finish`]), waiting at most a pong
