@@ -92,6 +92,36 @@ pub(crate) fn with_deadline(body: Body, limit: Duration) -> Body {
     }
 }
 
+/// A response body that holds `guard` until it is done or dropped (a place in a limit that
+/// lasts as long as the response, such as an HTTP/2 stream's place in
+/// `max_connections_per_ip`).
+pub(crate) struct Guarded<G> {
+    body: Body,
+    _guard: G,
+}
+
+/// `body`, holding `guard` while it lives.
+pub(crate) fn guarded<G: Send + Sync + Unpin + 'static>(body: Body, guard: G) -> Body {
+    Body::new(Guarded { body, _guard: guard })
+}
+
+impl<G: Unpin> http_body::Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Whether `error`, or an error in its source chain, is a [`BodyTimedOut`].
 pub(crate) fn timed_out(error: &(dyn StdError + 'static)) -> Option<BodyTimedOut> {
     let mut next = Some(error);

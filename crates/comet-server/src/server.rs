@@ -13,10 +13,11 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use futures_util::future::Either;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -35,6 +36,10 @@ use crate::tls::Tls;
 /// The longest TLS handshake a connection being refused (at a limit) may take before it is
 /// dropped without its answer.
 pub const TLS_REFUSAL_HANDSHAKE: Duration = Duration::from_secs(2);
+
+/// How long a refused connection (at `max_connections` or `max_connections_per_ip`) is read
+/// from after its answer, for a client still sending a body (stall.rs, lingering close).
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 
 /// The listen backlog: connection storms (thousands of clients reconnecting after a restart)
 /// overflow tokio's default of 1,024, and the kernel then drops SYNs that clients retry only
@@ -101,10 +106,9 @@ impl Refusal {
 }
 
 /// Answers a connection we will not serve: reads (and discards) the request head for at most
-/// 500 ms and 8 KiB so the client sees an answer to its request, then closes.
-/// Answers a connection we will not serve: reads (and discards) the request head for at most
-/// 500 ms and 8 KiB so the client sees an answer to its request, then closes.
-async fn refuse(mut stream: TcpStream, why: Refusal) {
+/// 500 ms and 8 KiB so the client sees an answer to its request, then closes. Returns the
+/// socket, shut down, for [`Spares`] to keep its descriptor.
+async fn refuse(mut stream: TcpStream, why: Refusal, linger: Duration) -> TcpStream {
     let mut head = [0u8; 8192];
     let mut read = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
@@ -115,15 +119,30 @@ async fn refuse(mut stream: TcpStream, why: Refusal) {
         }
     }
     let response = why.response();
-    // Closed lingering (stall.rs), for at most 2 s: a client still sending its request body
-    // would otherwise get a reset before it reads the answer.
+    // Closed lingering (stall.rs), for at most `linger`: a client still sending its request
+    // body would otherwise get a reset before it reads the answer.
     let mut io = WriteStall::new(stream, Duration::from_millis(200));
     if io.write_all(response.as_bytes()).await.is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), io.shutdown()).await;
+        let _ = tokio::time::timeout(linger, io.shutdown()).await;
     }
+    io.into_inner()
 }
 
 impl Refusal {
+    /// The refusal as an answer to one request (an HTTP/2 stream over the limit).
+    fn into_response(self) -> axum::response::Response {
+        let (status, body) = self.status_and_body();
+        let mut res = axum::response::Response::new(axum::body::Body::from(body));
+        *res.status_mut() = status;
+        let headers = res.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+        res
+    }
+
     /// The status and JSON body of [`response`](Self::response), to answer through hyper.
     fn status_and_body(self) -> (http::StatusCode, String) {
         let raw = self.response();
@@ -164,10 +183,46 @@ fn is_fd_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(23 | 24))
 }
 
-/// A spare descriptor, given up to accept-and-refuse when the process is out of descriptors
-/// (so clients get a 503 instead of hanging in the backlog), then taken again.
-fn spare_fd() -> Option<std::fs::File> {
-    std::fs::File::open("/dev/null").ok()
+/// Spare descriptors, each given up to accept-and-refuse one connection when the process is
+/// out of descriptors (so clients get a 503 instead of hanging in the backlog). Several, so
+/// that a few clients slow to send their request head (a refusal waits up to 500 ms for it) do
+/// not keep the others from their answer. A refusal gives its own descriptor back (the socket,
+/// shut down): freed, it would go to the next connection, which at the limit is one more to
+/// refuse, and the spares would run out.
+const SPARE_FDS: usize = 8;
+
+#[derive(Clone, Default)]
+struct Spares(Arc<std::sync::Mutex<Vec<std::os::fd::OwnedFd>>>);
+
+impl Spares {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<std::os::fd::OwnedFd>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Opens spares until there are [`SPARE_FDS`] (or no descriptor is left).
+    fn top_up(&self) {
+        let mut spares = self.lock();
+        while spares.len() < SPARE_FDS {
+            match std::fs::File::open("/dev/null") {
+                Ok(fd) => spares.push(fd.into()),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn take(&self) -> Option<std::os::fd::OwnedFd> {
+        self.lock().pop()
+    }
+
+    /// Keeps `stream`'s descriptor as a spare, if one is missing.
+    fn give_back(&self, stream: TcpStream) {
+        let mut spares = self.lock();
+        if spares.len() < SPARE_FDS
+            && let Ok(stream) = stream.into_std()
+        {
+            spares.push(stream.into());
+        }
+    }
 }
 
 struct ConnectionCount(Arc<AtomicI64>);
@@ -181,6 +236,39 @@ impl Drop for ConnectionCount {
 /// A TCP connection's place in `max_connections` and `max_connections_per_ip`, given back when
 /// the last holder drops it: the connection's task, and any WebSocket upgraded from it (the
 /// session outlives hyper's connection future), found in each request's extensions.
+/// One HTTP/2 request in flight on its connection; `others` were in flight when it started.
+struct InFlight {
+    count: Arc<AtomicI64>,
+    others: i64,
+}
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicI64>) -> Self {
+        let others = count.fetch_add(1, Ordering::Relaxed);
+        Self {
+            count: Arc::clone(count),
+            others,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An HTTP/2 request's places (see the accept loop), in its extensions: a WebSocket session
+/// over the stream keeps it, as it keeps [`ConnectionHold`].
+#[derive(Clone)]
+pub(crate) struct StreamHold(#[allow(dead_code)] Arc<(Option<InFlight>, Option<crate::limits::Held>)>);
+
+impl std::fmt::Debug for StreamHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamHold")
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct ConnectionHold(#[allow(dead_code)] Arc<(ConnectionCount, crate::limits::Held)>);
 
@@ -232,19 +320,24 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let connections = Arc::clone(&state.metrics.connections);
-    let mut spare = spare_fd();
+    let spares = Spares::default();
+    spares.top_up();
     // Linux copies TCP_NODELAY from the listening socket to each connection it accepts.
     let nodelay_inherited =
         cfg!(target_os = "linux") && socket2::SockRef::from(&listener).tcp_nodelay().unwrap_or(false);
     // Rate-limit state of clients back at a full allowance is dropped now and then.
+    // Spares missing (a refusal that could not give its descriptor back) are opened again.
     let sweeper = {
-        let (limits, shutdown) = (Arc::clone(&state.limits), state.shutdown.clone());
+        let (limits, shutdown, spares) = (Arc::clone(&state.limits), state.shutdown.clone(), spares.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(30));
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    _ = tick.tick() => limits.sweep(),
+                    _ = tick.tick() => {
+                        limits.sweep();
+                        spares.top_up();
+                    }
                 }
             }
         })
@@ -257,16 +350,25 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
         let (stream, peer) = match accepted {
             Ok(ok) => ok,
             Err(e) if is_fd_exhaustion(&e) => {
-                state.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "out of file descriptors; refusing a connection");
-                drop(spare.take());
-                if let Ok((stream, _)) = listener.accept().await {
-                    // Over TLS the answer needs a handshake, too long for the accept loop: close.
-                    if tls.is_none() {
-                        refuse(stream, Refusal::Full).await;
+                // Without a spare every descriptor is in use, the spares' by refusals still
+                // running: the connection waits in the backlog until one gives its back.
+                if let Some(fd) = spares.take() {
+                    drop(fd);
+                    if let Ok((stream, _)) = listener.accept().await {
+                        state.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "out of file descriptors; refusing a connection");
+                        // In a task of its own, so a client slow to send its request head holds up
+                        // no one; over TLS the answer needs a handshake, too long to spend a
+                        // descriptor on now: closed.
+                        if tls.is_none() {
+                            let spares = spares.clone();
+                            tokio::spawn(async move {
+                                let stream = refuse(stream, Refusal::Full, Duration::from_millis(300)).await;
+                                spares.give_back(stream);
+                            });
+                        }
                     }
                 }
-                spare = spare_fd();
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
@@ -279,14 +381,14 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
             state.metrics.refused.fetch_add(1, Ordering::Relaxed);
             state.metrics.limit_refused(Limit::Connections);
             match &tls {
-                None => tokio::spawn(refuse(stream, Refusal::Full)),
+                None => tokio::spawn(async move { drop(refuse(stream, Refusal::Full, REFUSAL_LINGER).await) }),
                 Some(tls) => tokio::spawn(refuse_tls(stream, tls.acceptor(), Refusal::Full, handshake)),
             };
             continue;
         }
         let Some(per_ip) = state.limits.connection(peer.ip()) else {
             match &tls {
-                None => tokio::spawn(refuse(stream, Refusal::PerIp)),
+                None => tokio::spawn(async move { drop(refuse(stream, Refusal::PerIp, REFUSAL_LINGER).await) }),
                 Some(tls) => tokio::spawn(refuse_tls(stream, tls.acceptor(), Refusal::PerIp, handshake)),
             };
             continue;
@@ -299,13 +401,36 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
             let _ = stream.set_nodelay(true);
         }
         let streams_router = router.clone();
-        let service = router
-            .clone()
-            .map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+        // Set by the connection's first request: one that sends none within the header-read
+        // timeout (an HTTP/2 preface, then silence) is dropped.
+        let asked = Arc::new(AtomicBool::new(false));
+        let service = {
+            let (router, limits, asked) = (router.clone(), Arc::clone(&state.limits), Arc::clone(&asked));
+            let in_flight = Arc::new(AtomicI64::new(0));
+            tower::service_fn(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                asked.store(true, Ordering::Relaxed);
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req.extensions_mut().insert(request_hold.clone());
-                req
-            });
+                // Over HTTP/2 every request in flight past the first takes a place in
+                // `max_connections_per_ip` too, as it would on a connection of its own, for
+                // as long as its response lasts (a WebSocket over it: as long as the session).
+                let stream = (req.version() == http::Version::HTTP_2).then(|| InFlight::enter(&in_flight));
+                let extra = match &stream {
+                    Some(stream) if stream.others > 0 => match limits.connection(peer.ip()) {
+                        Some(held) => Some(held),
+                        None => return Either::Left(std::future::ready(Ok(Refusal::PerIp.into_response()))),
+                    },
+                    _ => None,
+                };
+                let guard = Arc::new((stream, extra));
+                req.extensions_mut().insert(StreamHold(Arc::clone(&guard)));
+                let call = router.clone().oneshot(req.map(axum::body::Body::new));
+                Either::Right(async move {
+                    let res = call.await?;
+                    Ok::<_, std::convert::Infallible>(res.map(|body| crate::body::guarded(body, guard)))
+                })
+            })
+        };
         // The acceptor is taken now: it serves the certificate current at accept time.
         let alpn_builders = Arc::clone(&alpn_builders);
         let (builder, watcher, tls) = (
@@ -344,7 +469,22 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
                         Head::Other(prefix) => {
                             let io = TokioIo::new(WriteStall::new(Prefixed::new(prefix, io), stall));
                             let conn = $builder.serve_connection_with_upgrades(io, service);
-                            Box::pin(watcher.watch(conn.into_owned())).await
+                            let conn = Box::pin(watcher.watch(conn.into_owned()));
+                            // Over HTTP/1.1 the first request head is in already; over HTTP/2 the
+                            // preface is, and a request must follow within the timeout.
+                            let first_request = async {
+                                tokio::time::sleep(head_timeout).await;
+                                if asked.load(Ordering::Relaxed) {
+                                    std::future::pending::<()>().await;
+                                }
+                            };
+                            tokio::select! {
+                                served = conn => served,
+                                () = first_request => {
+                                    tracing::debug!(%peer, "no request within header_read_timeout_secs; dropped");
+                                    Ok(())
+                                }
+                            }
                         }
                     }
                 }};

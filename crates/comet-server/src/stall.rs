@@ -61,6 +61,11 @@ impl<IO> WriteStall<IO> {
         }
     }
 
+    /// The connection, unwrapped.
+    pub(crate) fn into_inner(self) -> IO {
+        self.io
+    }
+
     /// Passes `result` on: `Pending` starts (or goes on with) the clock, and fails once it has
     /// run out; anything that moved bytes (`progress`) stops it.
     fn watch<T>(

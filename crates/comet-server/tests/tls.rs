@@ -735,4 +735,75 @@ async fn a_silent_client_after_the_handshake_is_dropped_at_the_header_timeout() 
         // EOF (with or without close_notify): hung up, having said nothing.
         assert!(matches!(read, Ok(0) | Err(_)), "ALPN {alpn:?}: {read:?}");
     }
+    // Issue 16, point 6: an HTTP/2 client that sends its preface and SETTINGS, then no request,
+    // is dropped at the same timeout (the server's SETTINGS come first, then EOF).
+    let mut tls = tls_connect(server.addr, &pki.connector(H2)).await;
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(8), tls.read(&mut buf))
+            .await
+            .expect("an HTTP/2 connection with no request was kept open");
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Issue 16, point 6: over HTTP/2, each request in flight past a connection's first takes a
+/// place in `max_connections_per_ip` (3 here), as it would on a connection of its own: a third
+/// SSE stream on one connection is refused `429 too_many_connections`, and once one ends another
+/// fits.
+#[tokio::test]
+async fn http2_streams_count_against_the_per_address_limit() {
+    let pki = Pki::new("h2-streams");
+    let config = Config {
+        max_connections_per_ip: 3,
+        ..Config::default()
+    };
+    let server = start_with_config(&pki, config).await;
+    let mut h2 = h2_connect(server.addr, &pki).await;
+    let sse = |h2: &mut H2Sender| {
+        let req = Request::get(url(server.addr, "/sub/news"))
+            .header("accept", "text/event-stream")
+            .body(Full::default())
+            .unwrap();
+        h2.send_request(req)
+    };
+    let first = recv_timeout(SOON, sse(&mut h2)).await.expect("first SSE");
+    let second = recv_timeout(SOON, sse(&mut h2)).await.expect("second SSE");
+    assert_eq!((first.status(), second.status()), (StatusCode::OK, StatusCode::OK));
+    // The connection, plus one place for the second stream: 2 of 3. A third stream takes the
+    // last; a fourth is over.
+    let third = recv_timeout(SOON, sse(&mut h2)).await.expect("third SSE");
+    assert_eq!(third.status(), StatusCode::OK);
+    let refused = recv_timeout(SOON, sse(&mut h2)).await.expect("fourth SSE");
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body = recv_timeout(SOON, refused.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "too_many_connections", "{v}");
+    drop(third);
+    let deadline = Instant::now() + SOON;
+    loop {
+        let again = recv_timeout(SOON, sse(&mut h2)).await.expect("SSE again");
+        if again.status() == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the ended stream's place was not given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop((first, second));
 }

@@ -226,6 +226,25 @@ fn survives_running_out_of_file_descriptors() {
         held.push(s);
     }
     assert!(refused > 0, "expected polite 503 refusals past the descriptor limit");
+    // Issue 16, point 6: refusals run in tasks of their own. Three clients that connect and
+    // say nothing (a refusal waits up to 500 ms for the request head) do not hold up the next
+    // one's 503: in the accept loop they did, one after the other (1.5 s).
+    let silent: Vec<TcpStream> = (0..3).filter_map(|_| TcpStream::connect(&served.addr).ok()).collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    let mut next = TcpStream::connect(&served.addr).expect("connect");
+    next.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    std::io::Write::write_all(&mut next, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    let mut buf = [0u8; 64];
+    let n = next.read(&mut buf).unwrap_or(0);
+    let took = started.elapsed();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).contains(" 503 "),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert!(took < Duration::from_millis(1000), "answered after {took:?}");
+    drop((silent, next));
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -57,7 +57,7 @@ use crate::error::ApiError;
 use crate::gate::ReadGate;
 use crate::metrics::SubscriberGuard;
 use crate::publish::{Publisher, publish_one};
-use crate::server::ConnectionHold;
+use crate::server::{ConnectionHold, StreamHold};
 use crate::state::AppState;
 
 /// The subprotocol of docs/protocol.md "ws".
@@ -98,8 +98,12 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
     }
     // Taken now, so a `disconnect_all` after this answer still reaches the connection.
     let token = state.connection_token();
-    // The TCP connection stays counted (max_connections, per IP) while the session lives.
-    let hold = parts.extensions.get::<ConnectionHold>().cloned();
+    // The TCP connection stays counted (max_connections, per IP) while the session lives, and
+    // so does its HTTP/2 stream (server.rs `StreamHold`).
+    let hold = (
+        parts.extensions.get::<ConnectionHold>().cloned(),
+        parts.extensions.get::<StreamHold>().cloned(),
+    );
     // Everything the task needs to start, boxed: kept in the task's future, it would stay there
     // (about 330 bytes) for the life of the connection.
     let start = Box::new(Start {
@@ -200,7 +204,10 @@ pub(crate) async fn echo(State(state): State<AppState>, request: Request) -> Res
         Err(e) => return e.into_response(),
     };
     let token = state.connection_token();
-    let hold = parts.extensions.get::<ConnectionHold>().cloned();
+    let hold = (
+        parts.extensions.get::<ConnectionHold>().cloned(),
+        parts.extensions.get::<StreamHold>().cloned(),
+    );
     tokio::spawn(async move {
         let _hold = hold;
         let Some(mut socket) = accepted.open().await else {
