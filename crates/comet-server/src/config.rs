@@ -42,6 +42,14 @@ pub struct Config {
     /// Most long polls one client address may have held at once; past it `429`. `0`: no limit.
     /// Defaults to 1,000.
     pub max_longpolls_per_ip: usize,
+    /// Most subscriber connections (streams, iframes, SSE, WebSockets, held long polls) one
+    /// token subject (`sub`) may hold open at once, wherever they come from, when the token
+    /// comes with the request; 0 = no limit. Over it: `429 too_many_connections`. Defaults to
+    /// 1,000.
+    pub max_connections_per_user: usize,
+    /// Most tickets (`POST /tickets`) one token subject may be issued within `ticket_ttl_secs`,
+    /// on one node; 0 = no limit. Over it: `429 rate_limited`. Defaults to 100.
+    pub max_tickets_per_user: usize,
     /// New subscriptions per second one client address may open (streams, SSE, iframes,
     /// WebSockets and their `subscribe` commands, polls without a cursor), with bursts of five
     /// seconds' worth; past it `429` + `Retry-After`. `0`: no limit. Defaults to 200.
@@ -181,6 +189,8 @@ impl Default for Config {
             max_connections: 50_000,
             max_connections_per_ip: 1000,
             max_longpolls_per_ip: 1000,
+            max_connections_per_user: 1000,
+            max_tickets_per_user: 100,
             subscribes_per_sec_per_ip: 200,
             publishes_per_sec: 100,
             history_size: 256,
@@ -330,6 +340,8 @@ impl Config {
         "max_connections",
         "max_connections_per_ip",
         "max_longpolls_per_ip",
+        "max_connections_per_user",
+        "max_tickets_per_user",
         "subscribes_per_sec_per_ip",
         "publishes_per_sec",
         "history_size",

@@ -49,6 +49,10 @@ pub enum Limit {
     Subscribes,
     /// `publishes_per_sec`.
     Publishes,
+    /// `max_connections_per_user`.
+    ConnectionsPerUser,
+    /// `max_tickets_per_user`.
+    TicketsPerUser,
 }
 
 impl Limit {
@@ -60,6 +64,8 @@ impl Limit {
             Limit::LongPollsPerIp => "max_longpolls_per_ip",
             Limit::Subscribes => "subscribes_per_sec_per_ip",
             Limit::Publishes => "publishes_per_sec",
+            Limit::ConnectionsPerUser => "max_connections_per_user",
+            Limit::TicketsPerUser => "max_tickets_per_user",
         }
     }
 }
@@ -99,14 +105,14 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Counts what each client holds open, up to a maximum each.
+/// Counts what each client (an address, or a token subject) holds open, up to a maximum each.
 #[derive(Debug)]
-struct PerClient {
-    held: Mutex<HashMap<IpAddr, u32>>,
+struct PerClient<K> {
+    held: Mutex<HashMap<K, u32>>,
     max: u32,
 }
 
-impl PerClient {
+impl<K: std::hash::Hash + Eq + Clone> PerClient<K> {
     fn new(max: usize) -> Arc<Self> {
         Arc::new(Self {
             held: Mutex::new(HashMap::new()),
@@ -114,41 +120,63 @@ impl PerClient {
         })
     }
 
-    /// One more for `ip`, or `None` if it holds `max` already (`max == 0`: no limit).
+    /// One more for `key`, or `false` if it holds `max` already (`max == 0`: no limit, nothing
+    /// counted).
+    fn try_add(&self, key: &K) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = held.entry(key.clone()).or_insert(0);
+        if *count >= self.max {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn remove(&self, key: &K) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = held.get_mut(key) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(key);
+            }
+        }
+    }
+
+    fn count(&self, key: &K) -> u32 {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.get(key).copied().unwrap_or(0)
+    }
+}
+
+impl PerClient<IpAddr> {
+    /// One more for `ip` (by [`client_key`]), or `None` if it holds `max` already.
     fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<Held> {
         if self.max == 0 {
             return Some(Held(None));
         }
         let key = client_key(ip);
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = held.entry(key).or_insert(0);
-        if *count >= self.max {
-            return None;
-        }
-        *count += 1;
-        Some(Held(Some((Arc::clone(self), key))))
+        self.try_add(&key)
+            .then(|| Held(Some(Release::Ip(Arc::clone(self), key))))
     }
+}
 
-    fn count(&self, ip: IpAddr) -> u32 {
-        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        held.get(&client_key(ip)).copied().unwrap_or(0)
-    }
+/// What a [`Held`] gives back.
+#[derive(Debug)]
+enum Release {
+    Ip(Arc<PerClient<IpAddr>>, IpAddr),
+    Subject(Arc<PerClient<Arc<str>>>, Arc<str>),
 }
 
 /// One connection or held long poll of a client, given back when dropped.
 #[derive(Debug)]
-pub struct Held(Option<(Arc<PerClient>, IpAddr)>);
+pub struct Held(Option<Release>);
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let Some((per_client, key)) = self.0.take() {
-            let mut held = per_client.held.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(count) = held.get_mut(&key) {
-                *count -= 1;
-                if *count == 0 {
-                    held.remove(&key);
-                }
-            }
+        match self.0.take() {
+            Some(Release::Ip(per_client, key)) => per_client.remove(&key),
+            Some(Release::Subject(per_client, key)) => per_client.remove(&key),
+            None => {}
         }
     }
 }
@@ -159,11 +187,23 @@ fn limiter<K: std::hash::Hash + Eq + Clone>(per_sec: u32) -> Option<DefaultKeyed
     Some(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)))
 }
 
+/// At most `max` tickets per `ttl_secs` for one subject, in a burst of `max` (`max == 0`: none).
+fn ticket_limiter(max: usize, ttl_secs: u64) -> Option<DefaultKeyedRateLimiter<Arc<str>>> {
+    let burst = NonZeroU32::new(u32::try_from(max).unwrap_or(u32::MAX))?;
+    let period = Duration::from_secs(ttl_secs.max(1)) / burst.get();
+    let quota = Quota::with_period(period.max(Duration::from_nanos(1)))?.allow_burst(burst);
+    Some(RateLimiter::keyed(quota))
+}
+
 /// The server's limits and what each client currently holds. One per server, in
 /// [`AppState`](crate::AppState).
 pub struct Limits {
-    connections: Arc<PerClient>,
-    longpolls: Arc<PerClient>,
+    connections: Arc<PerClient<IpAddr>>,
+    longpolls: Arc<PerClient<IpAddr>>,
+    per_user: Arc<PerClient<Arc<str>>>,
+    tickets: Option<DefaultKeyedRateLimiter<Arc<str>>>,
+    max_tickets: usize,
+    ticket_ttl: Duration,
     subscribes: Option<DefaultKeyedRateLimiter<IpAddr>>,
     publishes: Option<DefaultKeyedRateLimiter<Publisher>>,
     metrics: Arc<Metrics>,
@@ -184,6 +224,10 @@ impl Limits {
         Self {
             connections: PerClient::new(config.max_connections_per_ip),
             longpolls: PerClient::new(config.max_longpolls_per_ip),
+            per_user: PerClient::new(config.max_connections_per_user),
+            tickets: ticket_limiter(config.max_tickets_per_user, config.ticket_ttl_secs),
+            max_tickets: config.max_tickets_per_user,
+            ticket_ttl: Duration::from_secs(config.ticket_ttl_secs),
             subscribes: limiter(config.subscribes_per_sec_per_ip),
             publishes: limiter(config.publishes_per_sec),
             metrics,
@@ -202,7 +246,62 @@ impl Limits {
 
     /// Open connections from `ip` (its `/64` for IPv6), as counted for `max_connections_per_ip`.
     pub fn connections_of(&self, ip: IpAddr) -> u32 {
-        self.connections.count(ip)
+        self.connections.count(&client_key(ip))
+    }
+
+    /// A subscriber connection (stream, iframe, SSE, WebSocket, held long poll) of `identity`'s
+    /// token subject, counted until the returned value is dropped; `None` to count for
+    /// anonymous callers and back-ends (limited by address instead).
+    ///
+    /// # Errors
+    /// `429 too_many_connections` if the subject holds `max_connections_per_user` already.
+    pub fn user_connection(&self, identity: &Identity) -> Result<Option<Held>, ApiError> {
+        let (Some(subject), true) = (identity.subject(), self.per_user.max > 0) else {
+            return Ok(None);
+        };
+        let key: Arc<str> = subject.into();
+        if self.per_user.try_add(&key) {
+            return Ok(Some(Held(Some(Release::Subject(Arc::clone(&self.per_user), key)))));
+        }
+        self.metrics.limit_refused(Limit::ConnectionsPerUser);
+        Err(too_many(
+            "too_many_connections",
+            format!(
+                "this token's subject already holds {} connections (max_connections_per_user)",
+                self.per_user.max
+            ),
+            Duration::from_secs(1),
+        ))
+    }
+
+    /// Subscriber connections of the token subject `subject`, as counted for
+    /// `max_connections_per_user`.
+    pub fn connections_of_user(&self, subject: &str) -> u32 {
+        self.per_user.count(&Arc::from(subject))
+    }
+
+    /// Charges one ticket to `identity`'s token subject (back-ends are not limited).
+    ///
+    /// # Errors
+    /// `429 rate_limited` once the subject was issued `max_tickets_per_user` within
+    /// `ticket_ttl_secs`, with the wait until another is allowed.
+    pub fn ticket(&self, identity: &Identity) -> Result<(), ApiError> {
+        let (Some(limiter), Some(subject)) = (&self.tickets, identity.subject()) else {
+            return Ok(());
+        };
+        limiter.check_key(&Arc::from(subject)).map_err(|not_until| {
+            self.metrics.limit_refused(Limit::TicketsPerUser);
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            too_many(
+                "rate_limited",
+                format!(
+                    "this token's subject was issued {} tickets within {} s (max_tickets_per_user)",
+                    self.max_tickets,
+                    self.ticket_ttl.as_secs()
+                ),
+                wait,
+            )
+        })
     }
 
     /// A held long poll of `ip` (none to count if `ip` is unknown).
@@ -272,6 +371,10 @@ impl Limits {
             l.retain_recent();
             l.shrink_to_fit();
         }
+        if let Some(l) = &self.tickets {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
     }
 }
 
@@ -320,10 +423,10 @@ mod tests {
         assert!(per.acquire(ip).is_none(), "a third is over the limit");
         assert!(per.acquire(other).is_some(), "another address has its own allowance");
         drop(one);
-        assert_eq!(per.count(ip), 1);
+        assert_eq!(per.count(&ip), 1);
         let _three = per.acquire(ip).unwrap();
         drop(two);
-        assert_eq!(per.count(ip), 1);
+        assert_eq!(per.count(&ip), 1);
         assert!(PerClient::new(0).acquire(ip).is_some(), "0 means no limit");
     }
 

@@ -30,6 +30,8 @@ fn unlimited() -> Config {
         max_longpolls_per_ip: 0,
         subscribes_per_sec_per_ip: 0,
         publishes_per_sec: 0,
+        max_connections_per_user: 0,
+        max_tickets_per_user: 0,
         ..Config::default()
     }
 }
@@ -425,4 +427,81 @@ async fn websockets_stay_counted_per_ip() {
         .expect("ws 3");
     let subscribed = recv_timeout(SOON, third.next()).await.unwrap().unwrap();
     assert!(subscribed.to_text().unwrap().contains("subscribed"), "{subscribed:?}");
+}
+
+const USER_SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!!";
+
+fn user_token(sub: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": sub, "exp": 4_000_000_000u64, "comet": {"subscribe": ["*"]}}),
+        &jsonwebtoken::EncodingKey::from_secret(USER_SECRET),
+    )
+    .unwrap()
+}
+
+/// Issue 16, point 6: one token subject holds at most `max_connections_per_user` subscriber
+/// connections (2 here) wherever they come from: a third (SSE from another address, or a
+/// WebSocket) is `429 too_many_connections`, polls are not counted, another subject is not
+/// affected, and a place is given back when a stream ends. Tickets: at most
+/// `max_tickets_per_user` (3) per `ticket_ttl_secs`, then `429 rate_limited`.
+#[tokio::test]
+async fn connections_and_tickets_per_user() {
+    let server = start_server_with(Config {
+        max_connections_per_user: 2,
+        max_tickets_per_user: 3,
+        jwt_secret: Secret::from(std::str::from_utf8(USER_SECRET).unwrap()),
+        ..unlimited()
+    })
+    .await;
+    let (alice, bob) = (user_token("alice"), user_token("bob"));
+    let sse = |client: &reqwest::Client, token: &str| {
+        client
+            .get(server.url("/sub/news"))
+            .header("accept", "text/event-stream")
+            .bearer_auth(token)
+            .send()
+    };
+    let client = reqwest::Client::new();
+    let first = sse(&client, &alice).await.unwrap();
+    let second = sse(&client_from(OTHER), &alice).await.unwrap();
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    assert_eq!(server.state.limits.connections_of_user("alice"), 2);
+    assert_429(sse(&client_from(OTHER), &alice).await.unwrap(), "too_many_connections").await;
+    let ws = tokio_tungstenite::connect_async(server.ws_url(&format!("/sub/news?token={alice}"))).await;
+    match ws {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 429),
+        other => panic!("a third connection as a WebSocket: {other:?}"),
+    }
+    assert!(server.state.metrics.limit_refusals(Limit::ConnectionsPerUser) >= 2);
+    let poll = client
+        .get(server.url("/sub/news?transport=poll"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(poll.status(), 200, "polls are not counted");
+    assert_eq!(sse(&client, &bob).await.unwrap().status(), 200, "another subject");
+    drop(first);
+    let deadline = tokio::time::Instant::now() + SOON;
+    while server.state.limits.connections_of_user("alice") > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ended stream's place was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(server.ws_url(&format!("/sub/news?token={alice}")))
+        .await
+        .expect("a place again");
+    assert_eq!(server.state.limits.connections_of_user("alice"), 2);
+    drop((ws, second));
+
+    let ticket = |token: &str| client.post(server.url("/tickets")).bearer_auth(token).send();
+    for i in 0..3 {
+        assert_eq!(ticket(&alice).await.unwrap().status(), 200, "ticket {i}");
+    }
+    assert_429(ticket(&alice).await.unwrap(), "rate_limited").await;
+    assert!(server.state.metrics.limit_refusals(Limit::TicketsPerUser) >= 1);
+    assert_eq!(ticket(&bob).await.unwrap().status(), 200, "another subject");
 }

@@ -169,6 +169,7 @@ pub(crate) async fn issue(
         return Err(AuthError::TicketNeedsToken.into());
     }
     let auth = auth.map_or_else(|| Auth::new(&state.config), |a| a.0);
+    state.limits.ticket(&identity)?;
     let ticket = auth.tickets.issue(identity, state.broker.shared_store()).await?;
     Ok(Json(json!({"ticket": ticket, "expires_in": auth.tickets.ttl_secs()})).into_response())
 }

@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -220,6 +221,12 @@ pub(crate) async fn subscribe(
         {
             state.limits.subscribe(client)?;
         }
+        // A connection that stays open counts for its token's subject (a poll does not).
+        let user_hold = if kind == Kind::Poll {
+            None
+        } else {
+            state.limits.user_connection(&identity)?
+        };
         let sub = SubRequest {
             channels,
             since,
@@ -227,12 +234,20 @@ pub(crate) async fn subscribe(
             client,
             valid_for: identity.remaining(),
         };
-        Ok::<_, ApiError>((kind, sub))
+        Ok::<_, ApiError>((kind, sub, user_hold))
     })();
-    let (kind, sub) = match result {
+    let (kind, sub, user_hold) = match result {
         Ok(ok) => ok,
         Err(e) => return e.into_response(),
     };
+    let mut req = req;
+    if kind == Kind::WebSocket
+        && let Some(held) = user_hold
+    {
+        // The session keeps it (websocket.rs), as it keeps the TCP connection's.
+        req.extensions_mut().insert(UserHold(Arc::new(held)));
+        return websocket::handle(state, sub, identity, req).await;
+    }
     let result = match kind {
         Kind::Poll => poll::handle(state, sub).await,
         Kind::LongPoll => long_poll::handle(state, sub).await,
@@ -243,12 +258,25 @@ pub(crate) async fn subscribe(
     };
     let response = result.unwrap_or_else(IntoResponse::into_response);
     // Streams end when the token does (the client reconnects, and needs a valid one then).
-    if matches!(kind, Kind::Stream | Kind::Iframe | Kind::Sse) {
+    let response = if matches!(kind, Kind::Stream | Kind::Iframe | Kind::Sse) {
         crate::auth::expiry::end_at_expiry(response, &identity)
     } else {
         response
+    };
+    // A stream's place in `max_connections_per_user` lasts as long as its body (a long poll's
+    // ended with its answer).
+    match user_hold {
+        Some(held) if matches!(kind, Kind::Stream | Kind::Iframe | Kind::Sse) => {
+            response.map(|body| crate::body::guarded(body, held))
+        }
+        _ => response,
     }
 }
+
+/// A subscriber connection's place in `max_connections_per_user`, in a WebSocket upgrade's
+/// extensions: the session keeps it.
+#[derive(Debug, Clone)]
+pub(crate) struct UserHold(#[allow(dead_code)] pub(crate) Arc<crate::limits::Held>);
 
 /// `GET /ws`: a WebSocket with no channel yet (the client subscribes by command).
 pub(crate) async fn ws_bare(
@@ -264,6 +292,14 @@ pub(crate) async fn ws_bare(
     let client = crate::limits::client_ip(req.extensions());
     if let Err(e) = state.limits.subscribe(client) {
         return e.into_response();
+    }
+    let mut req = req;
+    match state.limits.user_connection(&identity) {
+        Ok(Some(held)) => {
+            req.extensions_mut().insert(UserHold(Arc::new(held)));
+        }
+        Ok(None) => {}
+        Err(e) => return e.into_response(),
     }
     websocket::handle(
         state,

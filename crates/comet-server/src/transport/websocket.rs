@@ -103,6 +103,7 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
     let hold = (
         parts.extensions.get::<ConnectionHold>().cloned(),
         parts.extensions.get::<StreamHold>().cloned(),
+        parts.extensions.get::<super::UserHold>().cloned(),
     );
     // Everything the task needs to start, boxed: kept in the task's future, it would stay there
     // (about 330 bytes) for the life of the connection.
@@ -207,6 +208,7 @@ pub(crate) async fn echo(State(state): State<AppState>, request: Request) -> Res
     let hold = (
         parts.extensions.get::<ConnectionHold>().cloned(),
         parts.extensions.get::<StreamHold>().cloned(),
+        parts.extensions.get::<super::UserHold>().cloned(),
     );
     tokio::spawn(async move {
         let _hold = hold;
