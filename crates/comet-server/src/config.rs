@@ -44,8 +44,9 @@ pub struct Config {
     pub max_longpolls_per_ip: usize,
     /// Most subscriber connections (streams, iframes, SSE, WebSockets, held long polls) one
     /// token subject (`sub`) may hold open at once, wherever they come from, when the token
-    /// comes with the request; 0 = no limit. Over it: `429 too_many_connections`. Defaults to
-    /// 1,000.
+    /// comes with the request (or, for a WebSocket, in an `auth` command); 0 = no limit. Over
+    /// it: `429 too_many_connections` (after `auth`: an `error` frame and close 1008). Defaults
+    /// to 1,000.
     pub max_connections_per_user: usize,
     /// Most tickets (`POST /tickets`) one token subject may be issued within `ticket_ttl_secs`,
     /// on one node; 0 = no limit. Over it: `429 rate_limited`. Defaults to 100.

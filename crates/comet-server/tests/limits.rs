@@ -473,7 +473,27 @@ async fn connections_and_tickets_per_user() {
         Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 429),
         other => panic!("a third connection as a WebSocket: {other:?}"),
     }
-    assert!(server.state.metrics.limit_refusals(Limit::ConnectionsPerUser) >= 2);
+    // An anonymous upgrade that authenticates as alice by command is counted then.
+    let (mut bare, _) = tokio_tungstenite::connect_async(server.ws_url("/ws"))
+        .await
+        .expect("a bare /ws");
+    let auth = serde_json::json!({"type": "auth", "token": alice, "ref": "a"}).to_string();
+    bare.send(Message::text(auth)).await.unwrap();
+    let error = recv_timeout(SOON, bare.next())
+        .await
+        .expect("a frame")
+        .expect("a frame");
+    let error: serde_json::Value = serde_json::from_str(error.to_text().unwrap()).unwrap();
+    assert_eq!(
+        (error["code"].as_str(), error["ref"].as_str()),
+        (Some("too_many_connections"), Some("a")),
+        "{error}"
+    );
+    match recv_timeout(SOON, bare.next()).await {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1008, "{frame:?}"),
+        other => panic!("expected a close 1008: {other:?}"),
+    }
+    assert!(server.state.metrics.limit_refusals(Limit::ConnectionsPerUser) >= 3);
     let poll = client
         .get(server.url("/sub/news?transport=poll"))
         .bearer_auth(&alice)

@@ -103,7 +103,6 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
     let hold = (
         parts.extensions.get::<ConnectionHold>().cloned(),
         parts.extensions.get::<StreamHold>().cloned(),
-        parts.extensions.get::<super::UserHold>().cloned(),
     );
     // Everything the task needs to start, boxed: kept in the task's future, it would stay there
     // (about 330 bytes) for the life of the connection.
@@ -111,6 +110,7 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
         state,
         token,
         identity,
+        user: parts.extensions.get::<super::UserHold>().cloned(),
         auth,
         client,
         accepted,
@@ -127,7 +127,7 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
             let Some(socket) = start.accepted.open().await else {
                 return;
             };
-            let session = Session::new(
+            let mut session = Session::new(
                 start.state,
                 start.token,
                 socket,
@@ -135,6 +135,7 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
                 start.auth,
                 start.client,
             );
+            session.user = start.user;
             (session, start.subs)
         };
         // The session lives here and `run` borrows it: a `run(self)` future would hold the
@@ -150,6 +151,7 @@ struct Start {
     state: AppState,
     token: CancellationToken,
     identity: Identity,
+    user: Option<super::UserHold>,
     auth: std::sync::Arc<Auth>,
     client: Option<std::net::IpAddr>,
     accepted: socket::Accepted,
@@ -324,6 +326,8 @@ struct Session {
     keepalive: Keepalive,
     /// Who the peer is: checked on every `subscribe` and `publish`; replaced by `auth`.
     identity: Identity,
+    /// The session's place in `max_connections_per_user`, for `identity`'s subject.
+    user: Option<super::UserHold>,
     /// Verifies the tokens of `auth` commands.
     auth: std::sync::Arc<Auth>,
     /// The peer's address, for the per-IP limits.
@@ -363,6 +367,7 @@ impl Session {
             events: Vec::new(),
             keepalive,
             identity,
+            user: None,
             auth,
             client,
         }
@@ -564,6 +569,17 @@ impl Session {
             Command::Auth { .. } if !self.auth.jwt_enabled() => Err(AuthError::JwtOff.into()),
             Command::Auth { token } => match self.auth.verify(token.expose()) {
                 Ok(identity) => {
+                    // A new subject takes a place in max_connections_per_user (a refresh for the
+                    // same one keeps its place).
+                    if self.user.is_none() || identity.subject() != self.identity.subject() {
+                        match self.state.limits.user_connection(&identity) {
+                            Ok(held) => self.user = held.map(|h| super::UserHold(std::sync::Arc::new(h))),
+                            Err(e) => {
+                                self.error(reference, e.code, &e.message);
+                                return Some(Ending::Close(POLICY, "max_connections_per_user"));
+                            }
+                        }
+                    }
                     self.reauthenticate(identity, reference);
                     Ok(())
                 }
