@@ -24,6 +24,7 @@ use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use slab::Slab;
 
+use crate::broker::ChannelInfo;
 use crate::cursor::{Cursor, Position, Since};
 use crate::history::{History, HistoryLimits};
 use crate::message::{Message, NotUtf8, now_millis};
@@ -678,14 +679,19 @@ impl Hub {
         sub
     }
 
-    /// Channel facts: subscribers, newest cursor, history length. `None` for a channel this
-    /// node does not know.
-    pub fn info(&self, channel: &ChannelName) -> Option<(usize, Option<Cursor>, usize)> {
+    /// The channel's facts on this node (subscribers, newest cursor, history length); `None`
+    /// for a channel this node does not hold.
+    pub fn info(&self, channel: &ChannelName) -> Option<ChannelInfo> {
         let log = self.existing(channel)?;
         let subscribers = log.subscribers.load(Ordering::Relaxed);
         let state = log.read();
         let last = (state.head > 0).then(|| Cursor::new(state.epoch, state.head));
-        Some((subscribers, last, state.history.len()))
+        Some(ChannelInfo {
+            channel: channel.clone(),
+            subscribers,
+            last,
+            history_len: state.history.len(),
+        })
     }
 
     /// Trims history by age and forgets channels with no subscribers, no history and no

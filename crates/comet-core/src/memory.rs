@@ -63,13 +63,13 @@ impl Broker for MemoryBroker {
     }
 
     fn channel_info(&self, channel: ChannelName) -> BoxFuture<'_, Result<ChannelInfo, BrokerError>> {
-        let (subscribers, last, history_len) = self.hub.info(&channel).unwrap_or((0, None, 0));
-        Box::pin(std::future::ready(Ok(ChannelInfo {
+        let info = self.hub.info(&channel).unwrap_or(ChannelInfo {
             channel,
-            subscribers,
-            last,
-            history_len,
-        })))
+            subscribers: 0,
+            last: None,
+            history_len: 0,
+        });
+        Box::pin(std::future::ready(Ok(info)))
     }
 
     fn holds(&self, channel: &ChannelName) -> bool {

@@ -134,7 +134,7 @@ async fn a_slow_subscriber_is_counted_lagged_and_then_gets_a_gap_not_unbounded_m
     out.clear();
     slow.try_read(&mut out, 100);
     assert_eq!(data_of(&out), ["GAP:c", "13", "14", "15", "16", "17", "18", "19", "20"]);
-    assert_eq!(b.hub().info(&c).unwrap().2, 8, "history stays bounded");
+    assert_eq!(b.hub().info(&c).unwrap().history_len, 8, "history stays bounded");
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! [`RedisBroker`]: the [`Broker`] trait over Redis, so that several `comet` nodes share channels,
 //! history and cursors (DESIGN §6).
 //!
-//! - Publish is one Lua call ([`scripts::publish`]): it checks that Redis has not come back with
+//! - Publish is one Lua call (`scripts::publish`): it checks that Redis has not come back with
 //!   older data since the channel was last written (else it moves the channel to a new epoch),
 //!   assigns the channel's epoch (on first use) and next offset, appends to the channel's stream
 //!   (`XADD … MAXLEN ~ N`, TTL), remembers the publish's idempotency key, and notifies every node

@@ -72,21 +72,21 @@ impl Limit {
 
 /// Who a publish rate is charged to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Publisher {
+pub enum Account {
     /// A token holder, by subject (`sub`), wherever it connects from.
     Subject(String),
     /// An anonymous caller, by address (see [`client_key`]).
     Ip(IpAddr),
 }
 
-impl Publisher {
+impl Account {
     /// Who `identity`'s publishes are charged to; `None` for a back-end (not limited) or an
     /// anonymous caller of unknown address.
     pub fn of(identity: &Identity, ip: Option<IpAddr>) -> Option<Self> {
         if let Some(subject) = identity.subject() {
-            Some(Publisher::Subject(subject.to_owned()))
+            Some(Account::Subject(subject.to_owned()))
         } else if identity.is_anonymous() {
-            ip.map(|ip| Publisher::Ip(client_key(ip)))
+            ip.map(|ip| Account::Ip(client_key(ip)))
         } else {
             None
         }
@@ -205,7 +205,7 @@ pub struct Limits {
     max_tickets: usize,
     ticket_ttl: Duration,
     subscribes: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    publishes: Option<DefaultKeyedRateLimiter<Publisher>>,
+    publishes: Option<DefaultKeyedRateLimiter<Account>>,
     metrics: Arc<Metrics>,
 }
 
@@ -349,7 +349,7 @@ impl Limits {
     ///
     /// # Errors
     /// `429 rate_limited` with the wait until one is allowed.
-    pub fn publish(&self, publisher: Option<&Publisher>) -> Result<(), ApiError> {
+    pub fn publish(&self, publisher: Option<&Account>) -> Result<(), ApiError> {
         let (Some(limiter), Some(publisher)) = (&self.publishes, publisher) else {
             return Ok(());
         };

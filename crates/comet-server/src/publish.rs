@@ -61,7 +61,7 @@ pub(crate) async fn publish_one(
     identity.authorize(&state.config, Action::Publish, &channel, by.websocket)?;
     state
         .limits
-        .publish(crate::limits::Publisher::of(identity, by.client).as_ref())?;
+        .publish(crate::limits::Account::of(identity, by.client).as_ref())?;
     let event = event.map(EventName::new).transpose()?;
     let max = crate::auth::policy::max_message_size(&state.config, &channel);
     if data.len() > max {

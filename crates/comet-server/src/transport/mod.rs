@@ -498,7 +498,7 @@ pub(crate) fn streaming_body<F: Framer>(
 }
 
 /// Which of the seldom-ready branches of [`Streaming::poll_chunk`] fired.
-enum Rare {
+enum StreamWake {
     Cancelled,
     Heartbeat,
 }
@@ -523,16 +523,16 @@ impl<F: Framer> Streaming<F> {
             let (cancelled, heartbeat) = (&mut self.cancelled, &mut self.heartbeat);
             let rare = self.rare.poll(cx, |cx| {
                 if cancelled.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Rare::Cancelled);
+                    return Poll::Ready(StreamWake::Cancelled);
                 }
-                heartbeat.poll_tick(cx).map(|_| Rare::Heartbeat)
+                heartbeat.poll_tick(cx).map(|_| StreamWake::Heartbeat)
             });
             match rare {
-                Poll::Ready(Rare::Cancelled) => {
+                Poll::Ready(StreamWake::Cancelled) => {
                     self.done = true;
                     return Poll::Ready(self.framer.closing(&self.set));
                 }
-                Poll::Ready(Rare::Heartbeat) => {
+                Poll::Ready(StreamWake::Heartbeat) => {
                     if !std::mem::take(&mut self.wrote) {
                         return Poll::Ready(Some(self.framer.heartbeat()));
                     }

@@ -302,7 +302,7 @@ impl Keepalive {
 }
 
 /// Which of the seldom-waking branches of [`Session::run`] fired.
-enum Rare {
+enum SessionWake {
     Cancelled,
     /// The keepalive's deadline or the credential's expiry, whichever is sooner.
     Timer,
@@ -412,12 +412,12 @@ impl Session {
                 poll_fn(|cx| {
                     rare_gate.poll(cx, |cx| {
                         if cancelled.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Rare::Cancelled);
+                            return Poll::Ready(SessionWake::Cancelled);
                         }
                         if timer.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Rare::Timer);
+                            return Poll::Ready(SessionWake::Timer);
                         }
-                        recv.as_mut().poll(cx).map(Rare::Incoming)
+                        recv.as_mut().poll(cx).map(SessionWake::Incoming)
                     })
                 })
                 .await
@@ -428,8 +428,8 @@ impl Session {
             let text = tokio::select! {
                 biased;
                 rare = rare => match rare {
-                    Rare::Cancelled => break Ending::Close(GOING_AWAY, "server going away"),
-                    Rare::Timer => {
+                    SessionWake::Cancelled => break Ending::Close(GOING_AWAY, "server going away"),
+                    SessionWake::Timer => {
                         if expires.is_some_and(|at| at <= due) {
                             break Ending::Close(POLICY, AuthError::Expired.close_reason());
                         }
@@ -444,16 +444,16 @@ impl Session {
                         }
                         continue;
                     }
-                    Rare::Incoming(Incoming::Text(text)) => text,
-                    Rare::Incoming(Incoming::Binary(_)) => {
+                    SessionWake::Incoming(Incoming::Text(text)) => text,
+                    SessionWake::Incoming(Incoming::Binary(_)) => {
                         self.error(None, "bad_request", "binary frames are not supported; send text");
                         continue;
                     }
-                    Rare::Incoming(Incoming::Pong) => {
+                    SessionWake::Incoming(Incoming::Pong) => {
                         self.keepalive.pong();
                         continue;
                     }
-                    Rare::Incoming(Incoming::End(ending)) => break ending,
+                    SessionWake::Incoming(Incoming::End(ending)) => break ending,
                 },
                 _ = self.set.recv(&mut self.events, max) => {
                     for event in self.events.drain(..) {
