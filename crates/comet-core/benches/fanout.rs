@@ -1,5 +1,7 @@
 //! Criterion micro-benchmarks of the broker's publish and fan-out path: `Hub::publish` (history
-//! append + wake-up) and the subscribers' reads of the shared log, at several fan-out widths.
+//! append + wake-up) and the subscribers' reads of the shared log, at several fan-out widths;
+//! and `Hub::sweep` over 320,000 channels that each hold a message (nothing to forget: the walk
+//! itself), which takes each of its 128 shard locks for about a 128th of the time measured.
 //!
 //! Run: `cargo bench -p comet-core --bench fanout`.
 
@@ -42,10 +44,19 @@ fn fanout(c: &mut Criterion) {
     group.finish();
 }
 
+fn sweep(c: &mut Criterion) {
+    let hub = Hub::new(HubConfig::default());
+    for i in 0..320_000 {
+        let ch = ChannelName::new(&format!("bench:{i}")).expect("valid channel name");
+        hub.publish(&ch, None, b"x").expect("UTF-8");
+    }
+    c.bench_function("sweep/320000_channels", |b| b.iter(|| black_box(hub.sweep())));
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(300))
         .measurement_time(std::time::Duration::from_secs(1));
-    targets = publish, fanout
+    targets = publish, fanout, sweep
 }
 criterion_main!(benches);

@@ -31,7 +31,10 @@ use crate::message::{Message, NotUtf8, now_millis};
 use crate::name::{ChannelName, EventName};
 use crate::stats::BrokerStats;
 
-const SHARDS: usize = 32;
+/// Channels are spread over this many maps, each behind its own lock: a sweep holds one at a
+/// time, for a 128th of the channels (bench `sweep/320000_channels`: 54 ms in all, about
+/// 0.4 ms each).
+const SHARDS: usize = 128;
 
 /// How long the epoch and newest offset of a forgotten channel that had messages are
 /// remembered. Re-created within this time, the channel goes on in the same epoch, so cursors
@@ -700,12 +703,13 @@ impl Hub {
     /// [`HubConfig::max_idle_channels`]; those that never had one leave nothing. Returns how many
     /// channels remain. Call it every few seconds.
     ///
-    /// Each shard's lock is held while that shard (a 32nd of the channels) is swept, and no
+    /// Each shard's lock is held while that shard (a 128th of the channels) is swept, and no
     /// other; a shard's maps are shrunk when most of their room is empty.
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
         let empty: Vec<u64> = self.empty_epochs().epochs.iter().copied().collect();
-        let max_tombstones = self.config.max_idle_channels.div_ceil(SHARDS);
+        // At least one per shard: a cap below SHARDS keeps up to SHARDS.
+        let max_tombstones = (self.config.max_idle_channels / SHARDS).max(1);
         let mut remaining = 0;
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
