@@ -129,7 +129,8 @@ async fn refuse(mut stream: TcpStream, why: Refusal, linger: Duration) -> TcpStr
 }
 
 impl Refusal {
-    /// The refusal as an answer to one request (an HTTP/2 stream over the limit).
+    /// The refusal as an answer to one request (inside TLS, or an HTTP/2 stream over the
+    /// limit).
     fn into_response(self) -> axum::response::Response {
         let (status, body) = self.status_and_body();
         let mut res = axum::response::Response::new(axum::body::Body::from(body));
@@ -163,14 +164,8 @@ async fn refuse_tls(stream: TcpStream, tls: tokio_rustls::TlsAcceptor, why: Refu
     let Ok(Ok(stream)) = tokio::time::timeout(handshake.min(TLS_REFUSAL_HANDSHAKE), tls.accept(stream)).await else {
         return;
     };
-    let (status, body) = why.status_and_body();
     let service = hyper::service::service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
-        let response = hyper::Response::builder()
-            .status(status)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::RETRY_AFTER, "1")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())));
-        std::future::ready(response)
+        std::future::ready(Ok::<_, std::convert::Infallible>(why.into_response()))
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().keep_alive(false);
