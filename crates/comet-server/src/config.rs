@@ -467,7 +467,7 @@ impl Config {
             )));
         }
         crate::auth::validate(self).map_err(ConfigError::Invalid)?;
-        crate::tls::validate(self).map_err(ConfigError::Invalid)?;
+        crate::conn::tls::validate(self).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

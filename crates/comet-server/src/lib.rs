@@ -1,5 +1,18 @@
-//! The Comet server as a library (DESIGN §2, §4): configuration, the router with the publish
-//! API and the six transports, metrics, and the accept loop with graceful shutdown.
+//! The Comet server as a library: configuration, the accept loop with graceful shutdown, the
+//! HTTP routes with the publish API, the six transports, auth, limits and metrics
+//! (docs/protocol.md is the wire contract).
+//!
+//! Layers, each using only those below it (tests/layers.rs checks the imports):
+//!
+//! 1. [`conn`]: accept, admit or refuse, TLS handshake, the first request head, then hyper or
+//!    a connection of its own;
+//! 2. [`http`]: the router, the publish API, CORS, the request trace, tickets, the demo;
+//! 3. [`transport`]: the dispatcher that chooses a transport, the streaming toolkit, the six
+//!    transports;
+//! 4. below them all: [`auth`] (identity and policy), [`limits`], [`metrics`], `publish` (one
+//!    message published for a caller), [`state`], [`config`], [`error`], `kind` (the
+//!    transports' names) and `io` (gates, stall timeouts, bodies, the holds of places in the
+//!    connection limits).
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
@@ -13,26 +26,21 @@
 //! ```
 
 pub mod auth;
-mod body;
 pub mod config;
-pub mod demo;
+pub mod conn;
 pub mod error;
-mod gate;
-mod h1_stream;
-mod joined;
+pub mod http;
+mod io;
+mod kind;
 pub mod limits;
 pub mod metrics;
 mod publish;
-pub mod router;
-pub mod server;
-mod stall;
 pub mod state;
-pub mod tls;
 pub mod transport;
 
+pub use self::http::{app, demo};
 pub use config::{Config, ConfigError};
+pub use conn::tls::{self, Tls, TlsError};
+pub use conn::{bind, raise_fd_limit, serve, serve_with_tls};
 pub use error::ApiError;
-pub use router::app;
-pub use server::{bind, raise_fd_limit, serve, serve_with_tls};
 pub use state::AppState;
-pub use tls::{Tls, TlsError};

@@ -2,10 +2,12 @@
 //!
 //! - `token`: JWT verification (HS256 secret, or RS256/ES256 public key);
 //! - [`policy`]: per-namespace rules for anonymous clients and WebSocket publishing;
-//! - `tickets`: single-use connection tickets (`POST /tickets`, `?ticket=`);
-//! - `origin`: the `allowed_origins` check on WebSocket upgrades and the CORS layer;
-//! - `redact`: the request-trace layer, which never logs a credential;
-//! - `expiry`: streaming responses end when their token expires.
+//! - `tickets`: single-use connection tickets (`?ticket=`; issued by `POST /tickets`);
+//! - `origin`: the `allowed_origins` check on requests that publish or subscribe (WebSocket
+//!   upgrades included) and on the cookie credential.
+//!
+//! What a credential's expiry ends is the transports' business: a stream's body ends
+//! (transport/streaming.rs), a WebSocket closes with 1008.
 //!
 //! Every route that publishes or subscribes takes an [`Identity`] (an axum extractor): who the
 //! caller is, from (first match wins) `Authorization: Bearer`, `?token=`, `?ticket=`, or the
@@ -13,11 +15,9 @@
 //! is the anonymous identity. Then [`Identity::authorize`] decides per channel.
 
 pub mod error;
-pub(crate) mod expiry;
 mod glob;
 pub(crate) mod origin;
 pub mod policy;
-pub(crate) mod redact;
 pub(crate) mod tickets;
 pub(crate) mod token;
 
@@ -278,7 +278,7 @@ enum Jwt {
 }
 
 /// What the auth layer shares across requests: the verifier, the API key, the outstanding
-/// tickets. Built once by [`app`](crate::router::app) and handed to handlers as a request
+/// tickets. Built once by [`app`](crate::http::app) and handed to handlers as a request
 /// extension.
 #[derive(Debug)]
 pub struct Auth {
@@ -311,7 +311,7 @@ impl Auth {
         })
     }
 
-    /// The shared state a request carries, or (a router built without the layer of [`app`](crate::router::app)) a new one.
+    /// The shared state a request carries, or (a router built without the layer of [`app`](crate::http::app)) a new one.
     pub(crate) fn of(parts: &Parts, config: &Config) -> Arc<Self> {
         parts
             .extensions

@@ -5,9 +5,7 @@
 //!   cross-site WebSocket hijacking: browsers do not apply CORS to WebSocket, but always send
 //!   `Origin` (RFC 6455 §10.2). A request without `Origin` (curl, back-ends) is not affected, and
 //!   a same-origin one (its `Origin` names the `Host` it was sent to) is always allowed.
-//! - CORS (Fetch Standard §3.2) for every route from the same list: preflights are answered,
-//!   `Authorization`, `Content-Type` and `Last-Event-ID` may be sent, and credentials (cookies)
-//!   are allowed when the origins are listed explicitly.
+//! - CORS for every route follows the same list (http/cors.rs).
 //!
 //! - A credential from the `token_cookie` cookie is honoured only on requests a browser made for
 //!   a page of this server's own origin or of a listed one: `Origin` absent (and `Sec-Fetch-Site`
@@ -18,16 +16,10 @@
 //! An empty list (the default) allows every origin, as before this setting existed, but without
 //! the cookie; CORS then answers `Access-Control-Allow-Origin: *` without credentials.
 
-use std::time::Duration;
-
-use http::{HeaderMap, HeaderValue, Method, Uri, header};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use http::{HeaderMap, HeaderValue, Uri, header};
 
 use super::error::AuthError;
 use crate::config::Config;
-
-/// How long browsers may cache a preflight answer. Ten minutes.
-const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// Whether `origin` (an `Origin` header value) may use this server.
 fn allowed(config: &Config, origin: &str, host: Option<&str>) -> bool {
@@ -100,27 +92,6 @@ pub(crate) fn cookie_allowed(origins: &[String], headers: &HeaderMap, uri: &Uri)
             Some(b"cross-site" | b"same-site")
         ),
     }
-}
-
-/// The CORS layer for `config`.
-pub(crate) fn cors_layer(config: &Config) -> CorsLayer {
-    let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            "last-event-id".parse().expect("a header name"),
-        ])
-        .max_age(PREFLIGHT_MAX_AGE);
-    if config.allowed_origins.is_empty() {
-        return layer.allow_origin(AllowOrigin::any());
-    }
-    let origins: Vec<HeaderValue> = config
-        .allowed_origins
-        .iter()
-        .filter_map(|o| HeaderValue::from_str(o).ok())
-        .collect();
-    layer.allow_origin(AllowOrigin::list(origins)).allow_credentials(true)
 }
 
 /// Checks that every entry is an origin: `scheme://host[:port]`, nothing more.

@@ -1,4 +1,4 @@
-//! Single-use connection tickets: `POST /tickets` with a valid token answers
+//! Single-use connection tickets, kept: `POST /tickets` (http/tickets.rs) with a valid token answers
 //! `{"ticket":"…","expires_in":60}`; the ticket stands in for the token in one request
 //! (`?ticket=`), within `ticket_ttl_secs`. For `EventSource` and iframe URLs, which cannot carry
 //! an `Authorization` header, so the long-lived token need not appear in URLs (and access logs).
@@ -14,18 +14,11 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
-
 use comet_core::SharedStore;
 use serde_json::Value;
 
 use super::error::AuthError;
-use super::{Auth, Grants, Identity, Principal};
-use crate::error::ApiError;
-use crate::state::AppState;
+use super::{Grants, Identity, Principal};
 
 /// Most tickets outstanding at once; past it `POST /tickets` answers `503` until some are used
 /// or expire. Bounds the memory a flood of requests can take (about 200 bytes each).
@@ -157,21 +150,6 @@ fn decode(bytes: &[u8]) -> Option<Identity> {
         publish: patterns("publish")?,
     };
     Some(Identity::user(Arc::new(grants), v.get("exp")?.as_u64()?))
-}
-
-/// `POST /tickets`: a ticket for the caller's token (or the publish API key).
-pub(crate) async fn issue(
-    State(state): State<AppState>,
-    auth: Option<axum::Extension<Arc<Auth>>>,
-    identity: Identity,
-) -> Result<Response, ApiError> {
-    if identity.is_anonymous() {
-        return Err(AuthError::TicketNeedsToken.into());
-    }
-    let auth = auth.map_or_else(|| Auth::new(&state.config), |a| a.0);
-    state.limits.ticket(&identity)?;
-    let ticket = auth.tickets.issue(identity, state.broker.shared_store()).await?;
-    Ok(Json(json!({"ticket": ticket, "expires_in": auth.tickets.ttl_secs()})).into_response())
 }
 
 #[cfg(test)]

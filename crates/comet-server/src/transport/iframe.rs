@@ -7,8 +7,10 @@ use bytes::Bytes;
 use comet_core::{Event, Message, SubscriptionSet};
 
 use super::envelope::{envelope, gap_object, slot};
-use super::{Framer, Kind, SubRequest, open, position_text, streaming_body, streaming_response};
+use super::request::{SubRequest, open, position_text};
+use super::streaming::{Framer, streaming_body, streaming_response};
 use crate::error::ApiError;
+use crate::kind::Kind;
 use crate::state::AppState;
 
 /// Browsers start rendering (and running scripts) progressively only after about 1 KiB.
@@ -137,7 +139,14 @@ pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response,
         sent: 0,
         budget: state.config.iframe_budget,
     };
-    let body = streaming_body(&state, Kind::Iframe, set, framer, Some(prelude(callback)));
+    let body = streaming_body(
+        &state,
+        Kind::Iframe,
+        set,
+        framer,
+        Some(prelude(callback)),
+        req.valid_for,
+    );
     Ok(streaming_response("text/html; charset=utf-8", body))
 }
 

@@ -7,8 +7,9 @@ use axum::response::Response;
 use comet_core::Event;
 
 use super::poll::json_answer;
-use super::{Kind, SubRequest, longpoll_timeout, open};
+use super::request::{SubRequest, longpoll_timeout, open};
 use crate::error::ApiError;
+use crate::kind::Kind;
 use crate::state::AppState;
 
 /// Handles a long poll.
@@ -19,7 +20,7 @@ pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response,
     let _held = state.limits.longpoll(req.client)?;
     // Dropped after the set, also when the client goes away: channels nobody publishes to are
     // forgotten at once.
-    let _forget = super::ForgetUnused(&state, &req.channels);
+    let _forget = super::request::ForgetUnused(&state, &req.channels);
     let mut set = open(&state, &req).await?;
     let _guard = state.metrics.subscriber(Kind::LongPoll);
     let max = state.config.max_batch;

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use comet_core::{Event, SubscriptionSet};
 
 use super::envelope::{envelope, write_json_str};
-use super::{SubRequest, open, position_text};
+use super::request::{SubRequest, open, position_text};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -68,7 +68,7 @@ pub(crate) fn answer_ready(set: &mut SubscriptionSet, max: usize) -> Response {
 pub(crate) fn json_answer(events: &[Event], set: &SubscriptionSet, max: usize) -> Response {
     // "more" when the batch is full by count, or was cut by `max_batch_bytes` with more to read.
     let more = events.len() >= max || set.members().iter().any(|m| m.has_unread());
-    let body = super::pieces_body(answer_pieces(events, &position_text(set), more));
+    let body = super::streaming::pieces_body(answer_pieces(events, &position_text(set), more));
     (
         [
             (http::header::CONTENT_TYPE, "application/json"),
@@ -82,9 +82,9 @@ pub(crate) fn json_answer(events: &[Event], set: &SubscriptionSet, max: usize) -
 /// Handles a short poll.
 pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response, ApiError> {
     // Dropped after the set: channels nobody publishes to are forgotten at once.
-    let _forget = super::ForgetUnused(&state, &req.channels);
+    let _forget = super::request::ForgetUnused(&state, &req.channels);
     let mut set = open(&state, &req).await?;
-    let _guard = state.metrics.subscriber(super::Kind::Poll);
+    let _guard = state.metrics.subscriber(crate::kind::Kind::Poll);
     Ok(answer_ready(&mut set, state.config.max_batch))
 }
 

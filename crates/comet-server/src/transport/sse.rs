@@ -15,8 +15,10 @@ use bytes::Bytes;
 use comet_core::{Event, Message, Position, SubscriptionSet};
 
 use super::envelope::{envelope, slot};
-use super::{Framer, Kind, SubRequest, open, position_text, streaming_body, streaming_response};
+use super::request::{SubRequest, open, position_text};
+use super::streaming::{Framer, streaming_body, streaming_response};
 use crate::error::ApiError;
+use crate::kind::Kind;
 use crate::state::AppState;
 
 /// Appends one `data: ` line per line of `data`.
@@ -160,10 +162,10 @@ pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response,
     ));
     let framer = SseFramer {
         multi: multi.then(|| set.position()),
-        envelope: multi || super::SubQuery::flag(req.query.envelope.as_ref()),
+        envelope: multi || super::request::SubQuery::flag(req.query.envelope.as_ref()),
         retry_ms: state.config.sse_retry_ms,
     };
-    let body = streaming_body(&state, Kind::Sse, set, framer, Some(first));
+    let body = streaming_body(&state, Kind::Sse, set, framer, Some(first), req.valid_for);
     Ok(streaming_response("text/event-stream; charset=utf-8", body))
 }
 

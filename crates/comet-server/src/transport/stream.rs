@@ -7,8 +7,10 @@ use bytes::Bytes;
 use comet_core::{Event, Message, SubscriptionSet};
 
 use super::envelope::{envelope, gap_object, slot};
-use super::{Framer, Kind, SubRequest, open, position_text, streaming_body, streaming_response};
+use super::request::{SubRequest, open, position_text};
+use super::streaming::{Framer, streaming_body, streaming_response};
 use crate::error::ApiError;
+use crate::kind::Kind;
 use crate::state::AppState;
 
 /// 2 KiB of spaces and a newline: makes old buffering clients start rendering.
@@ -52,13 +54,13 @@ impl Framer for NdjsonFramer {
 /// Handles an HTTP stream.
 pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response, ApiError> {
     let set = open(&state, &req).await?;
-    let first = if super::SubQuery::flag(req.query.prelude.as_ref()) {
+    let first = if super::request::SubQuery::flag(req.query.prelude.as_ref()) {
         let mut p = vec![b' '; PRELUDE_LEN];
         p.push(b'\n');
         Some(Bytes::from(p))
     } else {
         None
     };
-    let body = streaming_body(&state, Kind::Stream, set, NdjsonFramer, first);
+    let body = streaming_body(&state, Kind::Stream, set, NdjsonFramer, first, req.valid_for);
     Ok(streaming_response("application/x-ndjson", body))
 }

@@ -54,8 +54,8 @@ use yawc::{DeflatePool, Frame, HttpStream, IncomingUpgrade, OpCode, Options, Rol
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::h1_stream::DirectUpgrade;
-use crate::joined::{JOIN_BELOW, with_joined};
+use crate::io::joined::{JOIN_BELOW, with_joined};
+use crate::io::upgrade::DirectUpgrade;
 
 /// Messages below this many bytes go out uncompressed: deflate would not pay for itself.
 const COMPRESSION_THRESHOLD: usize = 128;

@@ -1,4 +1,17 @@
-//! [`app`]: the HTTP surface of DESIGN §4 as an axum `Router`.
+//! The HTTP layer: [`app`], every route of docs/protocol.md as an axum `Router`, with CORS
+//! (cors.rs), the credential-redacting request trace (redact.rs) and the body-read deadline
+//! around them; the publish API (publish.rs), `POST /tickets` (tickets.rs), the demo
+//! (demo.rs) and the small routes (channel info, health, metrics) here. `GET /sub/…` and `/ws`
+//! go to the transports' dispatcher (transport/mod.rs).
+//!
+//! [`takeover`] tells the connection layer which requests the router takes on a connection of
+//! their own, written without hyper (conn/h1.rs).
+
+mod cors;
+pub mod demo;
+mod publish;
+mod redact;
+mod tickets;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -9,7 +22,7 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{demo, publish, transport};
+use crate::transport;
 
 /// The router. Auth: the publish and subscribe handlers take an [`Identity`](crate::auth::Identity)
 /// (the token check), which finds the shared [`Auth`](crate::auth::Auth) in the extension added
@@ -35,7 +48,7 @@ pub fn app(state: AppState) -> Router {
             get(transport::subscribe).connect(transport::subscribe),
         )
         .route("/ws", get(transport::ws_bare).connect(transport::ws_bare))
-        .route("/tickets", post(crate::auth::tickets::issue))
+        .route("/tickets", post(tickets::issue))
         .route("/channels/{channel}", get(channel_info))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -58,16 +71,43 @@ pub fn app(state: AppState) -> Router {
     };
     let body_limit = std::time::Duration::from_secs(state.config.body_read_timeout_secs);
     let auth = crate::auth::Auth::new(&state.config);
-    let cors = crate::auth::origin::cors_layer(&state.config);
+    let cors = cors::cors_layer(&state.config);
     router
         .with_state(state)
         .layer(axum::Extension(auth))
         .layer(cors)
-        .layer(crate::auth::redact::trace_layer())
-        // Every body must be in within `body_read_timeout_secs` (body.rs).
+        .layer(redact::trace_layer())
+        // Every body must be in within `body_read_timeout_secs` (io/body.rs).
         .layer(tower::util::MapRequestLayer::new(move |req: axum::extract::Request| {
-            req.map(|body| crate::body::with_deadline(body, body_limit))
+            req.map(|body| crate::io::body::with_deadline(body, body_limit))
         }))
+}
+
+/// A request the router takes on a connection of its own (conn/h1.rs), when it is the first
+/// on an HTTP/1.1 connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Takeover {
+    /// A streaming subscription (stream, iframe, SSE): its response is written without hyper's
+    /// per-connection buffers.
+    Stream,
+    /// A WebSocket upgrade, on any route (the handler answers non-WebSocket routes with an
+    /// error): the session then owns the TCP connection.
+    Upgrade,
+}
+
+/// Whether `req` (a `GET` without a body) is one the router takes on a connection of its own:
+/// the dispatcher's own choice of transport ([`transport::choose`]) on `/sub/…`.
+pub(crate) fn takeover<B>(req: &http::Request<B>) -> Option<Takeover> {
+    if transport::is_websocket_upgrade(req.headers()) {
+        return Some(Takeover::Upgrade);
+    }
+    if !req.uri().path().starts_with("/sub/") {
+        return None;
+    }
+    let query = req.uri().query().unwrap_or("");
+    let named = query.split('&').find_map(|kv| kv.strip_prefix("transport="));
+    let kind = transport::choose(req.method(), req.headers(), named).ok()?;
+    kind.is_streaming().then_some(Takeover::Stream)
 }
 
 /// `POST /admin/disconnect` (only with `admin_api = true`): ends every subscriber connection.

@@ -12,15 +12,15 @@ use http::{HeaderMap, StatusCode, header};
 
 use crate::state::AppState;
 
-const INDEX: &str = include_str!("../../../web/index.html");
-const SCRIPT: &str = include_str!("../../../web/demo.js");
-const STYLE: &str = include_str!("../../../web/demo.css");
-const CLIENT_DEMO: &str = include_str!("../../../web/client-demo.js");
+const INDEX: &str = include_str!("../../../../web/index.html");
+const SCRIPT: &str = include_str!("../../../../web/demo.js");
+const STYLE: &str = include_str!("../../../../web/demo.css");
+const CLIENT_DEMO: &str = include_str!("../../../../web/client-demo.js");
 
 /// The browser client, built from `clients/js/src` by `npm run build` and committed, so building
 /// the server never needs Node. `npm run check-dist` (run by `scripts/test`) fails when it is stale.
-const BUNDLE_IIFE: &str = include_str!("../../../clients/js/dist/comet.js");
-const BUNDLE_ESM: &str = include_str!("../../../clients/js/dist/comet.mjs");
+const BUNDLE_IIFE: &str = include_str!("../../../../clients/js/dist/comet.js");
+const BUNDLE_ESM: &str = include_str!("../../../../clients/js/dist/comet.mjs");
 
 /// A strong entity tag for `body`: FNV-1a 64 of the bytes and the length (RFC 9110 §8.8.3).
 fn etag_of(body: &str) -> String {

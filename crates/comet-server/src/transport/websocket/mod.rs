@@ -51,13 +51,14 @@ use tokio_util::sync::CancellationToken;
 
 use self::protocol::{Command, Ref, Reply, Request as ClientRequest, gap_text, message_frame, message_text};
 use self::socket::{Ending, Handshake, Incoming, Socket};
-use super::{Kind, SubRequest};
+use super::request::SubRequest;
 use crate::auth::{Action, Auth, AuthError, Identity};
 use crate::error::ApiError;
-use crate::gate::ReadGate;
+use crate::io::gate::ReadGate;
+use crate::io::hold::{ConnectionHold, StreamHold, UserHold};
+use crate::kind::Kind;
 use crate::metrics::SubscriberGuard;
 use crate::publish::{Publisher, publish_one};
-use crate::server::{ConnectionHold, StreamHold};
 use crate::state::AppState;
 
 /// The subprotocol of docs/protocol.md "ws".
@@ -110,7 +111,7 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
         state,
         token,
         identity,
-        user: parts.extensions.get::<super::UserHold>().cloned(),
+        user: parts.extensions.get::<UserHold>().cloned(),
         auth,
         client,
         accepted,
@@ -151,7 +152,7 @@ struct Start {
     state: AppState,
     token: CancellationToken,
     identity: Identity,
-    user: Option<super::UserHold>,
+    user: Option<UserHold>,
     auth: std::sync::Arc<Auth>,
     client: Option<std::net::IpAddr>,
     accepted: socket::Accepted,
@@ -210,7 +211,7 @@ pub(crate) async fn echo(State(state): State<AppState>, request: Request) -> Res
     let hold = (
         parts.extensions.get::<ConnectionHold>().cloned(),
         parts.extensions.get::<StreamHold>().cloned(),
-        parts.extensions.get::<super::UserHold>().cloned(),
+        parts.extensions.get::<UserHold>().cloned(),
     );
     tokio::spawn(async move {
         let _hold = hold;
@@ -327,7 +328,7 @@ struct Session {
     /// Who the peer is: checked on every `subscribe` and `publish`; replaced by `auth`.
     identity: Identity,
     /// The session's place in `max_connections_per_user`, for `identity`'s subject.
-    user: Option<super::UserHold>,
+    user: Option<UserHold>,
     /// Verifies the tokens of `auth` commands.
     auth: std::sync::Arc<Auth>,
     /// The peer's address, for the per-IP limits.
@@ -573,7 +574,7 @@ impl Session {
                     // same one keeps its place).
                     if self.user.is_none() || identity.subject() != self.identity.subject() {
                         match self.state.limits.user_connection(&identity) {
-                            Ok(held) => self.user = held.map(|h| super::UserHold(std::sync::Arc::new(h))),
+                            Ok(held) => self.user = held.map(UserHold::new),
                             Err(e) => {
                                 self.error(reference, e.code, &e.message);
                                 return Some(Ending::Close(POLICY, "max_connections_per_user"));

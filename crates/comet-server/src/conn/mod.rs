@@ -1,0 +1,247 @@
+//! The connection layer (the top of the server): the accept loop and the server's lifecycle.
+//!
+//! Our own loop instead of `axum::serve` because we need: a header-read timeout (slowloris), a
+//! connection count and limit, polite refusal when out of file descriptors, and a bounded
+//! graceful drain in which every long-lived response ends itself.
+//!
+//! - [`admit`]: which connections are served, and the refusals (`503`, `429`) of the others;
+//! - [`connection`]: one connection's task (TLS handshake, first head, then h1.rs or hyper);
+//! - [`head`]: reading the first request head; [`h1`]: writing a streaming response or a
+//!   WebSocket `101` without hyper; [`rewind`]: the bytes read put back for hyper;
+//! - [`tls`]: certificates and their reload.
+//!
+//! With TLS ([`serve_with_tls`]) the handshake runs in the connection's task, bounded by
+//! `header_read_timeout_secs` (the HTTP/1.1 header-read timeout then starts after it); a client
+//! that does not finish it in time is dropped. A connection refused at a limit is refused inside
+//! TLS: the handshake (bounded the same way, at most [`TLS_REFUSAL_HANDSHAKE`]) and then the same
+//! `503`/`429` over HTTP/1.1 or HTTP/2, whichever ALPN chose. Out of descriptors, a TLS
+//! connection is closed without an answer (the handshake cannot run in the accept loop).
+
+mod admit;
+mod connection;
+mod h1;
+mod head;
+mod rewind;
+pub mod tls;
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+pub use self::admit::TLS_REFUSAL_HANDSHAKE;
+use self::admit::{ConnectionCount, REFUSAL_LINGER, Refusal, Spares, is_fd_exhaustion, refuse, refuse_tls};
+use self::connection::Shared;
+use self::tls::Tls;
+use crate::io::hold::ConnectionHold;
+use crate::limits::Limit;
+use crate::state::AppState;
+
+/// The listen backlog: connection storms (thousands of clients reconnecting after a restart)
+/// overflow tokio's default of 1,024, and the kernel then drops SYNs that clients retry only
+/// after a second or more. The kernel caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with [`LISTEN_BACKLOG`], `SO_REUSEADDR` (a restarted server can bind while old
+/// connections sit in TIME_WAIT) and `TCP_NODELAY`, which Linux gives every accepted connection
+/// (one `setsockopt` fewer per connection in a connect storm, S5 in bench/RESULTS.md).
+///
+/// # Errors
+/// The socket, bind or listen error (e.g. the address is in use).
+pub fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Raises this process's open-file soft limit to its hard limit; returns `(soft, hard)` after.
+///
+/// # Errors
+/// The `getrlimit`/`setrlimit` error.
+pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
+    let (_, hard) = rlimit::Resource::NOFILE.get()?;
+    rlimit::Resource::NOFILE.set(hard, hard)?;
+    rlimit::Resource::NOFILE.get()
+}
+
+/// Serves `listener` until `state.shutdown` is cancelled, then drains: long-lived responses end
+/// themselves (they watch the same token), and connections still open after
+/// `shutdown_grace_secs` are dropped. Speaks TLS when the configuration names a certificate and
+/// key (`tls_cert_file`, `tls_key_file`), loaded here; to reload them later, load a [`Tls`]
+/// yourself and call [`serve_with_tls`].
+///
+/// # Errors
+/// `InvalidInput` when the TLS files cannot be loaded ([`crate::TlsError`]). Accept errors are
+/// logged and survived.
+pub async fn serve(listener: TcpListener, state: AppState) -> io::Result<()> {
+    let tls = Tls::from_config(&state.config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    serve_with_tls(listener, state, tls).await
+}
+
+/// [`serve`] with the TLS given: `Some` serves HTTPS (ALPN `h2`, `http/1.1`) with `tls`, whose
+/// [`Tls::reload`] then changes the certificate of new connections; `None` serves plain TCP.
+/// The configuration's `tls_*` settings are not read here.
+///
+/// # Errors
+/// None today; accept errors are logged and survived.
+pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<Tls>) -> io::Result<()> {
+    let config = Arc::clone(&state.config);
+    let head_timeout = Duration::from_secs(config.header_read_timeout_secs);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .enable_connect_protocol();
+    let shared = Arc::new(Shared {
+        router: crate::http::app(state.clone()),
+        limits: Arc::clone(&state.limits),
+        http1: builder.clone().http1_only(),
+        http2: builder.clone().http2_only(),
+        auto: builder,
+        head_timeout,
+        stall: config.write_stall(),
+    });
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::clone(&state.metrics.connections);
+    let spares = Spares::default();
+    spares.top_up();
+    // Linux copies TCP_NODELAY from the listening socket to each connection it accepts.
+    let nodelay_inherited =
+        cfg!(target_os = "linux") && socket2::SockRef::from(&listener).tcp_nodelay().unwrap_or(false);
+    let sweeper = tokio::spawn(sweep(state.clone(), spares.clone()));
+    loop {
+        let accepted = tokio::select! {
+            () = state.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(ok) => ok,
+            Err(e) if is_fd_exhaustion(&e) => {
+                // Without a spare every descriptor is in use, the spares' by refusals still
+                // running: the connection waits in the backlog until one gives its back.
+                if let Some(fd) = spares.take() {
+                    drop(fd);
+                    if let Ok((stream, _)) = listener.accept().await {
+                        state.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "out of file descriptors; refusing a connection");
+                        // In a task of its own, so a client slow to send its request head holds up
+                        // no one; over TLS the answer needs a handshake, too long to spend a
+                        // descriptor on now: closed.
+                        if tls.is_none() {
+                            let spares = spares.clone();
+                            tokio::spawn(async move {
+                                let stream = refuse(stream, Refusal::Full, Duration::from_millis(300)).await;
+                                spares.give_back(stream);
+                            });
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let refusal =
+            if connections.load(Ordering::Relaxed) >= i64::try_from(config.max_connections).unwrap_or(i64::MAX) {
+                state.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                state.metrics.limit_refused(Limit::Connections);
+                Err(Refusal::Full)
+            } else {
+                state.limits.connection(peer.ip()).ok_or(Refusal::PerIp)
+            };
+        let per_ip = match refusal {
+            Ok(per_ip) => per_ip,
+            Err(why) => {
+                match &tls {
+                    None => tokio::spawn(async move { drop(refuse(stream, why, REFUSAL_LINGER).await) }),
+                    Some(tls) => tokio::spawn(refuse_tls(stream, tls.acceptor(), why, head_timeout)),
+                };
+                continue;
+            }
+        };
+        let hold = ConnectionHold::new((ConnectionCount::enter(&connections), per_ip));
+        if !nodelay_inherited {
+            let _ = stream.set_nodelay(true);
+        }
+        // The acceptor is taken now: it serves the certificate current at accept time.
+        let acceptor = tls.as_ref().map(Tls::acceptor);
+        tokio::spawn(connection::run(
+            stream,
+            peer,
+            hold,
+            Arc::clone(&shared),
+            graceful.watcher(),
+            acceptor,
+        ));
+    }
+    drop(listener);
+    sweeper.abort();
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    // Hyper's connections drain through `graceful`; streams written by h1.rs end themselves
+    // (their bodies watch the shutdown token) and are counted in `connections`.
+    let drained = async {
+        graceful.shutdown().await;
+        while connections.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
+        tracing::warn!(?grace, "connections still open after the grace period; closing them");
+    }
+    Ok(())
+}
+
+/// Every 30 s until shutdown: drops the rate-limit state of clients back at a full allowance,
+/// and opens again the spares missing (a refusal that could not give its descriptor back).
+async fn sweep(state: AppState, spares: Spares) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                state.limits.sweep();
+                spares.top_up();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The accept loop skips `set_nodelay` when the listener's TCP_NODELAY is inherited: each
+    /// connection [`bind`](super::bind) accepts must have it (else a reply written in two
+    /// pieces waits for the client's delayed ACK).
+    #[tokio::test]
+    async fn connections_accepted_from_bind_have_nodelay() {
+        let listener = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        if cfg!(target_os = "linux") {
+            assert!(
+                accepted.nodelay().unwrap(),
+                "Linux copies TCP_NODELAY from the listener"
+            );
+        }
+        drop(client);
+    }
+}

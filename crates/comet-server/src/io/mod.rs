@@ -1,0 +1,17 @@
+//! Byte-level pieces below every layer: they know sockets and bodies, not HTTP routes or
+//! transports.
+//!
+//! - [`gate`]: a future polled only after its own wake (the seldom-ready branches of a
+//!   subscriber's task);
+//! - [`stall`]: the write-stall timeout and the lingering close;
+//! - [`joined`]: small pieces copied into one `send`;
+//! - [`body`]: request bodies with a read deadline, response bodies that keep a guard;
+//! - [`hold`]: places in the connection limits a response keeps while it lasts;
+//! - [`upgrade`]: a plain TCP connection handed from the connection layer to a WebSocket.
+
+pub(crate) mod body;
+pub(crate) mod gate;
+pub(crate) mod hold;
+pub(crate) mod joined;
+pub(crate) mod stall;
+pub(crate) mod upgrade;
