@@ -29,7 +29,6 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::StatusCode;
 
 use crate::auth::Identity;
-use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -188,11 +187,31 @@ fn limiter<K: std::hash::Hash + Eq + Clone>(per_sec: u32) -> Option<DefaultKeyed
 }
 
 /// At most `max` tickets per `ttl_secs` for one subject, in a burst of `max` (`max == 0`: none).
-fn ticket_limiter(max: usize, ttl_secs: u64) -> Option<DefaultKeyedRateLimiter<Arc<str>>> {
+fn ticket_limiter(max: usize, ttl: Duration) -> Option<DefaultKeyedRateLimiter<Arc<str>>> {
     let burst = NonZeroU32::new(u32::try_from(max).unwrap_or(u32::MAX))?;
-    let period = Duration::from_secs(ttl_secs.max(1)) / burst.get();
+    let period = ttl.max(Duration::from_secs(1)) / burst.get();
     let quota = Quota::with_period(period.max(Duration::from_nanos(1)))?.allow_burst(burst);
     Some(RateLimiter::keyed(quota))
+}
+
+/// The limits section of the configuration (made by `Config::limits` from the keys named);
+/// `0` means no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// `max_connections_per_ip`.
+    pub max_connections_per_ip: usize,
+    /// `max_longpolls_per_ip`.
+    pub max_longpolls_per_ip: usize,
+    /// `max_connections_per_user`.
+    pub max_connections_per_user: usize,
+    /// `max_tickets_per_user`, within `ticket_ttl`.
+    pub max_tickets_per_user: usize,
+    /// `ticket_ttl_secs`.
+    pub ticket_ttl: Duration,
+    /// `subscribes_per_sec_per_ip`.
+    pub subscribes_per_sec_per_ip: u32,
+    /// `publishes_per_sec`.
+    pub publishes_per_sec: u32,
 }
 
 /// The server's limits and what each client currently holds. One per server, in
@@ -220,14 +239,14 @@ impl std::fmt::Debug for Limits {
 
 impl Limits {
     /// The limits `config` sets; refusals count in `metrics`.
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: &LimitsConfig, metrics: Arc<Metrics>) -> Self {
         Self {
             connections: PerClient::new(config.max_connections_per_ip),
             longpolls: PerClient::new(config.max_longpolls_per_ip),
             per_user: PerClient::new(config.max_connections_per_user),
-            tickets: ticket_limiter(config.max_tickets_per_user, config.ticket_ttl_secs),
+            tickets: ticket_limiter(config.max_tickets_per_user, config.ticket_ttl),
             max_tickets: config.max_tickets_per_user,
-            ticket_ttl: Duration::from_secs(config.ticket_ttl_secs),
+            ticket_ttl: config.ticket_ttl,
             subscribes: limiter(config.subscribes_per_sec_per_ip),
             publishes: limiter(config.publishes_per_sec),
             metrics,

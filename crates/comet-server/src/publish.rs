@@ -46,12 +46,12 @@ pub(crate) async fn publish_one(
 ) -> Result<Outcome, ApiError> {
     let channel = ChannelName::new(channel)?;
     let identity = by.identity;
-    identity.authorize(&state.config, Action::Publish, &channel, by.websocket)?;
+    identity.authorize(state.auth.config(), Action::Publish, &channel, by.websocket)?;
     state
         .limits
         .publish(crate::limits::Account::of(identity, by.client).as_ref())?;
     let event = event.map(EventName::new).transpose()?;
-    let max = crate::auth::policy::max_message_size(&state.config, &channel);
+    let max = crate::auth::policy::max_message_size(state.auth.config(), &channel);
     if data.len() > max {
         return Err(ApiError::too_large("message", data.len(), max));
     }

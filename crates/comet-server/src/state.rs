@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use comet_core::Broker;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -16,6 +17,9 @@ pub struct AppState {
     pub broker: Arc<dyn Broker>,
     /// The settings.
     pub config: Arc<Config>,
+    /// Who callers are and what they may do: the auth section of `config`, the token
+    /// verifier, the outstanding tickets.
+    pub auth: Arc<Auth>,
     /// Counters and histograms for `GET /metrics`.
     pub metrics: Arc<Metrics>,
     /// Per-client connection, long-poll and rate limits, and what each client holds.
@@ -35,7 +39,8 @@ impl AppState {
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(Metrics::new(Arc::clone(&broker)));
         Self {
-            limits: Arc::new(Limits::new(&config, Arc::clone(&metrics))),
+            limits: Arc::new(Limits::new(&config.limits(), Arc::clone(&metrics))),
+            auth: Auth::new(config.auth()),
             metrics,
             broker,
             config: Arc::new(config),

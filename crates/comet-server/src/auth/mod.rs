@@ -14,6 +14,7 @@
 //! `token_cookie` cookie. A bad credential is `401` before anything else happens; no credential
 //! is the anonymous identity. Then [`Identity::authorize`] decides per channel.
 
+mod config;
 pub mod error;
 mod glob;
 pub(crate) mod origin;
@@ -29,11 +30,11 @@ use comet_core::ChannelName;
 use http::request::Parts;
 use serde::Deserialize;
 
+pub use self::config::AuthConfig;
 pub use self::error::{Action, AuthError};
 pub use self::policy::NamespaceRules;
 use self::tickets::Tickets;
 use self::token::Verifier;
-use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -146,7 +147,7 @@ impl Identity {
     /// forbids WebSocket publishing.
     pub fn authorize(
         &self,
-        config: &Config,
+        config: &AuthConfig,
         action: Action,
         channel: &ChannelName,
         websocket: bool,
@@ -190,7 +191,12 @@ impl Identity {
     ///
     /// # Errors
     /// The first refusal.
-    pub fn authorize_all(&self, config: &Config, channels: &[ChannelName], websocket: bool) -> Result<(), AuthError> {
+    pub fn authorize_all(
+        &self,
+        config: &AuthConfig,
+        channels: &[ChannelName],
+        websocket: bool,
+    ) -> Result<(), AuthError> {
         channels
             .iter()
             .try_for_each(|c| self.authorize(config, Action::Subscribe, c, websocket))
@@ -277,24 +283,20 @@ enum Jwt {
     Broken(String),
 }
 
-/// What the auth layer shares across requests: the verifier, the API key, the outstanding
-/// tickets. Built once by [`app`](crate::http::app) and handed to handlers as a request
-/// extension.
+/// What the auth layer shares across requests: its settings, the verifier, the outstanding
+/// tickets. Built once with the [`AppState`] (its `auth`).
 #[derive(Debug)]
 pub struct Auth {
+    config: AuthConfig,
     jwt: Jwt,
-    api_key: Secret,
-    cookie: String,
-    /// `allowed_origins`: the pages whose requests may carry the cookie credential.
-    origins: Vec<String>,
     pub(crate) tickets: Tickets,
 }
 
 impl Auth {
     /// The auth state for `config`. A key file that cannot be used (it was checked by
-    /// [`Config::validate`], so it changed since) is logged and makes every token fail.
-    pub fn new(config: &Config) -> Arc<Self> {
-        let jwt = match Verifier::from_config(config) {
+    /// `Config::validate`, so it changed since) is logged and makes every token fail.
+    pub fn new(config: AuthConfig) -> Arc<Self> {
+        let jwt = match Verifier::from_config(&config) {
             Ok(None) => Jwt::Off,
             Ok(Some(v)) => Jwt::Ready(Box::new(v)),
             Err(e) => {
@@ -303,21 +305,15 @@ impl Auth {
             }
         };
         Arc::new(Self {
+            tickets: Tickets::new(config.ticket_ttl),
             jwt,
-            api_key: config.publish_api_key.clone(),
-            cookie: config.token_cookie.clone(),
-            origins: config.allowed_origins.clone(),
-            tickets: Tickets::new(Duration::from_secs(config.ticket_ttl_secs)),
+            config,
         })
     }
 
-    /// The shared state a request carries, or (a router built without the layer of [`app`](crate::http::app)) a new one.
-    pub(crate) fn of(parts: &Parts, config: &Config) -> Arc<Self> {
-        parts
-            .extensions
-            .get::<Arc<Self>>()
-            .cloned()
-            .unwrap_or_else(|| Self::new(config))
+    /// The settings, for the policy checks ([`Identity::authorize`]).
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
     }
 
     /// Whether a JWT key is configured (even an unusable one): tokens are verified.
@@ -346,14 +342,17 @@ impl Auth {
         parts: &Parts,
         shared: Option<&dyn comet_core::SharedStore>,
     ) -> Result<Identity, AuthError> {
-        let cookie = origin::cookie_allowed(&self.origins, &parts.headers, &parts.uri).then_some(self.cookie.as_str());
+        let config = &self.config;
+        let cookie = origin::cookie_allowed(&config.allowed_origins, &parts.headers, &parts.uri)
+            .then_some(config.token_cookie.as_str());
         let Some((source, credential)) = credential(parts, cookie) else {
             return Ok(Identity::ANONYMOUS);
         };
         let result = match source {
             Source::Ticket => self.tickets.redeem(&credential, shared).await,
             Source::Bearer
-                if !self.api_key.is_empty() && same_secret(credential.as_bytes(), self.api_key.expose().as_bytes()) =>
+                if !config.publish_api_key.is_empty()
+                    && same_secret(credential.as_bytes(), config.publish_api_key.expose().as_bytes()) =>
             {
                 Ok(Identity {
                     principal: Principal::Backend,
@@ -363,7 +362,7 @@ impl Auth {
             // With JWT off, tokens mean nothing (today's open behaviour), except that a wrong
             // API key must not pass silently as anonymous.
             _ if matches!(self.jwt, Jwt::Off) => match source {
-                Source::Bearer if !self.api_key.is_empty() => Err(AuthError::BadApiKey),
+                Source::Bearer if !config.publish_api_key.is_empty() => Err(AuthError::BadApiKey),
                 _ => Ok(Identity::ANONYMOUS),
             },
             _ => self.verify(&credential),
@@ -379,17 +378,16 @@ impl FromRequestParts<AppState> for Identity {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        origin::check(&state.config, &parts.headers, &parts.uri)?;
-        let auth = Auth::of(parts, &state.config);
-        Ok(auth.identify(parts, state.broker.shared_store()).await?)
+        origin::check(state.auth.config(), &parts.headers, &parts.uri)?;
+        Ok(state.auth.identify(parts, state.broker.shared_store()).await?)
     }
 }
 
-/// Checks the auth settings of `config` (called by [`Config::validate`]).
+/// Checks the auth settings of `config` (called by `Config::validate`).
 ///
 /// # Errors
 /// A message naming the bad setting.
-pub(crate) fn validate(config: &Config) -> Result<(), String> {
+pub(crate) fn validate(config: &AuthConfig) -> Result<(), String> {
     Verifier::from_config(config)?;
     policy::validate(config)?;
     origin::validate(config)?;
@@ -399,7 +397,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), String> {
             "token_cookie {cookie:?} is not a cookie name ([A-Za-z0-9._-]+)"
         ));
     }
-    if config.ticket_ttl_secs == 0 {
+    if config.ticket_ttl.is_zero() {
         return Err("ticket_ttl_secs must be at least 1".into());
     }
     Ok(())
@@ -455,9 +453,9 @@ mod tests {
 
     #[test]
     fn secrets_do_not_debug() {
-        let config = Config {
+        let config = AuthConfig {
             jwt_secret: "hunter2".into(),
-            ..Config::default()
+            ..AuthConfig::default()
         };
         assert!(!format!("{config:?}").contains("hunter2"));
         assert!(same_secret(b"abc", b"abc") && !same_secret(b"abc", b"abd") && !same_secret(b"abc", b"ab"));

@@ -18,11 +18,11 @@
 
 use http::{HeaderMap, HeaderValue, Uri, header};
 
+use super::AuthConfig;
 use super::error::AuthError;
-use crate::config::Config;
 
 /// Whether `origin` (an `Origin` header value) may use this server.
-fn allowed(config: &Config, origin: &str, host: Option<&str>) -> bool {
+fn allowed(config: &AuthConfig, origin: &str, host: Option<&str>) -> bool {
     config.allowed_origins.is_empty() || listed(&config.allowed_origins, origin) || same_origin(origin, host)
 }
 
@@ -65,7 +65,7 @@ fn request_authority(headers: &HeaderMap, uri: &Uri) -> Option<String> {
 ///
 /// # Errors
 /// [`AuthError::Origin`] (403) for a disallowed origin, `null` included.
-pub(crate) fn check(config: &Config, headers: &HeaderMap, uri: &Uri) -> Result<(), AuthError> {
+pub(crate) fn check(config: &AuthConfig, headers: &HeaderMap, uri: &Uri) -> Result<(), AuthError> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
@@ -98,7 +98,7 @@ pub(crate) fn cookie_allowed(origins: &[String], headers: &HeaderMap, uri: &Uri)
 ///
 /// # Errors
 /// A message naming the bad entry.
-pub(crate) fn validate(config: &Config) -> Result<(), String> {
+pub(crate) fn validate(config: &AuthConfig) -> Result<(), String> {
     for origin in &config.allowed_origins {
         let ok = origin.split_once("://").is_some_and(|(scheme, rest)| {
             !scheme.is_empty()
@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn origins() {
-        let mut config = Config::default();
+        let mut config = AuthConfig::default();
         assert!(allowed(&config, "https://evil.example", None));
         config.allowed_origins = vec!["https://good.example".into()];
         assert!(allowed(&config, "https://good.example", None));

@@ -8,7 +8,7 @@
 use comet_core::ChannelName;
 use serde::Deserialize;
 
-use crate::config::Config;
+use super::AuthConfig;
 
 /// The rules of one namespace. Every field is optional; an unset one takes the default given.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -37,46 +37,46 @@ pub struct NamespaceRules {
 }
 
 /// The rules that apply to `channel`.
-pub(crate) fn rules<'a>(config: &'a Config, channel: &ChannelName) -> Option<&'a NamespaceRules> {
+pub(crate) fn rules<'a>(config: &'a AuthConfig, channel: &ChannelName) -> Option<&'a NamespaceRules> {
     let ns = channel.namespace().unwrap_or("");
-    config.namespace.get(ns).or_else(|| config.namespace.get(""))
+    config.namespaces.get(ns).or_else(|| config.namespaces.get(""))
 }
 
 /// Whether a JWT verification key is configured.
-pub(crate) fn jwt_configured(config: &Config) -> bool {
-    !config.jwt_secret.is_empty() || !config.jwt_public_key_file.is_empty()
+pub(crate) fn jwt_configured(config: &AuthConfig) -> bool {
+    !config.jwt_secret.is_empty() || config.jwt_public_key_file.is_some()
 }
 
 /// Whether anonymous clients may subscribe to `channel`.
-pub(crate) fn anonymous_subscribe(config: &Config, channel: &ChannelName) -> bool {
+pub(crate) fn anonymous_subscribe(config: &AuthConfig, channel: &ChannelName) -> bool {
     rules(config, channel)
         .and_then(|r| r.anonymous_subscribe)
         .unwrap_or_else(|| !jwt_configured(config))
 }
 
 /// Whether anonymous clients may publish to `channel`.
-pub(crate) fn anonymous_publish(config: &Config, channel: &ChannelName) -> bool {
+pub(crate) fn anonymous_publish(config: &AuthConfig, channel: &ChannelName) -> bool {
     rules(config, channel)
         .and_then(|r| r.anonymous_publish)
         .unwrap_or_else(|| !jwt_configured(config) && config.publish_api_key.is_empty())
 }
 
 /// Whether WebSocket clients may publish to `channel`.
-pub(crate) fn client_publish(config: &Config, channel: &ChannelName) -> bool {
+pub(crate) fn client_publish(config: &AuthConfig, channel: &ChannelName) -> bool {
     rules(config, channel).and_then(|r| r.client_publish).unwrap_or(true)
 }
 
 /// The largest message `channel` accepts, in bytes.
-pub(crate) fn max_message_size(config: &Config, channel: &ChannelName) -> usize {
+pub(crate) fn max_message_size(config: &AuthConfig, channel: &ChannelName) -> usize {
     rules(config, channel)
         .and_then(|r| r.max_message_size)
         .unwrap_or(config.max_message_size)
 }
 
 /// The largest message any namespace accepts: the HTTP body limit must let it through.
-pub fn largest_message_size(config: &Config) -> usize {
+pub fn largest_message_size(config: &AuthConfig) -> usize {
     config
-        .namespace
+        .namespaces
         .values()
         .filter_map(|r| r.max_message_size)
         .fold(config.max_message_size, usize::max)
@@ -86,8 +86,8 @@ pub fn largest_message_size(config: &Config) -> usize {
 ///
 /// # Errors
 /// A message naming the bad table.
-pub(crate) fn validate(config: &Config) -> Result<(), String> {
-    for (name, rules) in &config.namespace {
+pub(crate) fn validate(config: &AuthConfig) -> Result<(), String> {
+    for (name, rules) in &config.namespaces {
         if !name.is_empty() && (name.contains(':') || ChannelName::new(name).is_err()) {
             return Err(format!(
                 "namespace {name:?} is not a namespace: use the part of a channel name before its first ':'"
@@ -116,7 +116,7 @@ mod tests {
 
     #[test]
     fn defaults_are_open_without_auth_and_closed_with_it() {
-        let mut config = Config::default();
+        let mut config = AuthConfig::default();
         assert!(anonymous_subscribe(&config, &ch("a")) && anonymous_publish(&config, &ch("chat:x")));
         config.publish_api_key = "k".into();
         assert!(anonymous_subscribe(&config, &ch("a")) && !anonymous_publish(&config, &ch("a")));
@@ -127,11 +127,12 @@ mod tests {
 
     #[test]
     fn namespace_tables_and_the_fallback() {
-        let config: Config = toml::from_str(
+        let config: crate::config::Config = toml::from_str(
             "jwt_secret = \"s\"\n[namespace.\"\"]\nanonymous_subscribe = true\n\
              [namespace.chat]\nclient_publish = false\nmax_message_size = 10\n",
         )
         .unwrap();
+        let config = config.auth();
         assert!(anonymous_subscribe(&config, &ch("plain")));
         assert!(
             anonymous_subscribe(&config, &ch("other:x")),
@@ -143,7 +144,7 @@ mod tests {
         assert_eq!(max_message_size(&config, &ch("x")), config.max_message_size);
         assert_eq!(largest_message_size(&config), config.max_message_size);
         assert!(validate(&config).is_ok());
-        let bad: Config = toml::from_str("[namespace.\"a:b\"]\n").unwrap();
-        assert!(validate(&bad).unwrap_err().contains("\"a:b\""));
+        let bad: crate::config::Config = toml::from_str("[namespace.\"a:b\"]\n").unwrap();
+        assert!(validate(&bad.auth()).unwrap_err().contains("\"a:b\""));
     }
 }

@@ -17,9 +17,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 pub(crate) const MIN_HS256_SECRET_LEN: usize = 32;
 use serde::Deserialize;
 
+use super::AuthConfig;
 use super::error::AuthError;
 use super::{Grants, Identity};
-use crate::config::Config;
 
 /// The claims Comet reads; others are ignored. `sub` and `exp` are required, but optional
 /// here so that their absence is reported as such (by the validation) rather than as malformed.
@@ -62,15 +62,14 @@ impl Verifier {
     /// # Errors
     /// Both a secret and a key file, an unreadable file, or a PEM that is neither an RSA nor an
     /// EC public key; the message names the setting.
-    pub(crate) fn from_config(config: &Config) -> Result<Option<Self>, String> {
+    pub(crate) fn from_config(config: &AuthConfig) -> Result<Option<Self>, String> {
         let secret = config.jwt_secret.expose();
-        let file = config.jwt_public_key_file.as_str();
-        let (key, algorithm) = match (secret.is_empty(), file.is_empty()) {
-            (true, true) => return Ok(None),
-            (false, false) => {
+        let (key, algorithm) = match (secret.is_empty(), config.jwt_public_key_file.as_deref()) {
+            (true, None) => return Ok(None),
+            (false, Some(_)) => {
                 return Err("set jwt_secret (HS256) or jwt_public_key_file (RS256/ES256), not both".into());
             }
-            (false, true) => {
+            (false, None) => {
                 // RFC 7518 §3.2: a key as long as the hash output (256 bits for HS256) or
                 // longer MUST be used; a short one can be found by brute force offline from a
                 // single token.
@@ -83,8 +82,9 @@ impl Verifier {
                 }
                 (DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256)
             }
-            (true, false) => {
-                let pem = std::fs::read(file).map_err(|e| format!("jwt_public_key_file {file}: {e}"))?;
+            (true, Some(path)) => {
+                let file = path.display();
+                let pem = std::fs::read(path).map_err(|e| format!("jwt_public_key_file {file}: {e}"))?;
                 if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
                     (key, Algorithm::ES256)
                 } else if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
@@ -98,24 +98,26 @@ impl Verifier {
         };
         let mut validation = Validation::new(algorithm);
         let mut required = vec!["exp", "sub"];
-        validation.leeway = config.jwt_leeway_secs;
+        let leeway = config.jwt_leeway.as_secs();
+        validation.leeway = leeway;
         // RFC 7519 §4.1.5: not to be accepted before `nbf` (when the token has one).
         validation.validate_nbf = true;
-        if config.jwt_audience.is_empty() {
-            validation.validate_aud = false;
-        } else {
-            validation.set_audience(&[&config.jwt_audience]);
-            required.push("aud");
+        match &config.jwt_audience {
+            None => validation.validate_aud = false,
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
         }
-        if !config.jwt_issuer.is_empty() {
-            validation.set_issuer(&[&config.jwt_issuer]);
+        if let Some(issuer) = &config.jwt_issuer {
+            validation.set_issuer(&[issuer]);
             required.push("iss");
         }
         validation.set_required_spec_claims(&required);
         Ok(Some(Self {
             key,
             validation,
-            leeway: config.jwt_leeway_secs,
+            leeway,
         }))
     }
 

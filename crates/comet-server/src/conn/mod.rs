@@ -85,7 +85,7 @@ pub fn raise_fd_limit() -> io::Result<(u64, u64)> {
 /// `InvalidInput` when the TLS files cannot be loaded ([`crate::TlsError`]). Accept errors are
 /// logged and survived.
 pub async fn serve(listener: TcpListener, state: AppState) -> io::Result<()> {
-    let tls = Tls::from_config(&state.config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let tls = Tls::from_config(state.config.tls()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     serve_with_tls(listener, state, tls).await
 }
 

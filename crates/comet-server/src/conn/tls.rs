@@ -24,8 +24,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{InconsistentKeys, ServerConfig};
 
-use crate::config::Config;
-
 /// The ALPN protocols offered, in order of preference (RFC 7301 §3.2; `h2`: RFC 9113 §3.2).
 pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
@@ -83,13 +81,23 @@ pub enum TlsError {
     Config(rustls::Error),
 }
 
+/// The TLS section of the configuration (made by `Config::tls` from `tls_cert_file` and
+/// `tls_key_file`): both files, or neither for plain TCP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The PEM certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// The PEM private key of the certificate (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key_file: Option<PathBuf>,
+}
+
 /// Checks the TLS settings of `config` by loading them: both or neither, readable, PEM, and a
-/// key that matches the certificate. Used by [`Config::validate`].
+/// key that matches the certificate. Used by `Config::validate`.
 ///
 /// # Errors
 /// The [`TlsError`], as text.
-pub(crate) fn validate(config: &Config) -> Result<(), String> {
-    Tls::from_config(config).map(drop).map_err(|e| e.to_string())
+pub(crate) fn validate(config: &TlsConfig) -> Result<(), String> {
+    Tls::from_config(config.clone()).map(drop).map_err(|e| e.to_string())
 }
 
 /// The TLS side of the listener: the certificate served and the rustls configuration serving
@@ -136,23 +144,24 @@ impl fmt::Debug for Tls {
 }
 
 impl Tls {
-    /// The TLS of `config`: `None` when neither `tls_cert_file` nor `tls_key_file` is set (plain
-    /// TCP), else both files loaded.
+    /// The TLS of `config` (a [`TlsConfig`], or the whole `&Config`): `None` when neither
+    /// `tls_cert_file` nor `tls_key_file` is set (plain TCP), else both files loaded.
     ///
     /// # Errors
     /// [`TlsError::Incomplete`] when only one is set, else as [`load`](Self::load).
-    pub fn from_config(config: &Config) -> Result<Option<Self>, TlsError> {
-        match (config.tls_cert_file.is_empty(), config.tls_key_file.is_empty()) {
-            (true, true) => Ok(None),
-            (false, true) => Err(TlsError::Incomplete {
+    pub fn from_config(config: impl Into<TlsConfig>) -> Result<Option<Self>, TlsError> {
+        let config = config.into();
+        match (&config.cert_file, &config.key_file) {
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(TlsError::Incomplete {
                 set: "tls_cert_file",
                 missing: "tls_key_file",
             }),
-            (true, false) => Err(TlsError::Incomplete {
+            (None, Some(_)) => Err(TlsError::Incomplete {
                 set: "tls_key_file",
                 missing: "tls_cert_file",
             }),
-            (false, false) => Self::load(&config.tls_cert_file, &config.tls_key_file).map(Some),
+            (Some(cert), Some(key)) => Self::load(cert, key).map(Some),
         }
     }
 

@@ -25,12 +25,12 @@ use crate::state::AppState;
 use crate::transport;
 
 /// The router. Auth: the publish and subscribe handlers take an [`Identity`](crate::auth::Identity)
-/// (the token check), which finds the shared [`Auth`](crate::auth::Auth) in the extension added
-/// here; CORS and the (credential-redacting) request trace wrap every route.
+/// (the token check, by the state's [`Auth`](crate::auth::Auth)); CORS and the
+/// (credential-redacting) request trace wrap every route.
 pub fn app(state: AppState) -> Router {
     // A body limit above the message limit, so oversize messages get our own 413 with a clear
     // message rather than axum's plain-text one; the batch route has its own bound.
-    let message_limit = crate::auth::policy::largest_message_size(&state.config).saturating_add(1);
+    let message_limit = crate::auth::policy::largest_message_size(state.auth.config()).saturating_add(1);
     let batch_limit = state.config.max_batch_body;
     let admin = state.config.admin_api;
     let router = Router::new()
@@ -70,11 +70,9 @@ pub fn app(state: AppState) -> Router {
         path => router.route(path, get(transport::websocket::echo)),
     };
     let body_limit = std::time::Duration::from_secs(state.config.body_read_timeout_secs);
-    let auth = crate::auth::Auth::new(&state.config);
     let cors = cors::cors_layer(&state.config);
     router
         .with_state(state)
-        .layer(axum::Extension(auth))
         .layer(cors)
         .layer(redact::trace_layer())
         // Every body must be in within `body_read_timeout_secs` (io/body.rs).

@@ -79,7 +79,7 @@ pub(crate) async fn publish(
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let largest = crate::auth::policy::largest_message_size(&state.config);
+    let largest = crate::auth::policy::largest_message_size(state.auth.config());
     let body = read_body(body, "message", largest)?;
     let Path(channel) = path.map_err(|e| ApiError::bad_request("bad_channel", e.body_text()))?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("bad_request", e.body_text()))?;

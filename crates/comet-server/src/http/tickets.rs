@@ -1,27 +1,21 @@
 //! `POST /tickets` (docs/protocol.md "Tickets"): a single-use ticket standing in for the
 //! caller's token in one request; auth/tickets.rs keeps them.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::auth::{Auth, AuthError, Identity};
+use crate::auth::{AuthError, Identity};
 use crate::error::ApiError;
 use crate::state::AppState;
 
 /// `POST /tickets`: a ticket for the caller's token (or the publish API key).
-pub(crate) async fn issue(
-    State(state): State<AppState>,
-    auth: Option<axum::Extension<Arc<Auth>>>,
-    identity: Identity,
-) -> Result<Response, ApiError> {
+pub(crate) async fn issue(State(state): State<AppState>, identity: Identity) -> Result<Response, ApiError> {
     if identity.is_anonymous() {
         return Err(AuthError::TicketNeedsToken.into());
     }
-    let auth = auth.map_or_else(|| Auth::new(&state.config), |a| a.0);
+    let auth = &state.auth;
     state.limits.ticket(&identity)?;
     let ticket = auth.tickets.issue(identity, state.broker.shared_store()).await?;
     Ok(Json(json!({"ticket": ticket, "expires_in": auth.tickets.ttl_secs()})).into_response())

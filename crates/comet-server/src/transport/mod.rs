@@ -75,7 +75,7 @@ pub(crate) async fn subscribe(
         let Path(list) = path.map_err(|e| ApiError::bad_request("bad_channel", e.body_text()))?;
         let Query(query) = query.map_err(|e| ApiError::bad_request("bad_request", e.body_text()))?;
         let channels = parse_channels(&list, state.config.max_channels_per_connection)?;
-        identity.authorize_all(&state.config, &channels, false)?;
+        identity.authorize_all(state.auth.config(), &channels, false)?;
         let kind = choose(req.method(), req.headers(), query.transport.as_deref())?;
         let cursor = cursor_text(req.headers(), &query)?;
         let since = Position::resolve_at_most(cursor, &channels, state.config.max_channels_per_connection)?;

@@ -10,6 +10,8 @@
 //!   envelope and `id:` the position of the whole subscription.
 //! - Data is split into one `data:` line per line; CR, LF and CRLF all end a line (§9.2.5).
 
+use std::time::Duration;
+
 use axum::response::Response;
 use bytes::Bytes;
 use comet_core::{Event, Message, Position, SubscriptionSet};
@@ -150,20 +152,25 @@ impl Framer for SseFramer {
     }
 }
 
+/// The Server-Sent Events section of the configuration (made by `Config::sse`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SseConfig {
+    /// `sse_retry_ms`: the reconnection time sent as `retry:` (HTML Standard §9.2.6), in
+    /// whole milliseconds.
+    pub retry: Duration,
+}
+
 /// Handles an SSE subscription.
 pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response, ApiError> {
     let set = open(&state, &req).await?;
     let multi = set.len() > 1;
     // The start position is taken before any gap notice is read: the gap event carries its own id.
-    let first = Bytes::from(format!(
-        "retry: {}\nid: {}\n\n",
-        state.config.sse_retry_ms,
-        position_text(&set)
-    ));
+    let retry_ms = u64::try_from(state.config.sse().retry.as_millis()).unwrap_or(u64::MAX);
+    let first = Bytes::from(format!("retry: {retry_ms}\nid: {}\n\n", position_text(&set)));
     let framer = SseFramer {
         multi: multi.then(|| set.position()),
         envelope: multi || super::request::SubQuery::flag(req.query.envelope.as_ref()),
-        retry_ms: state.config.sse_retry_ms,
+        retry_ms,
     };
     let body = streaming_body(&state, Kind::Sse, set, framer, Some(first), req.valid_for);
     Ok(streaming_response("text/event-stream; charset=utf-8", body))

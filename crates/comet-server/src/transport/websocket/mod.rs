@@ -29,63 +29,77 @@
 //!
 //! `socket` wraps the WebSocket library; `protocol` is the JSON.
 
+mod direct;
+mod handshake;
 mod protocol;
+mod session;
 mod socket;
 
 #[doc(hidden)]
 pub use self::protocol::parse_for_fuzzing as parse_command_for_fuzzing;
 
-use std::future::{Future, poll_fn};
-use std::pin::pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use comet_core::{ChannelName, ChannelSubscription, Event, Position, SubscriptionSet};
+use comet_core::ChannelSubscription;
 use http::header::{SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION};
 use http::{HeaderMap, HeaderValue, StatusCode};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use self::protocol::{Command, Ref, Reply, Request as ClientRequest, gap_text, message_frame, message_text};
-use self::socket::{Ending, Handshake, Incoming, Socket};
+use self::handshake::Handshake;
+use self::session::Session;
+use self::socket::{Ending, GOING_AWAY, Incoming, SLOW_CONSUMER};
 use super::request::SubRequest;
-use crate::auth::{Action, Auth, AuthError, Identity};
+use crate::auth::Identity;
 use crate::error::ApiError;
-use crate::io::gate::ReadGate;
 use crate::io::hold::{ConnectionHold, StreamHold, UserHold};
-use crate::kind::Kind;
-use crate::metrics::SubscriberGuard;
-use crate::publish::{Publisher, publish_one};
 use crate::state::AppState;
 
 /// The subprotocol of docs/protocol.md "ws".
 const SUBPROTOCOL: &str = "comet.v1";
 
-/// Close codes (RFC 6455 §7.4.1; 4000–4999 are Comet's own).
-const GOING_AWAY: u16 = 1001;
-const POLICY: u16 = 1008;
-const SLOW_CONSUMER: u16 = 4000;
-const NO_PONG: u16 = 4001;
+/// The WebSocket section of the configuration (made by `Config::ws` from the `ws_*` keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WsConfig {
+    /// `ws_ping_interval_secs`: between the server's pings (RFC 6455 §5.5.2).
+    pub ping_interval: Duration,
+    /// `ws_pong_timeout_secs`: how long a peer may take to answer one (else close 4001), and the
+    /// longest wait for the peer's close at the end.
+    pub pong_timeout: Duration,
+    /// `ws_auth_timeout_secs`: how long an anonymous bare `/ws` may go without an `auth` on a
+    /// server with JWT verification (else close 1008).
+    pub auth_timeout: Duration,
+    /// `ws_max_message_size`: the largest message a client may send, in bytes, after
+    /// reassembly and inflation (else close 1009).
+    pub max_message_size: usize,
+    /// `ws_compression`: whether permessage-deflate (RFC 7692) is accepted when offered.
+    pub compression: bool,
+}
+
+impl WsConfig {
+    /// How long a peer may take no bytes while the server has some queued before it is closed
+    /// with 4000 (slow consumer): a ping interval plus a pong timeout.
+    pub fn stall(&self) -> Duration {
+        self.ping_interval + self.pong_timeout
+    }
+}
 
 /// Handles a WebSocket upgrade: answers the handshake and spawns the connection's task.
 pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
-    let auth = Auth::of(&parts, &state.config);
     if let Err(refusal) = preflight(&parts) {
         return refusal;
     }
     let subprotocol = offers_subprotocol(&parts.headers);
     let client = req.client;
     let accepted = async {
-        let handshake = Handshake::from_parts(&mut parts, &state.config).await?;
+        let handshake = Handshake::from_parts(&mut parts, &state.config.ws()).await?;
         let mut subs = Vec::with_capacity(req.channels.len());
         for (channel, since) in req.channels.into_iter().zip(req.since) {
             subs.push(state.broker.subscribe(channel, since).await?);
         }
-        let (response, accepted) = handshake.accept(&state.config)?;
+        let (response, accepted) = handshake.accept(&state.config.ws())?;
         Ok::<_, ApiError>((response, accepted, subs))
     };
     let (mut response, accepted, subs) = match accepted.await {
@@ -112,7 +126,6 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
         token,
         identity,
         user: parts.extensions.get::<UserHold>().cloned(),
-        auth,
         client,
         accepted,
         subs,
@@ -128,14 +141,7 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
             let Some(socket) = start.accepted.open().await else {
                 return;
             };
-            let mut session = Session::new(
-                start.state,
-                start.token,
-                socket,
-                start.identity,
-                start.auth,
-                start.client,
-            );
+            let mut session = Session::new(start.state, start.token, socket, start.identity, start.client);
             session.user = start.user;
             (session, start.subs)
         };
@@ -153,7 +159,6 @@ struct Start {
     token: CancellationToken,
     identity: Identity,
     user: Option<UserHold>,
-    auth: std::sync::Arc<Auth>,
     client: Option<std::net::IpAddr>,
     accepted: socket::Accepted,
     subs: Vec<ChannelSubscription>,
@@ -200,8 +205,8 @@ pub(crate) async fn echo(State(state): State<AppState>, request: Request) -> Res
         return refusal;
     }
     let accepted = async {
-        let handshake = Handshake::from_parts(&mut parts, &state.config).await?;
-        handshake.accept(&state.config)
+        let handshake = Handshake::from_parts(&mut parts, &state.config.ws()).await?;
+        handshake.accept(&state.config.ws())
     };
     let (response, accepted) = match accepted.await {
         Ok(ok) => ok,
@@ -218,8 +223,8 @@ pub(crate) async fn echo(State(state): State<AppState>, request: Request) -> Res
         let Some(mut socket) = accepted.open().await else {
             return;
         };
-        let config = &state.config;
-        let stall = Duration::from_secs(config.ws_ping_interval_secs + config.ws_pong_timeout_secs);
+        let config = state.config.ws();
+        let stall = config.stall();
         let ending = loop {
             if socket.has_queued() {
                 tokio::select! {
@@ -240,9 +245,7 @@ pub(crate) async fn echo(State(state): State<AppState>, request: Request) -> Res
                 },
             }
         };
-        socket
-            .finish(ending, Duration::from_secs(config.ws_pong_timeout_secs))
-            .await;
+        socket.finish(ending, config.pong_timeout).await;
     });
     response
 }
@@ -258,440 +261,7 @@ fn is_websocket_connect(extensions: &http::Extensions) -> bool {
 /// Whether the client offers `comet.v1`: `Sec-WebSocket-Protocol` is a comma-separated list and
 /// may be repeated (RFC 6455 §4.1, §11.3.4).
 fn offers_subprotocol(headers: &HeaderMap) -> bool {
-    socket::list_items(headers, SEC_WEBSOCKET_PROTOCOL).any(|p| p == SUBPROTOCOL)
-}
-
-/// The server's pings (RFC 6455 §5.5.2) and the deadline of their pongs.
-#[derive(Debug)]
-struct Keepalive {
-    interval: Duration,
-    timeout: Duration,
-    next_ping: Instant,
-    /// Set while a ping is unanswered.
-    pong_due: Option<Instant>,
-}
-
-impl Keepalive {
-    fn new(interval: Duration, timeout: Duration) -> Self {
-        Self {
-            interval,
-            timeout,
-            next_ping: Instant::now() + interval,
-            pong_due: None,
-        }
-    }
-
-    /// When [`expired`](Self::expired) is next due.
-    fn deadline(&self) -> Instant {
-        self.pong_due.unwrap_or(self.next_ping)
-    }
-
-    /// The deadline passed: returns `true` if a ping went unanswered (give up), else starts
-    /// the next ping's wait (the caller sends it).
-    fn expired(&mut self, now: Instant) -> bool {
-        if self.pong_due.is_some() {
-            return true;
-        }
-        self.pong_due = Some(now + self.timeout);
-        self.next_ping = now + self.interval;
-        false
-    }
-
-    fn pong(&mut self) {
-        self.pong_due = None;
-    }
-}
-
-/// Which of the seldom-waking branches of [`Session::run`] fired.
-enum SessionWake {
-    Cancelled,
-    /// The keepalive's deadline or the credential's expiry, whichever is sooner.
-    Timer,
-    Incoming(Incoming),
-}
-
-/// When `identity`'s credential expires (with the leeway), if it does.
-fn expiry_instant(identity: &Identity) -> Option<Instant> {
-    identity.remaining().map(|left| Instant::now() + left)
-}
-
-/// One connection's state, owned by its task.
-struct Session {
-    state: AppState,
-    /// Cancelled on shutdown or by `AppState::disconnect_all`: the connection ends with 1001.
-    token: CancellationToken,
-    socket: Socket,
-    set: SubscriptionSet,
-    /// Events read from `set`, reused between reads.
-    events: Vec<Event>,
-    keepalive: Keepalive,
-    /// Who the peer is: checked on every `subscribe` and `publish`; replaced by `auth`.
-    identity: Identity,
-    /// The session's place in `max_connections_per_user`, for `identity`'s subject.
-    user: Option<UserHold>,
-    /// Verifies the tokens of `auth` commands.
-    auth: std::sync::Arc<Auth>,
-    /// The peer's address, for the per-IP limits.
-    client: Option<std::net::IpAddr>,
-    /// Counts the socket in `comet_subscribers_open{transport="ws"}` while it lives.
-    _guard: SubscriberGuard,
-}
-
-impl std::fmt::Debug for Session {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
-            .field("channels", &self.set.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Session {
-    fn new(
-        state: AppState,
-        token: CancellationToken,
-        socket: Socket,
-        identity: Identity,
-        auth: std::sync::Arc<Auth>,
-        client: Option<std::net::IpAddr>,
-    ) -> Self {
-        let config = &state.config;
-        let keepalive = Keepalive::new(
-            Duration::from_secs(config.ws_ping_interval_secs),
-            Duration::from_secs(config.ws_pong_timeout_secs),
-        );
-        Self {
-            _guard: state.metrics.subscriber(Kind::WebSocket),
-            state,
-            token,
-            socket,
-            set: SubscriptionSet::new(),
-            events: Vec::new(),
-            keepalive,
-            identity,
-            user: None,
-            auth,
-            client,
-        }
-    }
-
-    /// Serves the connection until it ends, and says how to end it: pass that to
-    /// [`finish`](Self::finish).
-    async fn run(&mut self, initial: Vec<ChannelSubscription>) -> Ending {
-        for sub in initial {
-            self.add(sub);
-        }
-        let max = self.state.config.max_batch;
-        // Made once and polled in place: re-created on every pass, the timer and the
-        // cancellation token's waiter were registered and removed again for every message.
-        // One timer serves both the keepalive and the credential's expiry (the sooner of the two).
-        let cancelled = self.token.clone().cancelled_owned();
-        let mut expires = expiry_instant(&self.identity);
-        // On a server with tokens, an anonymous socket with nothing it may read must send an
-        // `auth` (or subscribe to a channel open to anonymous clients) within
-        // `ws_auth_timeout_secs`, counted from the upgrade (commands do not move it).
-        let mut auth_due = (crate::auth::policy::jwt_configured(&self.state.config) && self.needs_auth())
-            .then(|| Instant::now() + Duration::from_secs(self.state.config.ws_auth_timeout_secs));
-        let timer = tokio::time::sleep_until(self.keepalive.deadline());
-        tokio::pin!(cancelled, timer);
-        // The task wakes for every message on its channels; the branches that seldom fire (the
-        // peer's frames, timers, shutdown) are polled only after one of them woke it (gate.rs).
-        let mut rare_gate = ReadGate::new();
-        let ending = loop {
-            if let Err(ending) = self.flush().await {
-                break ending;
-            }
-            let due = [expires, auth_due]
-                .into_iter()
-                .flatten()
-                .fold(self.keepalive.deadline(), Instant::min);
-            if timer.deadline() != due {
-                timer.as_mut().reset(due);
-            }
-            let socket = &mut self.socket;
-            let rare = async {
-                let mut recv = pin!(socket.recv());
-                poll_fn(|cx| {
-                    rare_gate.poll(cx, |cx| {
-                        if cancelled.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(SessionWake::Cancelled);
-                        }
-                        if timer.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(SessionWake::Timer);
-                        }
-                        recv.as_mut().poll(cx).map(SessionWake::Incoming)
-                    })
-                })
-                .await
-            };
-            // Every branch is cancel-safe (see `Socket::recv`, `SubscriptionSet::recv`). The
-            // handlers do not wait: what must (a command) is done after the `select!`, so that
-            // nothing of it takes room in this future while the connection idles.
-            let text = tokio::select! {
-                biased;
-                rare = rare => match rare {
-                    SessionWake::Cancelled => break Ending::Close(GOING_AWAY, "server going away"),
-                    SessionWake::Timer => {
-                        if expires.is_some_and(|at| at <= due) {
-                            break Ending::Close(POLICY, AuthError::Expired.close_reason());
-                        }
-                        if auth_due.is_some_and(|at| at <= due) {
-                            break Ending::Close(POLICY, "no auth within ws_auth_timeout_secs");
-                        }
-                        if self.keepalive.deadline() <= due {
-                            if self.keepalive.expired(Instant::now()) {
-                                break Ending::Close(NO_PONG, "no pong within ws_pong_timeout");
-                            }
-                            self.socket.queue_ping();
-                        }
-                        continue;
-                    }
-                    SessionWake::Incoming(Incoming::Text(text)) => text,
-                    SessionWake::Incoming(Incoming::Binary(_)) => {
-                        self.error(None, "bad_request", "binary frames are not supported; send text");
-                        continue;
-                    }
-                    SessionWake::Incoming(Incoming::Pong) => {
-                        self.keepalive.pong();
-                        continue;
-                    }
-                    SessionWake::Incoming(Incoming::End(ending)) => break ending,
-                },
-                _ = self.set.recv(&mut self.events, max) => {
-                    for event in self.events.drain(..) {
-                        queue_event(&mut self.socket, &event);
-                    }
-                    continue;
-                }
-            };
-            // Boxed: commands are rare, and their futures (publish, subscribe) would otherwise
-            // size every idle connection's task.
-            if let Some(ending) = Box::pin(self.command(text)).await {
-                // The `error` frame saying why goes out before the close.
-                let _ = self.flush().await;
-                break ending;
-            }
-            // An `auth` command may have replaced the identity and its expiry.
-            expires = expiry_instant(&self.identity);
-            if auth_due.is_some() && !self.needs_auth() {
-                auth_due = None;
-            }
-        };
-        tracing::debug!(?ending, "websocket closing");
-        ending
-    }
-
-    /// Whether the peer is anonymous and subscribed to nothing (see `ws_auth_timeout_secs`).
-    fn needs_auth(&self) -> bool {
-        self.identity.is_anonymous() && self.set.is_empty()
-    }
-
-    /// Ends the connection as `ending` says (see [`Socket::finish`]), waiting at most a pong
-    /// timeout for the peer. Dropping the session then unsubscribes everything.
-    async fn finish(self, ending: Ending) {
-        let linger = Duration::from_secs(self.state.config.ws_pong_timeout_secs);
-        self.socket.finish(ending, linger).await;
-    }
-
-    /// Writes what is queued, unless shutdown (or `disconnect_all`) comes first or the peer takes
-    /// nothing for a ping interval plus a pong timeout (a slow consumer).
-    async fn flush(&mut self) -> Result<(), Ending> {
-        if !self.socket.has_queued() {
-            return Ok(());
-        }
-        let mut write = pin!(self.socket.flush());
-        // Once without waiting: the socket usually takes it all at once, and then neither the
-        // token's waiter nor a timer is registered, and this future stays small in every
-        // connection's task.
-        if let Poll::Ready(written) = poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
-            return written.map_err(|_| Ending::Answered);
-        }
-        // The peer is behind. Boxed: only backed-up sockets pay for the timer's room.
-        let config = &self.state.config;
-        let stall = Duration::from_secs(config.ws_ping_interval_secs + config.ws_pong_timeout_secs);
-        let token = &self.token;
-        Box::pin(async move {
-            tokio::select! {
-                biased;
-                () = token.cancelled() => Err(Ending::Close(GOING_AWAY, "server going away")),
-                written = write => written.map_err(|_| Ending::Answered),
-                () = tokio::time::sleep(stall) => Err(Ending::Close(SLOW_CONSUMER, "slow consumer")),
-            }
-        })
-        .await
-    }
-
-    /// Runs one text message; a bad one is answered with an error and the socket stays open,
-    /// except for a bad `auth` token, which ends the connection as returned.
-    async fn command(&mut self, text: Bytes) -> Option<Ending> {
-        let request = match ClientRequest::parse(&text) {
-            Ok(request) => request,
-            Err(e) => {
-                self.error(e.reference.as_ref(), "bad_request", &e.message);
-                return None;
-            }
-        };
-        let reference = request.reference.as_ref();
-        let result = match request.command {
-            Command::Subscribe { channel, since } => self.subscribe(&channel, since.as_deref()).await,
-            Command::Unsubscribe { channel } => ChannelName::new(&channel).map_err(ApiError::from).map(|name| {
-                self.set.remove(&name);
-                self.reply(&Reply::Unsubscribed { channel: name.as_str() });
-            }),
-            Command::Publish {
-                channel,
-                event,
-                data,
-                idempotency_key,
-            } => publish_one(
-                &self.state,
-                Publisher {
-                    identity: &self.identity,
-                    client: self.client,
-                    websocket: true,
-                },
-                &channel,
-                event.as_deref(),
-                Bytes::from(data),
-                idempotency_key.as_deref(),
-            )
-            .await
-            .map(|outcome| {
-                self.reply(&Reply::Ack {
-                    reference,
-                    id: outcome.cursor.to_string(),
-                    duplicate: outcome.duplicate,
-                });
-            }),
-            Command::Ping => {
-                self.reply(&Reply::Pong { reference });
-                Ok(())
-            }
-            // Without a JWT key tokens mean nothing (as over HTTP): say so, keep the socket.
-            Command::Auth { .. } if !self.auth.jwt_enabled() => Err(AuthError::JwtOff.into()),
-            Command::Auth { token } => match self.auth.verify(token.expose()) {
-                Ok(identity) => {
-                    // A new subject takes a place in max_connections_per_user (a refresh for the
-                    // same one keeps its place).
-                    if self.user.is_none() || identity.subject() != self.identity.subject() {
-                        match self.state.limits.user_connection(&identity) {
-                            Ok(held) => self.user = held.map(UserHold::new),
-                            Err(e) => {
-                                self.error(reference, e.code, &e.message);
-                                return Some(Ending::Close(POLICY, "max_connections_per_user"));
-                            }
-                        }
-                    }
-                    self.reauthenticate(identity, reference);
-                    Ok(())
-                }
-                Err(e) => {
-                    tracing::debug!(reason = %e, "websocket auth refused");
-                    self.error(reference, e.code(), &e.to_string());
-                    return Some(Ending::Close(POLICY, e.close_reason()));
-                }
-            },
-        };
-        if let Err(e) = result {
-            self.error(reference, e.code, &e.message);
-        }
-        None
-    }
-
-    /// Takes `identity` for the rest of the session (a refresh may narrow the grant): channels
-    /// it may not subscribe to are dropped, each with an `error` and an `unsubscribed` frame.
-    fn reauthenticate(&mut self, identity: Identity, reference: Option<&Ref>) {
-        let config = std::sync::Arc::clone(&self.state.config);
-        let refused: Vec<(ChannelName, AuthError)> = self
-            .set
-            .members()
-            .iter()
-            .filter_map(|sub| {
-                let channel = sub.channel();
-                let refused = identity.authorize(&config, Action::Subscribe, channel, true).err()?;
-                Some((channel.clone(), refused))
-            })
-            .collect();
-        for (channel, why) in refused {
-            self.set.remove(&channel);
-            self.error(None, why.code(), &why.to_string());
-            self.reply(&Reply::Unsubscribed {
-                channel: channel.as_str(),
-            });
-        }
-        let answer = Reply::Authenticated {
-            reference,
-            sub: identity.subject().unwrap_or(""),
-            expires_at: identity.expires_at(),
-        }
-        .encode();
-        self.socket.queue_text(answer);
-        self.identity = identity;
-    }
-
-    /// Subscribes to `channel` from `since`, replacing a subscription to it.
-    async fn subscribe(&mut self, channel: &str, since: Option<&str>) -> Result<(), ApiError> {
-        let channel = ChannelName::new(channel)?;
-        self.identity
-            .authorize(&self.state.config, Action::Subscribe, &channel, true)?;
-        let since = Position::resolve_at_most(
-            since,
-            std::slice::from_ref(&channel),
-            self.state.config.max_channels_per_connection,
-        )?;
-        let max = self.state.config.max_channels_per_connection;
-        if !self.set.contains(&channel) && self.set.len() >= max {
-            return Err(ApiError::bad_request(
-                "too_many_channels",
-                format!("a connection may subscribe to at most {max} channels"),
-            ));
-        }
-        self.state.limits.subscribe(self.client)?;
-        let sub = self.state.broker.subscribe(channel, since[0]).await?;
-        self.add(sub);
-        Ok(())
-    }
-
-    /// Adds `sub` to the set after answering `subscribed`: the first read decides `recovered`
-    /// (a gap notice first means history no longer reached `since`) and its messages follow.
-    fn add(&mut self, mut sub: ChannelSubscription) {
-        // Where delivery starts (after a gap: where it resumes), so a client can resume this
-        // channel exactly even if no message arrives before it reconnects.
-        let start = sub.cursor().to_string();
-        self.events.clear();
-        sub.try_read(&mut self.events, self.state.config.max_batch);
-        let recovered = !matches!(self.events.first(), Some(Event::Gap(_)));
-        self.reply(&Reply::Subscribed {
-            channel: sub.channel().as_str(),
-            recovered,
-            cursor: &start,
-        });
-        // The notice is in `subscribed`: skip it, and leave nothing behind (the buffer is
-        // reused by the next read, which would send a notice left in it again).
-        for event in self.events.drain(..).skip(usize::from(!recovered)) {
-            queue_event(&mut self.socket, &event);
-        }
-        self.set.insert(sub);
-    }
-
-    fn reply(&mut self, reply: &Reply<'_>) {
-        self.socket.queue_text(reply.encode());
-    }
-
-    fn error(&mut self, reference: Option<&Ref>, code: &str, message: &str) {
-        self.reply(&Reply::Error {
-            reference,
-            code,
-            message,
-        });
-    }
-}
-
-fn queue_event(socket: &mut Socket, event: &Event) {
-    match event {
-        Event::Message(msg) if socket.takes_encoded() => socket.queue_encoded(message_frame(msg)),
-        Event::Message(msg) => socket.queue_text(message_text(msg)),
-        Event::Gap(gap) => socket.queue_text(gap_text(gap)),
-    }
+    handshake::list_items(headers, SEC_WEBSOCKET_PROTOCOL).any(|p| p == SUBPROTOCOL)
 }
 
 #[cfg(test)]
@@ -706,17 +276,5 @@ mod tests {
         assert!(!offers_subprotocol(&h));
         h.append(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("x,comet.v1 "));
         assert!(offers_subprotocol(&h));
-    }
-
-    #[test]
-    fn keepalive_pings_then_gives_up() {
-        let mut k = Keepalive::new(Duration::from_secs(25), Duration::from_secs(10));
-        let start = k.deadline();
-        assert!(!k.expired(start));
-        assert_eq!(k.deadline(), start + Duration::from_secs(10));
-        k.pong();
-        assert_eq!(k.deadline(), start + Duration::from_secs(25));
-        assert!(!k.expired(k.deadline()));
-        assert!(k.expired(k.deadline()));
     }
 }

@@ -1,17 +1,33 @@
-//! [`Config`]: every setting of the server, with its default, unit and range (DESIGN §5).
+//! [`Config`]: every setting of the server, with its default, unit and range (deploy/comet.toml
+//! shows them all).
 //!
 //! Sources, later ones winning: the defaults here, a TOML file (`--config comet.toml`), environment
-//! variables `COMET_<SETTING>` (e.g. `COMET_HISTORY_SIZE=1000`), then command-line flags.
+//! variables `COMET_<SETTING>` (e.g. `COMET_HISTORY_SIZE=1000`), then command-line flags
+//! (load.rs); then [`Config::validate`] (validate.rs).
+//!
+//! `Config` is the edge: flat, with the file's keys, `_secs` integers and empty strings for
+//! "none". Each subsystem takes its own section instead, typed (`Duration`, `Option<PathBuf>`)
+//! and defined where it is used: [`AuthConfig`] (auth), [`LimitsConfig`] (limits), [`TlsConfig`]
+//! (the listener's TLS), [`WsConfig`] (WebSocket) and [`SseConfig`] (Server-Sent Events). So
+//! those subsystems do not depend on this file; it depends on them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use comet_core::{HistoryLimits, HubConfig};
 use serde::Deserialize;
 
+pub use crate::auth::AuthConfig;
 use crate::auth::{NamespaceRules, Secret};
+pub use crate::conn::tls::TlsConfig;
+pub use crate::limits::LimitsConfig;
+pub use crate::transport::sse::SseConfig;
+pub use crate::transport::websocket::WsConfig;
+
+mod load;
+mod validate;
 
 /// The server's settings. Field names are the TOML keys; the environment variable is
 /// `COMET_` + the name in capitals.
@@ -250,225 +266,73 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Paths (and the prefixes of paths) the router serves, which `ws_echo` may not take.
-const RESERVED_PATHS: &[&str] = &[
-    "/pub",
-    "/sub",
-    "/ws",
-    "/tickets",
-    "/channels",
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "/demo",
-    "/comet.js",
-    "/comet.mjs",
-    "/admin",
-];
+impl From<&Config> for TlsConfig {
+    fn from(config: &Config) -> Self {
+        config.tls()
+    }
+}
+
+/// `text` as an optional value: `None` when empty (the file's way of saying "none").
+fn non_empty(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_owned())
+}
 
 impl Config {
-    /// Loads defaults, then `file` (if any), then `COMET_*` variables from `env`.
-    ///
-    /// # Errors
-    /// [`ConfigError`] naming the unreadable file, or the bad key and value.
-    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let mut table = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?
-            }
-            None => toml::Table::new(),
-        };
-        for (key, value) in env {
-            let Some(name) = key.strip_prefix("COMET_") else {
-                continue;
-            };
-            let name = name.to_ascii_lowercase();
-            if !Self::KEYS.contains(&name.as_str()) {
-                continue; // COMET_SERVER and friends belong to the client commands.
-            }
-            // A value is taken as TOML when it parses as such (numbers, booleans), else as text;
-            // secrets and names are always text (a numeric secret is still a secret).
-            let parsed = format!("v = {value}")
-                .parse::<toml::Table>()
-                .ok()
-                .and_then(|mut t| t.remove("v"))
-                .filter(|_| !Self::TEXT_KEYS.contains(&name.as_str()))
-                .unwrap_or(toml::Value::String(value));
-            table.insert(name, parsed);
+    /// The auth section: JWT verification, the API key, the cookie, origins, tickets and the
+    /// namespace rules.
+    pub fn auth(&self) -> AuthConfig {
+        AuthConfig {
+            jwt_secret: self.jwt_secret.clone(),
+            jwt_public_key_file: non_empty(&self.jwt_public_key_file).map(PathBuf::from),
+            jwt_audience: non_empty(&self.jwt_audience),
+            jwt_issuer: non_empty(&self.jwt_issuer),
+            jwt_leeway: Duration::from_secs(self.jwt_leeway_secs),
+            token_cookie: self.token_cookie.clone(),
+            publish_api_key: self.publish_api_key.clone(),
+            allowed_origins: self.allowed_origins.clone(),
+            ticket_ttl: Duration::from_secs(self.ticket_ttl_secs),
+            max_message_size: self.max_message_size,
+            namespaces: self.namespace.clone(),
         }
-        let config: Self = toml::Value::Table(table.clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                // The error does not say where; the first key that fails on its own does.
-                let key = table.iter().find(|(key, value)| {
-                    let alone = toml::Table::from_iter([((*key).clone(), (*value).clone())]);
-                    toml::Value::Table(alone).try_into::<Self>().is_err()
-                });
-                ConfigError::Invalid(match key {
-                    Some((key, _)) => format!("{key}: {}", e.message()),
-                    None => e.message().to_owned(),
-                })
-            })?;
-        config.validate()?;
-        Ok(config)
     }
 
-    /// Settings whose `COMET_*` value is always text, never parsed as TOML.
-    const TEXT_KEYS: &'static [&'static str] = &[
-        "jwt_secret",
-        "jwt_public_key_file",
-        "jwt_audience",
-        "jwt_issuer",
-        "token_cookie",
-        "publish_api_key",
-        "tls_cert_file",
-        "tls_key_file",
-        "ws_echo",
-    ];
+    /// The per-client limits section.
+    pub fn limits(&self) -> LimitsConfig {
+        LimitsConfig {
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_longpolls_per_ip: self.max_longpolls_per_ip,
+            max_connections_per_user: self.max_connections_per_user,
+            max_tickets_per_user: self.max_tickets_per_user,
+            ticket_ttl: Duration::from_secs(self.ticket_ttl_secs),
+            subscribes_per_sec_per_ip: self.subscribes_per_sec_per_ip,
+            publishes_per_sec: self.publishes_per_sec,
+        }
+    }
 
-    /// The setting names, as in TOML.
-    pub const KEYS: &'static [&'static str] = &[
-        "listen",
-        "broker",
-        "max_message_size",
-        "max_batch_body",
-        "max_channels_per_connection",
-        "max_connections",
-        "max_connections_per_ip",
-        "max_longpolls_per_ip",
-        "max_connections_per_user",
-        "max_tickets_per_user",
-        "subscribes_per_sec_per_ip",
-        "publishes_per_sec",
-        "history_size",
-        "history_ttl_secs",
-        "queue_len",
-        "max_batch",
-        "max_batch_bytes",
-        "max_idle_channels",
-        "longpoll_timeout_secs",
-        "longpoll_max_timeout_secs",
-        "heartbeat_secs",
-        "sse_retry_ms",
-        "iframe_budget",
-        "ws_ping_interval_secs",
-        "ws_pong_timeout_secs",
-        "ws_auth_timeout_secs",
-        "ws_max_message_size",
-        "ws_compression",
-        "header_read_timeout_secs",
-        "write_stall_timeout_secs",
-        "body_read_timeout_secs",
-        "shutdown_grace_secs",
-        "demo",
-        "admin_api",
-        "ws_echo",
-        "jwt_secret",
-        "jwt_public_key_file",
-        "jwt_audience",
-        "jwt_issuer",
-        "jwt_leeway_secs",
-        "token_cookie",
-        "publish_api_key",
-        "allowed_origins",
-        "ticket_ttl_secs",
-        "idempotency_window_secs",
-        "tls_cert_file",
-        "tls_key_file",
-        "namespace",
-    ];
+    /// The listener's TLS section: both files, or neither (plain TCP).
+    pub fn tls(&self) -> TlsConfig {
+        TlsConfig {
+            cert_file: non_empty(&self.tls_cert_file).map(PathBuf::from),
+            key_file: non_empty(&self.tls_key_file).map(PathBuf::from),
+        }
+    }
 
-    /// Checks ranges, and loads the files it names (the JWT public key; the TLS certificate and
-    /// key, which must both be set or both be empty, and must match).
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] naming the setting (and the file).
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive = [
-            ("max_message_size", self.max_message_size as u64),
-            ("max_batch_body", self.max_batch_body as u64),
-            ("max_channels_per_connection", self.max_channels_per_connection as u64),
-            ("max_connections", self.max_connections as u64),
-            ("history_size", self.history_size as u64),
-            ("history_ttl_secs", self.history_ttl_secs),
-            ("queue_len", self.queue_len as u64),
-            ("max_batch", self.max_batch as u64),
-            ("max_batch_bytes", self.max_batch_bytes as u64),
-            ("longpoll_max_timeout_secs", self.longpoll_max_timeout_secs),
-            ("heartbeat_secs", self.heartbeat_secs),
-            ("iframe_budget", self.iframe_budget as u64),
-            ("ws_ping_interval_secs", self.ws_ping_interval_secs),
-            ("ws_pong_timeout_secs", self.ws_pong_timeout_secs),
-            ("ws_auth_timeout_secs", self.ws_auth_timeout_secs),
-            ("ws_max_message_size", self.ws_max_message_size as u64),
-            ("header_read_timeout_secs", self.header_read_timeout_secs),
-            ("write_stall_timeout_secs", self.write_stall_timeout_secs),
-            ("body_read_timeout_secs", self.body_read_timeout_secs),
-            ("idempotency_window_secs", self.idempotency_window_secs),
-        ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+    /// The WebSocket section.
+    pub fn ws(&self) -> WsConfig {
+        WsConfig {
+            ping_interval: Duration::from_secs(self.ws_ping_interval_secs),
+            pong_timeout: Duration::from_secs(self.ws_pong_timeout_secs),
+            auth_timeout: Duration::from_secs(self.ws_auth_timeout_secs),
+            max_message_size: self.ws_max_message_size,
+            compression: self.ws_compression,
         }
-        if self.broker.starts_with("rediss://") {
-            return Err(ConfigError::Invalid(
-                "broker: rediss:// (TLS to Redis) is not built into this server; use redis:// on a trusted \
-                 network, or a TLS tunnel to Redis (stunnel, spiped) on 127.0.0.1"
-                    .to_owned(),
-            ));
+    }
+
+    /// The Server-Sent Events section.
+    pub fn sse(&self) -> SseConfig {
+        SseConfig {
+            retry: Duration::from_millis(self.sse_retry_ms),
         }
-        if self.broker != "memory"
-            && !["redis://", "redis+sentinel://"]
-                .iter()
-                .any(|scheme| self.broker.starts_with(scheme))
-        {
-            // Only the scheme is quoted: the rest of a URL may hold a password.
-            let shown = match self.broker.split_once("://") {
-                Some((scheme, _)) => format!("a {scheme}:// URL"),
-                None => format!("{:?}", self.broker),
-            };
-            return Err(ConfigError::Invalid(format!(
-                "broker must be \"memory\", a redis:// URL or a redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER_NAME URL, got {shown}"
-            )));
-        }
-        if self.ws_max_message_size < self.max_message_size.saturating_add(1024) {
-            return Err(ConfigError::Invalid(format!(
-                "ws_max_message_size ({}) must be at least max_message_size + 1024 ({}): a WebSocket publish \
-                 wraps the data in a JSON command",
-                self.ws_max_message_size,
-                self.max_message_size.saturating_add(1024)
-            )));
-        }
-        if !self.ws_echo.is_empty() {
-            let taken = RESERVED_PATHS
-                .iter()
-                .any(|p| self.ws_echo == *p || self.ws_echo.starts_with(&format!("{p}/")));
-            let plain = self.ws_echo.starts_with('/')
-                && self.ws_echo.len() > 1
-                && self.ws_echo[1..]
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
-            if !plain || taken {
-                return Err(ConfigError::Invalid(format!(
-                    "ws_echo must be a path of its own such as \"/echo\" (letters, digits, - _ . /), not one of \
-                     Comet's routes; got {:?}",
-                    self.ws_echo
-                )));
-            }
-        }
-        if self.longpoll_timeout_secs > self.longpoll_max_timeout_secs {
-            return Err(ConfigError::Invalid(format!(
-                "longpoll_timeout_secs ({}) exceeds longpoll_max_timeout_secs ({})",
-                self.longpoll_timeout_secs, self.longpoll_max_timeout_secs
-            )));
-        }
-        crate::auth::validate(self).map_err(ConfigError::Invalid)?;
-        crate::conn::tls::validate(self).map_err(ConfigError::Invalid)?;
-        Ok(())
     }
 
     /// The broker's fan-out settings derived from this configuration.
@@ -513,136 +377,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn env_overrides_file_and_defaults() {
-        let dir = std::env::temp_dir().join(format!("comet-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("comet.toml");
-        std::fs::write(
-            &file,
-            "history_size = 10\nheartbeat_secs = 5\nlisten = \"127.0.0.1:9000\"\n",
-        )
-        .unwrap();
-        let env = [
-            ("COMET_HISTORY_SIZE".to_owned(), "20".to_owned()),
-            ("COMET_DEMO".to_owned(), "true".to_owned()),
-            ("COMET_SERVER".to_owned(), "http://x".to_owned()),
-            ("PATH".to_owned(), "/bin".to_owned()),
-        ];
-        let c = Config::load(Some(&file), env).unwrap();
-        assert_eq!(c.history_size, 20);
-        assert_eq!(c.heartbeat_secs, 5);
-        assert!(c.demo);
-        assert_eq!(c.listen.port(), 9000);
-        assert_eq!(c.max_batch, Config::default().max_batch);
-    }
-
-    #[test]
-    fn the_websocket_limit_must_carry_a_largest_publish() {
-        let env = [("COMET_MAX_MESSAGE_SIZE".to_owned(), "200000".to_owned())];
-        let err = Config::load(None, env).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("ws_max_message_size (131072) must be at least"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn broker_urls_without_tls_support_or_with_passwords_are_refused_clearly() {
-        let load = |url: &str| Config::load(None, [("COMET_BROKER".to_owned(), url.to_owned())]);
-        let err = load("rediss://:pw@redis.example:6380").unwrap_err().to_string();
-        assert!(
-            err.contains("rediss:// (TLS to Redis) is not built into this server"),
-            "{err}"
-        );
-        assert!(!err.contains("pw"), "{err}");
-        let err = load("redis-cluster://:hunter2@h:1").unwrap_err().to_string();
-        assert!(err.contains("got a redis-cluster:// URL"), "{err}");
-        assert!(!err.contains("hunter2"), "the password is not repeated: {err}");
-        assert!(load("redis://:pw@127.0.0.1:6379").is_ok());
-    }
-
-    #[test]
-    fn bad_values_are_named() {
-        let err = Config::load(None, [("COMET_HISTORY_SIZE".to_owned(), "0".to_owned())]).unwrap_err();
-        assert!(err.to_string().contains("history_size must be at least 1"), "{err}");
-        let err = Config::load(None, [("COMET_HEARTBEAT_SECS".to_owned(), "soon".to_owned())]).unwrap_err();
-        assert!(err.to_string().contains("invalid type"), "{err}");
-        let dir = std::env::temp_dir().join(format!("comet-config-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("bad.toml");
-        std::fs::write(&file, "histroy_size = 1\n").unwrap();
-        let err = Config::load(Some(&file), []).unwrap_err();
-        assert!(err.to_string().contains("unknown field `histroy_size`"), "{err}");
-        assert!(Config::load(Some(Path::new("/nonexistent/comet.toml")), []).is_err());
-    }
-
-    #[test]
-    fn secrets_from_the_environment_stay_text() {
-        let env = [
-            ("COMET_PUBLISH_API_KEY".to_owned(), "12345".to_owned()),
-            ("COMET_ALLOWED_ORIGINS".to_owned(), "[\"https://a.example\"]".to_owned()),
-        ];
-        let c = Config::load(None, env).unwrap();
-        assert_eq!(c.publish_api_key.expose(), "12345");
-        assert_eq!(c.allowed_origins, ["https://a.example"]);
-        let bad = [("COMET_ALLOWED_ORIGINS".to_owned(), "[\"*\"]".to_owned())];
-        assert!(
-            Config::load(None, bad)
-                .unwrap_err()
-                .to_string()
-                .contains("allowed_origins")
-        );
-    }
-
-    #[test]
-    fn the_example_file_shows_the_defaults() {
-        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/comet.toml");
-        assert_eq!(Config::load(Some(&file), []).unwrap(), Config::default());
-        let text = std::fs::read_to_string(&file).unwrap();
-        for key in Config::KEYS {
-            // Tables cannot be shown with a default value: the example shows one, commented out.
-            let shown = if *key == "namespace" {
-                "\n# [namespace.".to_owned()
-            } else {
-                format!("\n{key} = ")
-            };
-            assert!(text.contains(&shown), "deploy/comet.toml does not show {key}");
-        }
-    }
-
-    #[test]
-    fn every_key_is_listed() {
-        for key in Config::KEYS {
-            let value = if *key == "listen" || *key == "broker" {
-                "\"127.0.0.1:1\"".to_owned()
-            } else if ["demo", "ws_compression", "admin_api"].contains(key) {
-                "true".to_owned()
-            } else if key.starts_with("jwt_") && !key.ends_with("_secs")
-                || [
-                    "token_cookie",
-                    "publish_api_key",
-                    "tls_cert_file",
-                    "tls_key_file",
-                    "ws_echo",
-                ]
-                .contains(key)
-            {
-                "\"x\"".to_owned()
-            } else if *key == "allowed_origins" {
-                "[\"https://example.com\"]".to_owned()
-            } else if *key == "namespace" {
-                "{ chat = { anonymous_subscribe = false } }".to_owned()
-            } else {
-                "300".to_owned()
-            };
-            let text = format!("{key} = {value}");
-            let parsed: Result<Config, _> = toml::from_str(&text);
-            assert!(parsed.is_ok(), "{key}: {parsed:?}");
-        }
-    }
-}
+mod tests;

@@ -1,0 +1,469 @@
+//! One WebSocket connection's session, owned by its task: the subscriptions, the commands of
+//! docs/protocol.md "ws" (`subscribe`, `unsubscribe`, `publish`, `auth`, `ping`), keep-alive
+//! pings (RFC 6455 §5.5.2) and the credential's expiry, and the batched writes of everything
+//! ready.
+
+use std::future::poll_fn;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use comet_core::{ChannelName, ChannelSubscription, Event, Position, SubscriptionSet};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::{Command, Ref, Reply, Request as ClientRequest, gap_text, message_frame, message_text};
+use super::socket::{Ending, GOING_AWAY, Incoming, NO_PONG, POLICY, SLOW_CONSUMER, Socket};
+use crate::auth::{Action, AuthError, Identity};
+use crate::error::ApiError;
+use crate::io::gate::ReadGate;
+use crate::io::hold::UserHold;
+use crate::kind::Kind;
+use crate::metrics::SubscriberGuard;
+use crate::publish::{Publisher, publish_one};
+use crate::state::AppState;
+
+/// The server's pings (RFC 6455 §5.5.2) and the deadline of their pongs.
+#[derive(Debug)]
+struct Keepalive {
+    interval: Duration,
+    timeout: Duration,
+    next_ping: Instant,
+    /// Set while a ping is unanswered.
+    pong_due: Option<Instant>,
+}
+
+impl Keepalive {
+    fn new(interval: Duration, timeout: Duration) -> Self {
+        Self {
+            interval,
+            timeout,
+            next_ping: Instant::now() + interval,
+            pong_due: None,
+        }
+    }
+
+    /// When [`expired`](Self::expired) is next due.
+    fn deadline(&self) -> Instant {
+        self.pong_due.unwrap_or(self.next_ping)
+    }
+
+    /// The deadline passed: returns `true` if a ping went unanswered (give up), else starts
+    /// the next ping's wait (the caller sends it).
+    fn expired(&mut self, now: Instant) -> bool {
+        if self.pong_due.is_some() {
+            return true;
+        }
+        self.pong_due = Some(now + self.timeout);
+        self.next_ping = now + self.interval;
+        false
+    }
+
+    fn pong(&mut self) {
+        self.pong_due = None;
+    }
+}
+
+/// Which of the seldom-waking branches of [`Session::run`] fired.
+enum SessionWake {
+    Cancelled,
+    /// The keepalive's deadline or the credential's expiry, whichever is sooner.
+    Timer,
+    Incoming(Incoming),
+}
+
+/// When `identity`'s credential expires (with the leeway), if it does.
+fn expiry_instant(identity: &Identity) -> Option<Instant> {
+    identity.remaining().map(|left| Instant::now() + left)
+}
+
+/// One connection's state, owned by its task.
+pub(super) struct Session {
+    state: AppState,
+    /// Cancelled on shutdown or by `AppState::disconnect_all`: the connection ends with 1001.
+    token: CancellationToken,
+    socket: Socket,
+    set: SubscriptionSet,
+    /// Events read from `set`, reused between reads.
+    events: Vec<Event>,
+    keepalive: Keepalive,
+    /// Who the peer is: checked on every `subscribe` and `publish`; replaced by `auth`.
+    identity: Identity,
+    /// The session's place in `max_connections_per_user`, for `identity`'s subject.
+    pub(super) user: Option<UserHold>,
+    /// The peer's address, for the per-IP limits.
+    client: Option<std::net::IpAddr>,
+    /// Counts the socket in `comet_subscribers_open{transport="ws"}` while it lives.
+    _guard: SubscriberGuard,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("channels", &self.set.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(super) fn new(
+        state: AppState,
+        token: CancellationToken,
+        socket: Socket,
+        identity: Identity,
+        client: Option<std::net::IpAddr>,
+    ) -> Self {
+        let config = state.config.ws();
+        let keepalive = Keepalive::new(config.ping_interval, config.pong_timeout);
+        Self {
+            _guard: state.metrics.subscriber(Kind::WebSocket),
+            state,
+            token,
+            socket,
+            set: SubscriptionSet::new(),
+            events: Vec::new(),
+            keepalive,
+            identity,
+            user: None,
+            client,
+        }
+    }
+
+    /// Serves the connection until it ends, and says how to end it: pass that to
+    /// [`finish`](Self::finish).
+    pub(super) async fn run(&mut self, initial: Vec<ChannelSubscription>) -> Ending {
+        for sub in initial {
+            self.add(sub);
+        }
+        let max = self.state.config.max_batch;
+        // Made once and polled in place: re-created on every pass, the timer and the
+        // cancellation token's waiter were registered and removed again for every message.
+        // One timer serves both the keepalive and the credential's expiry (the sooner of the two).
+        let cancelled = self.token.clone().cancelled_owned();
+        let mut expires = expiry_instant(&self.identity);
+        // On a server with tokens, an anonymous socket with nothing it may read must send an
+        // `auth` (or subscribe to a channel open to anonymous clients) within
+        // `ws_auth_timeout_secs`, counted from the upgrade (commands do not move it).
+        let mut auth_due = (self.state.auth.jwt_enabled() && self.needs_auth())
+            .then(|| Instant::now() + self.state.config.ws().auth_timeout);
+        let timer = tokio::time::sleep_until(self.keepalive.deadline());
+        tokio::pin!(cancelled, timer);
+        // The task wakes for every message on its channels; the branches that seldom fire (the
+        // peer's frames, timers, shutdown) are polled only after one of them woke it (gate.rs).
+        let mut rare_gate = ReadGate::new();
+        let ending = loop {
+            if let Err(ending) = self.flush().await {
+                break ending;
+            }
+            let due = [expires, auth_due]
+                .into_iter()
+                .flatten()
+                .fold(self.keepalive.deadline(), Instant::min);
+            if timer.deadline() != due {
+                timer.as_mut().reset(due);
+            }
+            let socket = &mut self.socket;
+            let rare = async {
+                let mut recv = pin!(socket.recv());
+                poll_fn(|cx| {
+                    rare_gate.poll(cx, |cx| {
+                        if cancelled.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(SessionWake::Cancelled);
+                        }
+                        if timer.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(SessionWake::Timer);
+                        }
+                        recv.as_mut().poll(cx).map(SessionWake::Incoming)
+                    })
+                })
+                .await
+            };
+            // Every branch is cancel-safe (see `Socket::recv`, `SubscriptionSet::recv`). The
+            // handlers do not wait: what must (a command) is done after the `select!`, so that
+            // nothing of it takes room in this future while the connection idles.
+            let text = tokio::select! {
+                biased;
+                rare = rare => match rare {
+                    SessionWake::Cancelled => break Ending::Close(GOING_AWAY, "server going away"),
+                    SessionWake::Timer => {
+                        if expires.is_some_and(|at| at <= due) {
+                            break Ending::Close(POLICY, AuthError::Expired.close_reason());
+                        }
+                        if auth_due.is_some_and(|at| at <= due) {
+                            break Ending::Close(POLICY, "no auth within ws_auth_timeout_secs");
+                        }
+                        if self.keepalive.deadline() <= due {
+                            if self.keepalive.expired(Instant::now()) {
+                                break Ending::Close(NO_PONG, "no pong within ws_pong_timeout");
+                            }
+                            self.socket.queue_ping();
+                        }
+                        continue;
+                    }
+                    SessionWake::Incoming(Incoming::Text(text)) => text,
+                    SessionWake::Incoming(Incoming::Binary(_)) => {
+                        self.error(None, "bad_request", "binary frames are not supported; send text");
+                        continue;
+                    }
+                    SessionWake::Incoming(Incoming::Pong) => {
+                        self.keepalive.pong();
+                        continue;
+                    }
+                    SessionWake::Incoming(Incoming::End(ending)) => break ending,
+                },
+                _ = self.set.recv(&mut self.events, max) => {
+                    for event in self.events.drain(..) {
+                        queue_event(&mut self.socket, &event);
+                    }
+                    continue;
+                }
+            };
+            // Boxed: commands are rare, and their futures (publish, subscribe) would otherwise
+            // size every idle connection's task.
+            if let Some(ending) = Box::pin(self.command(text)).await {
+                // The `error` frame saying why goes out before the close.
+                let _ = self.flush().await;
+                break ending;
+            }
+            // An `auth` command may have replaced the identity and its expiry.
+            expires = expiry_instant(&self.identity);
+            if auth_due.is_some() && !self.needs_auth() {
+                auth_due = None;
+            }
+        };
+        tracing::debug!(?ending, "websocket closing");
+        ending
+    }
+
+    /// Whether the peer is anonymous and subscribed to nothing (see `ws_auth_timeout_secs`).
+    fn needs_auth(&self) -> bool {
+        self.identity.is_anonymous() && self.set.is_empty()
+    }
+
+    /// Ends the connection as `ending` says (see [`Socket::finish`]), waiting at most a pong
+    /// timeout for the peer. Dropping the session then unsubscribes everything.
+    pub(super) async fn finish(self, ending: Ending) {
+        let linger = self.state.config.ws().pong_timeout;
+        self.socket.finish(ending, linger).await;
+    }
+
+    /// Writes what is queued, unless shutdown (or `disconnect_all`) comes first or the peer takes
+    /// nothing for a ping interval plus a pong timeout (a slow consumer).
+    async fn flush(&mut self) -> Result<(), Ending> {
+        if !self.socket.has_queued() {
+            return Ok(());
+        }
+        let mut write = pin!(self.socket.flush());
+        // Once without waiting: the socket usually takes it all at once, and then neither the
+        // token's waiter nor a timer is registered, and this future stays small in every
+        // connection's task.
+        if let Poll::Ready(written) = poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+            return written.map_err(|_| Ending::Answered);
+        }
+        // The peer is behind. Boxed: only backed-up sockets pay for the timer's room.
+        let stall = self.state.config.ws().stall();
+        let token = &self.token;
+        Box::pin(async move {
+            tokio::select! {
+                biased;
+                () = token.cancelled() => Err(Ending::Close(GOING_AWAY, "server going away")),
+                written = write => written.map_err(|_| Ending::Answered),
+                () = tokio::time::sleep(stall) => Err(Ending::Close(SLOW_CONSUMER, "slow consumer")),
+            }
+        })
+        .await
+    }
+
+    /// Runs one text message; a bad one is answered with an error and the socket stays open,
+    /// except for a bad `auth` token, which ends the connection as returned.
+    async fn command(&mut self, text: Bytes) -> Option<Ending> {
+        let request = match ClientRequest::parse(&text) {
+            Ok(request) => request,
+            Err(e) => {
+                self.error(e.reference.as_ref(), "bad_request", &e.message);
+                return None;
+            }
+        };
+        let reference = request.reference.as_ref();
+        let result = match request.command {
+            Command::Subscribe { channel, since } => self.subscribe(&channel, since.as_deref()).await,
+            Command::Unsubscribe { channel } => ChannelName::new(&channel).map_err(ApiError::from).map(|name| {
+                self.set.remove(&name);
+                self.reply(&Reply::Unsubscribed { channel: name.as_str() });
+            }),
+            Command::Publish {
+                channel,
+                event,
+                data,
+                idempotency_key,
+            } => publish_one(
+                &self.state,
+                Publisher {
+                    identity: &self.identity,
+                    client: self.client,
+                    websocket: true,
+                },
+                &channel,
+                event.as_deref(),
+                Bytes::from(data),
+                idempotency_key.as_deref(),
+            )
+            .await
+            .map(|outcome| {
+                self.reply(&Reply::Ack {
+                    reference,
+                    id: outcome.cursor.to_string(),
+                    duplicate: outcome.duplicate,
+                });
+            }),
+            Command::Ping => {
+                self.reply(&Reply::Pong { reference });
+                Ok(())
+            }
+            // Without a JWT key tokens mean nothing (as over HTTP): say so, keep the socket.
+            Command::Auth { .. } if !self.state.auth.jwt_enabled() => Err(AuthError::JwtOff.into()),
+            Command::Auth { token } => match self.state.auth.verify(token.expose()) {
+                Ok(identity) => {
+                    // A new subject takes a place in max_connections_per_user (a refresh for the
+                    // same one keeps its place).
+                    if self.user.is_none() || identity.subject() != self.identity.subject() {
+                        match self.state.limits.user_connection(&identity) {
+                            Ok(held) => self.user = held.map(UserHold::new),
+                            Err(e) => {
+                                self.error(reference, e.code, &e.message);
+                                return Some(Ending::Close(POLICY, "max_connections_per_user"));
+                            }
+                        }
+                    }
+                    self.reauthenticate(identity, reference);
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::debug!(reason = %e, "websocket auth refused");
+                    self.error(reference, e.code(), &e.to_string());
+                    return Some(Ending::Close(POLICY, e.close_reason()));
+                }
+            },
+        };
+        if let Err(e) = result {
+            self.error(reference, e.code, &e.message);
+        }
+        None
+    }
+
+    /// Takes `identity` for the rest of the session (a refresh may narrow the grant): channels
+    /// it may not subscribe to are dropped, each with an `error` and an `unsubscribed` frame.
+    fn reauthenticate(&mut self, identity: Identity, reference: Option<&Ref>) {
+        let auth = std::sync::Arc::clone(&self.state.auth);
+        let refused: Vec<(ChannelName, AuthError)> = self
+            .set
+            .members()
+            .iter()
+            .filter_map(|sub| {
+                let channel = sub.channel();
+                let refused = identity
+                    .authorize(auth.config(), Action::Subscribe, channel, true)
+                    .err()?;
+                Some((channel.clone(), refused))
+            })
+            .collect();
+        for (channel, why) in refused {
+            self.set.remove(&channel);
+            self.error(None, why.code(), &why.to_string());
+            self.reply(&Reply::Unsubscribed {
+                channel: channel.as_str(),
+            });
+        }
+        let answer = Reply::Authenticated {
+            reference,
+            sub: identity.subject().unwrap_or(""),
+            expires_at: identity.expires_at(),
+        }
+        .encode();
+        self.socket.queue_text(answer);
+        self.identity = identity;
+    }
+
+    /// Subscribes to `channel` from `since`, replacing a subscription to it.
+    async fn subscribe(&mut self, channel: &str, since: Option<&str>) -> Result<(), ApiError> {
+        let channel = ChannelName::new(channel)?;
+        self.identity
+            .authorize(self.state.auth.config(), Action::Subscribe, &channel, true)?;
+        let since = Position::resolve_at_most(
+            since,
+            std::slice::from_ref(&channel),
+            self.state.config.max_channels_per_connection,
+        )?;
+        let max = self.state.config.max_channels_per_connection;
+        if !self.set.contains(&channel) && self.set.len() >= max {
+            return Err(ApiError::bad_request(
+                "too_many_channels",
+                format!("a connection may subscribe to at most {max} channels"),
+            ));
+        }
+        self.state.limits.subscribe(self.client)?;
+        let sub = self.state.broker.subscribe(channel, since[0]).await?;
+        self.add(sub);
+        Ok(())
+    }
+
+    /// Adds `sub` to the set after answering `subscribed`: the first read decides `recovered`
+    /// (a gap notice first means history no longer reached `since`) and its messages follow.
+    fn add(&mut self, mut sub: ChannelSubscription) {
+        // Where delivery starts (after a gap: where it resumes), so a client can resume this
+        // channel exactly even if no message arrives before it reconnects.
+        let start = sub.cursor().to_string();
+        self.events.clear();
+        sub.try_read(&mut self.events, self.state.config.max_batch);
+        let recovered = !matches!(self.events.first(), Some(Event::Gap(_)));
+        self.reply(&Reply::Subscribed {
+            channel: sub.channel().as_str(),
+            recovered,
+            cursor: &start,
+        });
+        // The notice is in `subscribed`: skip it, and leave nothing behind (the buffer is
+        // reused by the next read, which would send a notice left in it again).
+        for event in self.events.drain(..).skip(usize::from(!recovered)) {
+            queue_event(&mut self.socket, &event);
+        }
+        self.set.insert(sub);
+    }
+
+    fn reply(&mut self, reply: &Reply<'_>) {
+        self.socket.queue_text(reply.encode());
+    }
+
+    fn error(&mut self, reference: Option<&Ref>, code: &str, message: &str) {
+        self.reply(&Reply::Error {
+            reference,
+            code,
+            message,
+        });
+    }
+}
+
+fn queue_event(socket: &mut Socket, event: &Event) {
+    match event {
+        Event::Message(msg) if socket.takes_encoded() => socket.queue_encoded(message_frame(msg)),
+        Event::Message(msg) => socket.queue_text(message_text(msg)),
+        Event::Gap(gap) => socket.queue_text(gap_text(gap)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalive_pings_then_gives_up() {
+        let mut k = Keepalive::new(Duration::from_secs(25), Duration::from_secs(10));
+        let start = k.deadline();
+        assert!(!k.expired(start));
+        assert_eq!(k.deadline(), start + Duration::from_secs(10));
+        k.pong();
+        assert_eq!(k.deadline(), start + Duration::from_secs(25));
+        assert!(!k.expired(k.deadline()));
+        assert!(k.expired(k.deadline()));
+    }
+}
