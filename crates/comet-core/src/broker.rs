@@ -71,7 +71,7 @@ pub trait SharedStore: Send + Sync + fmt::Debug {
     fn take(&self, key: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, BrokerError>>;
 }
 
-/// A message store plus fan-out (DESIGN §3). The in-memory [`MemoryBroker`](crate::MemoryBroker)
+/// A message store plus fan-out (docs/protocol.md "Delivery"). The in-memory [`MemoryBroker`](crate::MemoryBroker)
 /// is the default and the test double; `comet-redis` provides one for several nodes.
 pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// Publishes one message: assigns its cursor, appends it to history, fans it out.

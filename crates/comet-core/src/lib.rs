@@ -1,4 +1,4 @@
-//! Comet's core model, with no network I/O (DESIGN §3): [`ChannelName`], [`Message`],
+//! Comet's core model, with no network I/O (docs/protocol.md): [`ChannelName`], [`Message`],
 //! [`Cursor`] and [`Position`], [`History`], the [`Broker`] trait, the local fan-out [`Hub`] and
 //! the embedded [`MemoryBroker`].
 //!

@@ -44,7 +44,7 @@ pub struct Message {
     /// When this node appended it to history, for age-based trimming (monotonic, unlike
     /// `published_at`).
     pub(crate) appended_at: Instant,
-    /// Encodings made once and shared by all subscribers of the same transport (DESIGN §3).
+    /// Encodings made once and shared by all subscribers of the same transport (docs/protocol.md "Envelope").
     encodings: [OnceLock<Bytes>; ENCODING_SLOTS],
 }
 

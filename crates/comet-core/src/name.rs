@@ -80,7 +80,7 @@ fn validate(kind: &'static str, s: &str, max: usize) -> Result<(), NameError> {
     Ok(())
 }
 
-/// A channel's name: 1–255 bytes of `[A-Za-z0-9_.:@-]` (DESIGN §3). `:` separates a namespace, as in
+/// A channel's name: 1–255 bytes of `[A-Za-z0-9_.:@-]` (docs/protocol.md "Names"). `:` separates a namespace, as in
 /// `chat:lobby`. Cheap to clone (a shared `Arc<str>`).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelName(Arc<str>);

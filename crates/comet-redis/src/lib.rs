@@ -1,5 +1,5 @@
 //! [`RedisBroker`]: the [`Broker`] trait over Redis, so that several `comet` nodes share channels,
-//! history and cursors (DESIGN §6).
+//! history and cursors (docs/protocol.md "Delivery").
 //!
 //! - Publish is one Lua call (`scripts::publish`): it checks that Redis has not come back with
 //!   older data since the channel was last written (else it moves the channel to a new epoch),

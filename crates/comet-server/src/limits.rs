@@ -1,4 +1,4 @@
-//! [`Limits`]: per-client connection, long-poll and rate limits (DESIGN §5 "Limits").
+//! [`Limits`]: per-client connection, long-poll and rate limits (docs/protocol.md "Limits and timeouts").
 //!
 //! A client is its IP address; IPv6 addresses count per `/64`, the block one subscriber line
 //! usually gets, so rotating through a prefix does not multiply the allowance. Behind a reverse

@@ -140,7 +140,7 @@ async fn reload_on_sighup(
     }
 }
 
-/// Cancels `shutdown` on SIGINT or SIGTERM (DESIGN §7).
+/// Cancels `shutdown` on SIGINT or SIGTERM (then the drain of `shutdown_grace_secs`).
 async fn stop_on_signal(shutdown: tokio_util::sync::CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {

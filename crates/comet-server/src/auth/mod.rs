@@ -1,4 +1,4 @@
-//! Authentication and authorization (DESIGN §5; docs/protocol.md "Authentication"):
+//! Authentication and authorization (docs/protocol.md "Authentication"):
 //!
 //! - `token`: JWT verification (HS256 secret, or RS256/ES256 public key);
 //! - [`policy`]: per-namespace rules for anonymous clients and WebSocket publishing;
@@ -25,7 +25,7 @@ pub(crate) mod token;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{FromRequestParts, Query};
+use axum::extract::Query;
 use comet_core::ChannelName;
 use http::request::Parts;
 use serde::Deserialize;
@@ -35,8 +35,6 @@ pub use self::error::{Action, AuthError};
 pub use self::policy::NamespaceRules;
 use self::tickets::Tickets;
 use self::token::Verifier;
-use crate::error::ApiError;
-use crate::state::AppState;
 
 /// A secret setting (`jwt_secret`, `publish_api_key`): its `Debug` never shows the value, so a
 /// logged `Config` leaks nothing. Empty means unset.
@@ -284,7 +282,7 @@ enum Jwt {
 }
 
 /// What the auth layer shares across requests: its settings, the verifier, the outstanding
-/// tickets. Built once with the [`AppState`] (its `auth`).
+/// tickets. Built once with the [`AppState`](crate::AppState) (its `auth`).
 #[derive(Debug)]
 pub struct Auth {
     config: AuthConfig,
@@ -371,15 +369,6 @@ impl Auth {
             tracing::debug!(?source, reason = %e, "credential refused");
         }
         result
-    }
-}
-
-impl FromRequestParts<AppState> for Identity {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        origin::check(state.auth.config(), &parts.headers, &parts.uri)?;
-        Ok(state.auth.identify(parts, state.broker.shared_store()).await?)
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod cors;
 pub mod demo;
+mod identity;
 mod publish;
 mod redact;
 mod tickets;

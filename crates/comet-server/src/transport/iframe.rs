@@ -16,7 +16,7 @@ use crate::state::AppState;
 /// Browsers start rendering (and running scripts) progressively only after about 1 KiB.
 const PADDING: usize = 1024;
 
-/// Checks `callback` against `^[A-Za-z_$][A-Za-z0-9_$.]{0,63}$` (DESIGN §4).
+/// Checks `callback` against `^[A-Za-z_$][A-Za-z0-9_$.]{0,63}$` (docs/protocol.md "iframe").
 ///
 /// # Errors
 /// `400 bad_callback` saying what is wrong.

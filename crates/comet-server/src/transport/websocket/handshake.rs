@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use yawc::{DeflatePool, IncomingUpgrade, Options};
 
-use super::WsConfig;
+use super::config::WsConfig;
 use super::socket::{Accepted, Opening};
 use crate::error::ApiError;
 use crate::io::upgrade::DirectUpgrade;
