@@ -1,7 +1,7 @@
 //! The publish API, channel info, health, metrics and the demo pages; and every bad input
 //! answered with a clear error while a bystander subscriber keeps receiving.
 
-mod support;
+use comet_test_support as support;
 
 use comet_server::Config;
 use serde_json::{Value, json};

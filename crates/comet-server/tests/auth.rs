@@ -3,10 +3,9 @@
 //! the Origin allow-list and CORS, tickets, and credentials kept out of the logs. Each test
 //! shows the bad client's clear error while an authorized client keeps being served.
 
-mod support;
+use comet_test_support as support;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,13 +14,13 @@ use comet_server::auth::NamespaceRules;
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, get_current_timestamp};
 use serde_json::{Value, json};
+use support::jwt::{SECRET, claims, key_file, sign, token};
 use support::{BodyReader, SOON, TestServer, recv_timeout, start_server, start_server_with};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-const SECRET: &str = "test-secret-of-at-least-32-bytes!!";
 const API_KEY: &str = "backend-key-123";
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -29,42 +28,10 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 // ---------------------------------------------------------------------------------------------
 // Tokens and servers
 
-fn key_file(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/support/keys")
-        .join(name)
-}
-
-/// Claims valid for `secs` seconds from now (negative: expired), for subject `sub`.
-fn claims(sub: &str, secs: i64, subscribe: &[&str], publish: &[&str]) -> Value {
-    let exp = get_current_timestamp().saturating_add_signed(secs);
-    json!({"sub": sub, "exp": exp, "comet": {"subscribe": subscribe, "publish": publish}})
-}
-
-fn sign(header: &Header, claims: &Value, key: &EncodingKey) -> String {
-    jsonwebtoken::encode(header, claims, key).expect("encode token")
-}
-
-/// An HS256 token signed with [`SECRET`].
-fn token(sub: &str, secs: i64, subscribe: &[&str], publish: &[&str]) -> String {
-    sign(
-        &Header::new(Algorithm::HS256),
-        &claims(sub, secs, subscribe, publish),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-}
-
 /// Tokens required: `public:*` (and channels without `:`) open to anonymous subscribers,
 /// everything else by grant.
 fn jwt_config() -> Config {
-    let mut namespace = BTreeMap::new();
-    namespace.insert(
-        "public".to_owned(),
-        NamespaceRules {
-            anonymous_subscribe: Some(true),
-            ..NamespaceRules::default()
-        },
-    );
+    let namespace = comet_test_support::jwt::public_namespace();
     Config {
         jwt_secret: SECRET.into(),
         publish_api_key: API_KEY.into(),
@@ -402,7 +369,7 @@ fn a_bad_key_file_is_a_clear_config_error() {
         err.to_string().contains("jwt_public_key_file /nonexistent/key.pem"),
         "{err}"
     );
-    let not_a_key = key_file("../mod.rs").display().to_string();
+    let not_a_key = key_file("../Cargo.toml").display().to_string();
     let err = Config::load(None, [("COMET_JWT_PUBLIC_KEY_FILE".into(), not_a_key)]).unwrap_err();
     assert!(err.to_string().contains("not a PEM RSA or EC"), "{err}");
     // RFC 7518 §3.2: an HS256 key at least as long as the hash (32 bytes).

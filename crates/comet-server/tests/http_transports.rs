@@ -1,7 +1,7 @@
 //! Poll, long-poll, stream, iframe and SSE against a real listener with real clients (reqwest):
 //! receive, resume with exactly the missed messages, gap notices, shutdown.
 
-mod support;
+use comet_test_support as support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! next to it (`clients/js/dist/SOURCES`, checked here without Node; `npm run check-dist`, run by
 //! `scripts/test`, rebuilds and compares byte for byte).
 
-mod support;
+use comet_test_support as support;
 
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,7 @@
 //! code, `Retry-After` and metric, and that other clients (another loopback address) and other
 //! kinds of request are not affected.
 
-mod support;
+use comet_test_support as support;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;

@@ -3,10 +3,9 @@
 //! timeout, refusals at the connection limit inside TLS, certificate reload, and bad settings.
 //! Certificates come from a CA made at test time (rcgen); clients verify against it.
 
-mod support;
+use comet_test_support as support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
+use support::pki::Pki;
 use support::{SOON, TestServer, recv_timeout};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -30,99 +30,14 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-/// A CA made for one test, and the directory its PEM files go to.
-struct Pki {
-    dir: PathBuf,
-    ca: rcgen::Issuer<'static, rcgen::KeyPair>,
-    ca_der: CertificateDer<'static>,
-}
-
-/// A leaf certificate for `localhost` and 127.0.0.1 with its own key.
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    der: CertificateDer<'static>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("comet-tls-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Comet test CA");
-        let cert = params.self_signed(&key).unwrap();
-        Self {
-            dir,
-            ca: rcgen::Issuer::new(params, key),
-            ca_der: cert.der().clone(),
-        }
-    }
-
-    fn leaf(&self, name: &str) -> Leaf {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().clone(),
-        }
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.join(file)
-    }
-
-    /// Writes `cert.pem` and `key.pem`; returns their paths.
-    fn write(&self, leaf: &Leaf) -> (PathBuf, PathBuf) {
-        let (cert, key) = (self.path("cert.pem"), self.path("key.pem"));
-        std::fs::write(&cert, &leaf.cert_pem).unwrap();
-        std::fs::write(&key, &leaf.key_pem).unwrap();
-        (cert, key)
-    }
-
-    /// A client trusting only this CA, offering `alpn`.
-    fn connector(&self, alpn: &[&[u8]]) -> TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca_der.clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        TlsConnector::from(Arc::new(config))
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 const H2: &[&[u8]] = &[b"h2"];
 const H1: &[&[u8]] = &[b"http/1.1"];
 
 /// Starts a server speaking TLS with `tls` (`config.tls_*` are not read).
 async fn start_tls(config: Config, tls: Tls) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let broker = Arc::new(MemoryBroker::new(config.hub_config()));
-    let state = AppState::new(broker, config);
-    let task = tokio::spawn(comet_server::serve_with_tls(listener, state.clone(), Some(tls)));
-    TestServer {
-        addr,
-        state,
-        task: Some(task),
-    }
+    support::serve_tls_on(listener, AppState::new(broker, config), tls)
 }
 
 /// A server with a fresh leaf of `pki`, started through `Config` (as `comet serve` does).

@@ -2,7 +2,7 @@
 //! client, and raw TCP bytes where the point is the wire (handshake headers, masking, close
 //! codes, keep-alive).
 
-mod support;
+use comet_test_support as support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -3,12 +3,9 @@
 //! reach every subscriber exactly once, as the generator counts it. (Speed is measured in
 //! bench/, never asserted here.)
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use comet_bench::{Adapter, BenchConfig, Report, Transport};
-use comet_core::MemoryBroker;
-use comet_server::{AppState, Config};
 
 const SUBSCRIBERS: usize = 12;
 
@@ -17,19 +14,9 @@ async fn run_against_comet(transport: Transport, rate: Option<f64>) -> Report {
 }
 
 async fn run_with(transport: Transport, rate: Option<f64>, storm: Option<Duration>) -> Report {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let config = Config {
-        // One generator stands for many clients on one address.
-        max_connections_per_ip: 0,
-        max_longpolls_per_ip: 0,
-        subscribes_per_sec_per_ip: 0,
-        publishes_per_sec: 0,
-        ..Config::default()
-    };
-    let broker = Arc::new(MemoryBroker::new(config.hub_config()));
-    let state = AppState::new(broker, config);
-    let server = tokio::spawn(comet_server::serve(listener, state.clone()));
+    // One generator stands for many clients on one address.
+    let mut server = comet_test_support::start_server_with(comet_test_support::unlimited()).await;
+    let addr = server.addr;
 
     let mut cfg = BenchConfig::new(Adapter::comet(addr), transport);
     cfg.subscribers = SUBSCRIBERS;
@@ -47,8 +34,7 @@ async fn run_with(transport: Transport, rate: Option<f64>, storm: Option<Duratio
         .expect("bench run finished in time")
         .expect("bench run");
 
-    state.shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(15), server).await;
+    server.shutdown().await;
     report
 }
 

@@ -1,91 +1,17 @@
 //! `comet serve` with TLS as a real process: SIGHUP reloads the certificate for new connections,
 //! and a SIGHUP with bad files keeps the old one and the server alive. Certificates come from a
-//! CA made at test time (rcgen); the client (rustls) verifies against it.
+//! CA made at test time (comet-test-support `pki`); the client (rustls) verifies against it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use comet_test_support::pki::Pki;
 use rustls::pki_types::{CertificateDer, ServerName};
 
 const BIN: &str = env!("CARGO_BIN_EXE_comet");
-
-/// A CA and the directory its PEM files go to.
-struct Pki {
-    dir: PathBuf,
-    ca: rcgen::Issuer<'static, rcgen::KeyPair>,
-    client: Arc<rustls::ClientConfig>,
-}
-
-/// A leaf for `localhost`: PEM certificate, PEM key, DER certificate.
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    der: CertificateDer<'static>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("comet-tls-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Comet test CA");
-        let ca_cert = params.self_signed(&key).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca_cert.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        client.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Self {
-            dir,
-            ca: rcgen::Issuer::new(params, key),
-            client: Arc::new(client),
-        }
-    }
-
-    fn leaf(&self, name: &str) -> Leaf {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().clone(),
-        }
-    }
-
-    fn cert_file(&self) -> PathBuf {
-        self.dir.join("cert.pem")
-    }
-
-    fn key_file(&self) -> PathBuf {
-        self.dir.join("key.pem")
-    }
-
-    fn install(&self, leaf: &Leaf) {
-        std::fs::write(self.cert_file(), &leaf.cert_pem).unwrap();
-        std::fs::write(self.key_file(), &leaf.key_pem).unwrap();
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// `comet serve` over TLS on a free port; killed by PID when dropped.
 struct Served {
@@ -155,7 +81,7 @@ impl Served {
         tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         tcp.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
         let name = ServerName::try_from("localhost").unwrap();
-        let conn = rustls::ClientConnection::new(Arc::clone(&pki.client), name).unwrap();
+        let conn = rustls::ClientConnection::new(pki.client_config(&[b"http/1.1"]), name).unwrap();
         let mut tls = rustls::StreamOwned::new(conn, tcp);
         tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
             .expect("TLS handshake and request");
@@ -178,13 +104,13 @@ impl Drop for Served {
 fn sighup_reloads_the_certificate_and_keeps_it_when_the_files_are_bad() {
     let pki = Pki::new("sighup");
     let (a, b) = (pki.leaf("cert A"), pki.leaf("cert B"));
-    pki.install(&a);
+    pki.write(&a);
     let mut served = Served::start(&pki);
     let (cert, response) = served.get(&pki);
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response:?}");
     assert_eq!(cert, a.der, "serves A at start");
 
-    pki.install(&b);
+    pki.write(&b);
     served.signal("-HUP");
     served.wait_log("TLS certificate reloaded");
     let (cert, response) = served.get(&pki);
@@ -219,7 +145,7 @@ fn sighup_reloads_the_certificate_and_keeps_it_when_the_files_are_bad() {
 fn a_bad_certificate_fails_the_start() {
     let pki = Pki::new("bad-start");
     let a = pki.leaf("cert A");
-    pki.install(&a);
+    pki.write(&a);
     std::fs::write(pki.key_file(), "not a key\n").unwrap();
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])

@@ -1,6 +1,7 @@
 //! Real parts for the multi-node tests: `redis-server` and `redis-sentinel` children on free
 //! loopback ports (stopped by PID) and the TCP fault proxy, from the chaos suite
-//! (`comet-chaos`); in-process comet nodes on the Redis broker.
+//! (`comet-chaos`); in-process comet nodes on the Redis broker, each comet-test-support's test
+//! server.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -25,17 +26,16 @@ pub const SOON: Duration = Duration::from_secs(10);
 pub fn node_config() -> Config {
     Config {
         history_size: 1000,
-        max_connections_per_ip: 0,
-        subscribes_per_sec_per_ip: 0,
-        publishes_per_sec: 0,
-        ..Config::default()
+        ..comet_test_support::unlimited()
     }
 }
 
-/// An in-process comet node on a free port, using the Redis broker.
+/// An in-process comet node on a free port, using the Redis broker (the shared test server,
+/// comet-test-support, over it); shut down when dropped.
 pub struct Node {
     pub addr: SocketAddr,
     pub state: AppState,
+    _server: comet_test_support::TestServer,
 }
 
 impl Node {
@@ -48,11 +48,12 @@ impl Node {
         let broker = RedisBroker::connect(RedisConfig::new(url, config.hub_config()))
             .await
             .expect("connect");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = AppState::new(Arc::new(broker), config);
-        tokio::spawn(comet_server::serve(listener, state.clone()));
-        Node { addr, state }
+        let server = comet_test_support::start_server_on(Arc::new(broker), config).await;
+        Node {
+            addr: server.addr,
+            state: server.state.clone(),
+            _server: server,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -98,12 +99,6 @@ impl Node {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.state.shutdown.cancel();
     }
 }
 

@@ -4,10 +4,10 @@
 //! connection count and limit, polite refusal when out of file descriptors, and a bounded
 //! graceful drain in which every long-lived response ends itself.
 //!
-//! - [`admit`]: which connections are served, and the refusals (`503`, `429`) of the others;
-//! - [`connection`]: one connection's task (TLS handshake, first head, then h1.rs or hyper);
-//! - [`head`]: reading the first request head; [`h1`]: writing a streaming response or a
-//!   WebSocket `101` without hyper; [`rewind`]: the bytes read put back for hyper;
+//! - `admit`: which connections are served, and the refusals (`503`, `429`) of the others;
+//! - `connection`: one connection's task (TLS handshake, first head, then h1.rs or hyper);
+//! - `head`: reading the first request head; `h1`: writing a streaming response or a
+//!   WebSocket `101` without hyper; `rewind`: the bytes read put back for hyper;
 //! - [`tls`]: certificates and their reload.
 //!
 //! With TLS ([`serve_with_tls`]) the handshake runs in the connection's task, bounded by

@@ -4,7 +4,7 @@
 //! (demo.rs) and the small routes (channel info, health, metrics) here. `GET /sub/…` and `/ws`
 //! go to the transports' dispatcher (transport/mod.rs).
 //!
-//! [`takeover`] tells the connection layer which requests the router takes on a connection of
+//! `takeover` tells the connection layer which requests the router takes on a connection of
 //! their own, written without hyper (conn/h1.rs).
 
 mod cors;

@@ -1,10 +1,10 @@
 //! The six transports (docs/protocol.md "Transports"), one file each, below one dispatcher.
 //!
-//! This file is the dispatcher: [`choose`] decides a request's transport, once, for the whole
+//! This file is the dispatcher: `choose` decides a request's transport, once, for the whole
 //! server (the connection layer asks it too, through `http::takeover`, to know which requests
-//! to serve without hyper), and [`subscribe`] checks the request and hands it to that
-//! transport's handler. Below it: [`request`] (channels, cursors, opening the subscriptions),
-//! [`streaming`] (the body of stream, iframe and SSE responses), [`envelope`] (the shared JSON
+//! to serve without hyper), and `subscribe` checks the request and hands it to that
+//! transport's handler. Below it: `request` (channels, cursors, opening the subscriptions),
+//! `streaming` (the body of stream, iframe and SSE responses), `envelope` (the shared JSON
 //! encodings), then one module per transport.
 
 #[doc(hidden)]

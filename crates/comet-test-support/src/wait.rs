@@ -1,82 +1,10 @@
-//! Shared helpers for the real-socket tests: a server on 127.0.0.1:0 and bounded waits, so a
-//! missing message fails fast instead of hanging.
-
-#![allow(dead_code, unreachable_pub)]
+//! Bounded waits, so a missing message fails fast instead of hanging, and readers of streaming
+//! bodies (SSE events, NDJSON lines, iframe calls) and JSON answers.
 
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use comet_core::MemoryBroker;
-use comet_server::{AppState, Config};
-use tokio::task::JoinHandle;
-
-/// A running server; shuts down when dropped.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub state: AppState,
-    pub task: Option<JoinHandle<std::io::Result<()>>>,
-}
-
-impl TestServer {
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    pub fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
-    }
-
-    /// Cancels the shutdown token and waits (bounded) for the accept loop to finish draining.
-    pub async fn shutdown(&mut self) {
-        self.state.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            recv_timeout(Duration::from_secs(15), task)
-                .await
-                .expect("server task panicked")
-                .expect("serve failed");
-        }
-    }
-
-    /// Publishes through the HTTP API and returns the cursor.
-    pub async fn publish(&self, channel: &str, data: &str) -> String {
-        let res = reqwest::Client::new()
-            .post(self.url(&format!("/pub/{channel}")))
-            .body(data.to_owned())
-            .send()
-            .await
-            .expect("publish request");
-        assert_eq!(res.status(), 201, "publish answered {}", res.status());
-        let v: serde_json::Value = res.json().await.expect("publish json");
-        v["id"].as_str().expect("id").to_owned()
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.state.shutdown.cancel();
-    }
-}
-
-/// Starts a server with the default config on a free loopback port.
-pub async fn start_server() -> TestServer {
-    start_server_with(Config::default()).await
-}
-
-/// Starts a server with `config` (its `listen` is ignored) on a free loopback port.
-pub async fn start_server_with(config: Config) -> TestServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let broker = Arc::new(MemoryBroker::new(config.hub_config()));
-    let state = AppState::new(broker, config);
-    let task = tokio::spawn(comet_server::serve(listener, state.clone()));
-    TestServer {
-        addr,
-        state,
-        task: Some(task),
-    }
-}
+use serde_json::Value;
 
 /// Awaits `fut` for at most `limit`, panicking with a clear message otherwise.
 pub async fn recv_timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
@@ -89,12 +17,16 @@ pub async fn recv_timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> T
 pub const SOON: Duration = Duration::from_secs(5);
 
 /// Reads a streaming response chunk by chunk into a text buffer, bounded in time.
+#[derive(Debug)]
 pub struct BodyReader {
+    /// The response being read.
     pub res: reqwest::Response,
+    /// What arrived so far.
     pub buf: String,
 }
 
 impl BodyReader {
+    /// A reader of `res`'s body.
     pub fn new(res: reqwest::Response) -> Self {
         Self {
             res,
@@ -202,4 +134,14 @@ pub async fn get_json(url: &str, status: u16) -> serde_json::Value {
     let res = reqwest::get(url).await.expect("request");
     assert_eq!(res.status(), status, "GET {url}");
     res.json().await.expect("json body")
+}
+
+/// The status and JSON error body of an answer, checked against `status` and `code`; returns the
+/// message.
+pub async fn expect_error(res: reqwest::Response, status: u16, code: &str, what: &str) -> String {
+    assert_eq!(res.status(), status, "{what}");
+    let body = res.text().await.expect("body");
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {body:?}"));
+    assert_eq!(v["error"]["code"], code, "{what}: {v}");
+    v["error"]["message"].as_str().expect("message").to_owned()
 }
