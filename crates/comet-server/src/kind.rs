@@ -34,6 +34,12 @@ impl Kind {
     /// Whether the transport answers with one long response body that streams messages
     /// (stream, iframe, SSE): held open, written without hyper on HTTP/1.1 (conn/h1.rs), ended
     /// at the credential's expiry (transport/streaming.rs).
+    ///
+    /// ```
+    /// use comet_server::transport::Kind;
+    /// let streaming: Vec<_> = Kind::ALL.into_iter().filter(|k| k.is_streaming()).map(Kind::name).collect();
+    /// assert_eq!(streaming, ["stream", "iframe", "sse"]);
+    /// ```
     pub fn is_streaming(self) -> bool {
         matches!(self, Kind::Stream | Kind::Iframe | Kind::Sse)
     }

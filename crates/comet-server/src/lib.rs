@@ -14,6 +14,22 @@
 //!    transports' names) and `io` (gates, stall timeouts, bodies, the holds of places in the
 //!    connection limits).
 //!
+//! One message, followed from `POST /pub/chat` to an SSE socket and to a WebSocket:
+//!
+//! - in: `conn/connection.rs` hands the request to hyper, which runs the router
+//!   (`http/mod.rs`); `http/publish.rs` reads the body and calls `publish.rs` `publish_one`
+//!   (grants, the publish rate, the namespace's size, the idempotency key), which appends it to
+//!   the broker's history and wakes every subscription of the channel (comet-core);
+//! - out over SSE: the subscriber's `GET /sub/chat` (`Accept: text/event-stream`) was read by
+//!   `conn/head.rs`, which asked `http::takeover` (the dispatcher's own choice,
+//!   `transport/mod.rs` `choose`) and gave it to `conn/h1.rs`; the dispatcher's `subscribe`
+//!   handed it to `transport/sse.rs`, whose framer `transport/streaming.rs` runs; the woken body
+//!   yields the message's shared SSE encoding, and `conn/h1.rs` writes it as one chunk;
+//! - out over WebSocket: the upgrade was read the same way and answered by
+//!   `transport/websocket/handshake.rs` (its `101` written by `conn/h1.rs`, the `TcpStream`
+//!   handed over through `io/upgrade.rs`); `transport/websocket/session.rs` reads the message
+//!   from its subscriptions and queues its shared frame, which `direct.rs` writes in one `send`.
+//!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
 //! use std::sync::Arc;

@@ -279,7 +279,16 @@ fn non_empty(text: &str) -> Option<String> {
 
 impl Config {
     /// The auth section: JWT verification, the API key, the cookie, origins, tickets and the
-    /// namespace rules.
+    /// namespace rules. Empty paths and names become `None`, seconds `Duration`s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = comet_server::Config { jwt_leeway_secs: 5, ..Default::default() };
+    /// let auth = config.auth();
+    /// assert_eq!(auth.jwt_leeway, Duration::from_secs(5));
+    /// assert_eq!(auth.jwt_public_key_file, None);
+    /// assert_eq!(auth.token_cookie, "comet_token");
+    /// ```
     pub fn auth(&self) -> AuthConfig {
         AuthConfig {
             jwt_secret: self.jwt_secret.clone(),
@@ -310,6 +319,13 @@ impl Config {
     }
 
     /// The listener's TLS section: both files, or neither (plain TCP).
+    ///
+    /// ```
+    /// let config = comet_server::Config { tls_cert_file: "/etc/comet/cert.pem".into(), ..Default::default() };
+    /// let tls = config.tls();
+    /// assert_eq!(tls.cert_file.as_deref(), Some(std::path::Path::new("/etc/comet/cert.pem")));
+    /// assert_eq!(tls.key_file, None); // Config::validate refuses this: both or neither
+    /// ```
     pub fn tls(&self) -> TlsConfig {
         TlsConfig {
             cert_file: non_empty(&self.tls_cert_file).map(PathBuf::from),
@@ -318,6 +334,14 @@ impl Config {
     }
 
     /// The WebSocket section.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let ws = comet_server::Config::default().ws();
+    /// assert_eq!(ws.ping_interval, Duration::from_secs(25));
+    /// // A peer that takes nothing for a ping interval plus a pong timeout is a slow consumer.
+    /// assert_eq!(ws.stall(), Duration::from_secs(35));
+    /// ```
     pub fn ws(&self) -> WsConfig {
         WsConfig {
             ping_interval: Duration::from_secs(self.ws_ping_interval_secs),

@@ -141,7 +141,7 @@ mod tests {
 
     /// A body whose bytes trickle in is cut at the limit although each piece came in time; one
     /// that is in whole reads as it is.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_trickling_body_fails_at_the_limit_and_a_whole_one_reads() {
         let trickle = futures_util::stream::unfold(0, |sent| async move {
             if sent == 20 {

@@ -182,7 +182,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A write into a pipe nobody reads fails after the limit; one the reader drains does not.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_write_blocked_for_the_limit_fails_and_progress_resets_the_clock() {
         let (near, far) = tokio::io::duplex(1024);
         let limit = Duration::from_secs(1);
@@ -215,7 +215,7 @@ mod tests {
     /// Shutdown sends the FIN at once, then reads what the client still sends until it closes
     /// (here: it sends 64 KiB more, then closes), so the answer before it is not lost to a
     /// reset; a client that neither sends nor closes is let go after `LINGER_IDLE`.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn shutdown_lingers_until_the_client_closes_or_idles() {
         let (near, mut far) = tokio::io::duplex(4096);
         let mut io = WriteStall::new(near, Duration::from_secs(5));

@@ -280,7 +280,98 @@ pub(crate) fn streaming_response(content_type: &'static str, body: Body) -> Resp
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use comet_core::{ChannelName, MemoryBroker, Publish, Since};
+    use http_body_util::BodyExt;
+
     use super::*;
+    use crate::config::Config;
+
+    /// Frames a message as its data; a heartbeat is a newline; shutdown says `bye`.
+    struct Data;
+
+    impl Framer for Data {
+        fn frame(&mut self, events: &[Event], _set: &SubscriptionSet, out: &mut Vec<Bytes>) {
+            for event in events {
+                if let Event::Message(msg) = event {
+                    out.push(msg.data_bytes().clone());
+                }
+            }
+        }
+
+        fn heartbeat(&self) -> Bytes {
+            Bytes::from_static(b"\n")
+        }
+
+        fn closing(&mut self, _set: &SubscriptionSet) -> Option<Bytes> {
+            Some(Bytes::from_static(b"bye"))
+        }
+    }
+
+    async fn body(state: &AppState, valid_for: Option<Duration>) -> Body {
+        let mut set = SubscriptionSet::new();
+        let channel = ChannelName::new("a").unwrap();
+        set.insert(state.broker.subscribe(channel, Since::Live).await.unwrap());
+        streaming_body(
+            state,
+            Kind::Stream,
+            set,
+            Data,
+            Some(Bytes::from_static(b"first")),
+            valid_for,
+        )
+    }
+
+    async fn next(body: &mut Body) -> Option<Bytes> {
+        body.frame().await.map(|frame| frame.unwrap().into_data().unwrap())
+    }
+
+    async fn publish(state: &AppState, data: &'static str) {
+        let msg = Publish {
+            channel: ChannelName::new("a").unwrap(),
+            event: None,
+            data: Bytes::from_static(data.as_bytes()),
+        };
+        state.broker.publish(msg).await.unwrap();
+    }
+
+    fn state() -> AppState {
+        let config = Config::default(); // heartbeat_secs = 15
+        AppState::new(Arc::new(MemoryBroker::new(config.hub_config())), config)
+    }
+
+    /// In paused time: the first bytes at once, a heartbeat after 15 idle seconds, none in a
+    /// period that wrote a message, and the end (no closing bytes) at the credential's expiry.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_beats_when_idle_and_ends_when_its_credential_expires() {
+        let state = state();
+        let started = tokio::time::Instant::now();
+        let mut body = body(&state, Some(Duration::from_secs(40))).await;
+        assert_eq!(next(&mut body).await.unwrap(), "first");
+        assert_eq!(next(&mut body).await.unwrap(), "\n");
+        assert_eq!(started.elapsed(), Duration::from_secs(15));
+        publish(&state, "m1").await;
+        assert_eq!(next(&mut body).await.unwrap(), "m1");
+        // The tick at 30 s finds a write since the last one; the next would be at 45 s.
+        assert_eq!(next(&mut body).await, None, "ended at the expiry");
+        assert_eq!(started.elapsed(), Duration::from_secs(40));
+    }
+
+    /// Shutdown (or `disconnect_all`) ends the stream with the framer's closing bytes; a
+    /// credential that does not expire never ends it.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_ends_with_its_closing_bytes_on_disconnect() {
+        let state = state();
+        let mut body = body(&state, None).await;
+        assert_eq!(next(&mut body).await.unwrap(), "first");
+        for _ in 0..3 {
+            assert_eq!(next(&mut body).await.unwrap(), "\n");
+        }
+        state.disconnect_all();
+        assert_eq!(next(&mut body).await.unwrap(), "bye");
+        assert_eq!(next(&mut body).await, None);
+    }
 
     /// Small pieces are joined (up to JOIN_MAX a buffer); a large one passes by reference.
     #[test]
