@@ -195,8 +195,8 @@ fn ticket_limiter(max: usize, ttl: Duration) -> Option<DefaultKeyedRateLimiter<A
 }
 
 /// The limits section of the configuration (made by `Config::limits` from the keys named);
-/// `0` means no limit.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `0` means no limit. No `Default`: take `Config::default().limits()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsConfig {
     /// `max_connections_per_ip`.
     pub max_connections_per_ip: usize,

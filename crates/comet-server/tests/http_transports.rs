@@ -488,7 +488,7 @@ async fn idle_streams_get_heartbeats_and_busy_ones_do_not() {
     assert!(during <= 1, "{during} heartbeats while messages flowed every 300 ms");
 }
 
-/// Streams written outside hyper (h1_stream.rs) watch their socket between messages: a client
+/// Streams written outside hyper (conn/h1.rs) watch their socket between messages: a client
 /// that closes is unsubscribed at once, not at the next heartbeat (15 s by default). Also checks
 /// the HTTP/1.1 framing of that path byte for byte: head, chunked body, `Connection: close`.
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! TLS on the listener over real sockets (tls.rs, server.rs): HTTPS with ALPN `h2` and
+//! TLS on the listener over real sockets (conn/tls.rs, conn/connection.rs): HTTPS with ALPN `h2` and
 //! `http/1.1`, SSE and WebSockets over HTTP/2 (RFC 8441 extended CONNECT), the handshake
 //! timeout, refusals at the connection limit inside TLS, certificate reload, and bad settings.
 //! Certificates come from a CA made at test time (comet-test-support `pki`); clients verify against it.

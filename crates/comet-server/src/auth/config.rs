@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use super::{NamespaceRules, Secret};
 
-/// The auth settings, typed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The auth settings, typed. No `Default`: take `Config::default().auth()`, whose values are
+/// the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthConfig {
     /// `jwt_secret`: the HS256 secret (at least 32 bytes; RFC 7518 §3.2); empty: none.
     pub jwt_secret: Secret,

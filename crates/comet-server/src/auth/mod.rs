@@ -36,6 +36,10 @@ pub use self::policy::NamespaceRules;
 use self::tickets::Tickets;
 use self::token::Verifier;
 
+/// Credentials that expire further away than this are treated as never expiring: every
+/// deadline computed from one (`Instant::now() + remaining`) stays representable. 100 years.
+pub const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// A secret setting (`jwt_secret`, `publish_api_key`): its `Debug` never shows the value, so a
 /// logged `Config` leaks nothing. Empty means unset.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -131,10 +135,12 @@ impl Identity {
         self.expires_at
     }
 
-    /// How long until the credential expires (zero if it has); `None` if it never does.
+    /// How long until the credential expires (zero if it has); `None` if it never does, or not
+    /// within [`FOREVER`] (a signed `exp` of `u64::MAX` is valid, and no clock reaches it).
     pub fn remaining(&self) -> Option<Duration> {
-        let at = UNIX_EPOCH + Duration::from_secs(self.expires_at?);
-        Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+        let at = UNIX_EPOCH.checked_add(Duration::from_secs(self.expires_at?))?;
+        let left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+        (left < FOREVER).then_some(left)
     }
 
     /// Whether the caller may do `action` on `channel`, through WebSocket if `websocket`.
@@ -440,11 +446,34 @@ mod tests {
         );
     }
 
+    /// A token that expires beyond any clock (a valid `exp` of `u64::MAX`) does not expire,
+    /// rather than overflow the deadline arithmetic.
+    #[test]
+    fn expiry_beyond_any_clock_is_never() {
+        let far = Identity {
+            principal: Principal::Backend,
+            expires_at: Some(u64::MAX),
+        };
+        assert_eq!(far.remaining(), None);
+        assert_eq!(far.expires_at(), Some(u64::MAX));
+        let past = Identity {
+            principal: Principal::Backend,
+            expires_at: Some(1),
+        };
+        assert_eq!(past.remaining(), Some(Duration::ZERO));
+        let soon = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 60;
+        let soon = Identity {
+            principal: Principal::Backend,
+            expires_at: Some(soon),
+        };
+        assert!(soon.remaining().is_some_and(|left| left <= Duration::from_secs(60)));
+    }
+
     #[test]
     fn secrets_do_not_debug() {
         let config = AuthConfig {
             jwt_secret: "hunter2".into(),
-            ..AuthConfig::default()
+            ..crate::config::Config::default().auth()
         };
         assert!(!format!("{config:?}").contains("hunter2"));
         assert!(same_secret(b"abc", b"abc") && !same_secret(b"abc", b"abd") && !same_secret(b"abc", b"ab"));

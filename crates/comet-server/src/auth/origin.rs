@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn origins() {
-        let mut config = AuthConfig::default();
+        let mut config = crate::config::Config::default().auth();
         assert!(allowed(&config, "https://evil.example", None));
         config.allowed_origins = vec!["https://good.example".into()];
         assert!(allowed(&config, "https://good.example", None));

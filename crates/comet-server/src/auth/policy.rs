@@ -116,7 +116,7 @@ mod tests {
 
     #[test]
     fn defaults_are_open_without_auth_and_closed_with_it() {
-        let mut config = AuthConfig::default();
+        let mut config = crate::config::Config::default().auth();
         assert!(anonymous_subscribe(&config, &ch("a")) && anonymous_publish(&config, &ch("chat:x")));
         config.publish_api_key = "k".into();
         assert!(anonymous_subscribe(&config, &ch("a")) && !anonymous_publish(&config, &ch("a")));

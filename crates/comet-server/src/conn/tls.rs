@@ -11,7 +11,7 @@
 //!   (RFC 8446 §2.2, which skips the certificate) a session made under the old certificate,
 //!   even one whose handshake was still finishing during the reload.
 //! - The handshake runs in the connection's own task, bounded by `header_read_timeout_secs`
-//!   (server.rs), so a client that never finishes it costs one task for that long and never
+//!   (conn/connection.rs), so a client that never finishes it costs one task for that long and never
 //!   holds up the accept loop.
 
 use std::fmt;

@@ -8,7 +8,7 @@
 //! lock (S2 in bench/RESULTS.md, 10,000 WebSocket subscribers: together about 6% of the server's
 //! CPU). Behind a gate they get their own waker, which opens the gate; while it is shut, a poll
 //! registers the task's waker (one `AtomicWaker`) and returns `Pending`. Used for the read of
-//! HTTP/1.1 streams (h1_stream.rs) and for a WebSocket session's seldom-waking branches.
+//! HTTP/1.1 streams (conn/h1.rs) and for a WebSocket session's seldom-waking branches.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,7 +4,7 @@
 //! and the connection's task waits. [`WriteStall`] wraps the connection and fails a write (or
 //! flush) with `TimedOut` once it has been blocked for the limit without a byte going out;
 //! hyper then closes the connection and drops the response body, and with it what the body
-//! held. Streams written without hyper (h1_stream.rs) have the same limit around their writes.
+//! held. Streams written without hyper (conn/h1.rs) have the same limit around their writes.
 //!
 //! The clock starts when a write first returns `Pending` after progress, and stops at the next
 //! write that takes bytes, so a client that reads slowly but steadily is not cut; an idle

@@ -139,14 +139,7 @@ pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response,
         sent: 0,
         budget: state.config.iframe_budget,
     };
-    let body = streaming_body(
-        &state,
-        Kind::Iframe,
-        set,
-        framer,
-        Some(prelude(callback)),
-        req.valid_for,
-    );
+    let body = streaming_body(&state, Kind::Iframe, set, framer, Some(prelude(callback)), req.expires);
     Ok(streaming_response("text/html; charset=utf-8", body))
 }
 

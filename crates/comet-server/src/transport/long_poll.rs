@@ -16,7 +16,10 @@ use crate::state::AppState;
 pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response, ApiError> {
     // Held no longer than the token is valid: its next poll needs a valid one.
     let timeout = longpoll_timeout(&state, req.query.timeout.as_deref())?;
-    let timeout = req.valid_for.map_or(timeout, |left| timeout.min(left));
+    let left = req
+        .expires
+        .map(|at| at.saturating_duration_since(tokio::time::Instant::now()));
+    let timeout = left.map_or(timeout, |left| timeout.min(left));
     let _held = state.limits.longpoll(req.client)?;
     // Dropped after the set, also when the client goes away: channels nobody publishes to are
     // forgotten at once.

@@ -99,7 +99,7 @@ pub(crate) async fn subscribe(
             since,
             query,
             client,
-            valid_for: identity.remaining(),
+            expires: expiry(&identity),
         };
         Ok::<_, ApiError>((kind, sub, user_hold.map(UserHold::new)))
     })();
@@ -130,6 +130,11 @@ pub(crate) async fn subscribe(
     }
 }
 
+/// When `identity`'s credential expires, as a deadline (`None` if it does not).
+fn expiry(identity: &Identity) -> Option<tokio::time::Instant> {
+    identity.remaining().map(|left| tokio::time::Instant::now() + left)
+}
+
 /// `GET /ws`: a WebSocket with no channel yet (the client subscribes by command).
 pub(crate) async fn ws_bare(
     State(state): State<AppState>,
@@ -157,7 +162,7 @@ pub(crate) async fn ws_bare(
         since: Vec::new(),
         query,
         client,
-        valid_for: identity.remaining(),
+        expires: expiry(&identity),
     };
     websocket::handle(state, sub, identity, req).await
 }

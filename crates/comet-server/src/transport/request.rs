@@ -37,9 +37,9 @@ pub(crate) struct SubRequest {
     pub(crate) query: SubQuery,
     /// The client's address, for the per-IP limits (`None` if the accept loop gave none).
     pub(crate) client: Option<std::net::IpAddr>,
-    /// How long the caller's credential stays valid (`None`: it does not expire). A long poll
-    /// is held no longer.
-    pub(crate) valid_for: Option<Duration>,
+    /// When the caller's credential stops being valid (`None`: it does not expire), taken
+    /// when the request was checked: a stream ends then, a long poll is held no longer.
+    pub(crate) expires: Option<tokio::time::Instant>,
 }
 
 /// Splits and validates `a,b,c`: at least one, at most `max`, no repeats.

@@ -172,7 +172,7 @@ pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response,
         envelope: multi || super::request::SubQuery::flag(req.query.envelope.as_ref()),
         retry_ms,
     };
-    let body = streaming_body(&state, Kind::Sse, set, framer, Some(first), req.valid_for);
+    let body = streaming_body(&state, Kind::Sse, set, framer, Some(first), req.expires);
     Ok(streaming_response("text/event-stream; charset=utf-8", body))
 }
 

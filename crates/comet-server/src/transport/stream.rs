@@ -61,6 +61,6 @@ pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response,
     } else {
         None
     };
-    let body = streaming_body(&state, Kind::Stream, set, NdjsonFramer, first, req.valid_for);
+    let body = streaming_body(&state, Kind::Stream, set, NdjsonFramer, first, req.expires);
     Ok(streaming_response("application/x-ndjson", body))
 }

@@ -8,7 +8,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
@@ -156,7 +155,7 @@ struct Streaming<F> {
 
 /// A response body that writes `first`, then every event of `set` through `framer`, heartbeats
 /// when idle, and ends itself on shutdown (with `framer.closing`), when `framer` is exhausted
-/// (the same), or after `valid_for` (the caller's credential expired; nothing more is written).
+/// (the same), or at `expires` (the caller's credential expired; nothing more is written).
 /// Dropping the body (the client went away) unsubscribes.
 pub(crate) fn streaming_body<F: Framer>(
     state: &AppState,
@@ -164,7 +163,7 @@ pub(crate) fn streaming_body<F: Framer>(
     set: SubscriptionSet,
     framer: F,
     first: Option<Bytes>,
-    valid_for: Option<Duration>,
+    expires: Option<tokio::time::Instant>,
 ) -> Body {
     let period = state.config.heartbeat();
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -181,7 +180,7 @@ pub(crate) fn streaming_body<F: Framer>(
         wrote: false,
         cancelled: Box::pin(state.connection_token().cancelled_owned()),
         rare: ReadGate::new(),
-        expires: valid_for.map(|left| Box::pin(tokio::time::sleep(left))),
+        expires: expires.map(|at| Box::pin(tokio::time::sleep_until(at))),
         done: false,
         _guard: state.metrics.subscriber(kind),
     };
@@ -281,6 +280,7 @@ pub(crate) fn streaming_response(content_type: &'static str, body: Body) -> Resp
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use comet_core::{ChannelName, MemoryBroker, Publish, Since};
     use http_body_util::BodyExt;
@@ -310,6 +310,7 @@ mod tests {
     }
 
     async fn body(state: &AppState, valid_for: Option<Duration>) -> Body {
+        let expires = valid_for.map(|left| tokio::time::Instant::now() + left);
         let mut set = SubscriptionSet::new();
         let channel = ChannelName::new("a").unwrap();
         set.insert(state.broker.subscribe(channel, Since::Live).await.unwrap());
@@ -319,7 +320,7 @@ mod tests {
             set,
             Data,
             Some(Bytes::from_static(b"first")),
-            valid_for,
+            expires,
         )
     }
 

@@ -73,7 +73,6 @@ impl AsyncWrite for SharedTcp {
     }
 }
 
-/// The socket's frames, under yawc.
 /// The session's own writes to a plain TCP connection without compression: each message's frame
 /// is encoded once and shared by every socket (socket.rs `text_frame`), and a batch goes out in one
 /// vectored write, without a copy into yawc's buffer.

@@ -8,7 +8,7 @@
 //!   a broker failure is still an HTTP error.
 //! - Over HTTP/2 (RFC 8441): an extended CONNECT with `:protocol = websocket` (§4) on the same
 //!   paths, answered `200` instead of `101`, without `Sec-WebSocket-Key`/`Accept` (§5); the
-//!   server advertises `SETTINGS_ENABLE_CONNECT_PROTOCOL` (§3, server.rs). The WebSocket then
+//!   server advertises `SETTINGS_ENABLE_CONNECT_PROTOCOL` (§3, conn/mod.rs). The WebSocket then
 //!   runs on that one stream with the same frames, limits, close codes and session. A CONNECT
 //!   with another `:protocol`, or none, is `400`.
 //! - One task per connection runs one `select!` over the subscriptions and, behind one gate
@@ -27,7 +27,9 @@
 //!   identity (`error` frame `unauthorized`/`forbidden`, the socket stays open); an `auth`
 //!   command replaces the identity (a refresh), and the session closes with 1008 when it expires.
 //!
-//! `socket` wraps the WebSocket library; `protocol` is the JSON.
+//! `handshake` answers the opening handshake; `session` is one connection's task; `socket`
+//! (with `direct`, the plain-TCP writes) wraps the WebSocket library; `protocol` is the JSON;
+//! `config` the settings.
 
 mod config;
 mod direct;
@@ -88,7 +90,7 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
     // Taken now, so a `disconnect_all` after this answer still reaches the connection.
     let token = state.connection_token();
     // The TCP connection stays counted (max_connections, per IP) while the session lives, and
-    // so does its HTTP/2 stream (server.rs `StreamHold`).
+    // so does its HTTP/2 stream (io/hold.rs `StreamHold`).
     let hold = (
         parts.extensions.get::<ConnectionHold>().cloned(),
         parts.extensions.get::<StreamHold>().cloned(),

@@ -120,6 +120,7 @@ impl Accepted {
     }
 }
 
+/// The socket's frames, under yawc.
 enum Inner {
     Hyper(Streaming<HttpStream>),
     Tcp(Streaming<SharedTcp>),
