@@ -227,3 +227,44 @@ pub(crate) async fn ws_close(ws: &mut Ws) -> (u16, String) {
         }
     }
 }
+
+/// A validly signed token whose `exp` is `u64::MAX` (no clock reaches it) opens an SSE stream
+/// and a WebSocket like any other: it never expires. Before, the deadline arithmetic overflowed
+/// and the request's task panicked (the client saw its connection dropped).
+#[tokio::test]
+async fn a_token_that_expires_beyond_any_clock_never_expires() {
+    let server = start_server_with(jwt_config()).await;
+    let grant = json!({"subscribe": ["*"], "publish": ["*"]});
+    let token = hs256(
+        &json!({"sub": "methuselah", "exp": u64::MAX, "aud": "comet", "comet": grant}),
+        SECRET.as_bytes(),
+    );
+    let res = recv_timeout(
+        SOON,
+        bystander_client()
+            .get(server.url("/sub/secret:far?transport=sse"))
+            .bearer_auth(&token)
+            .send(),
+    )
+    .await
+    .expect("SSE request");
+    assert_eq!(res.status(), 200);
+    let mut sse = comet_test_support::BodyReader::new(res);
+    sse.until("the retry field", |buf| buf.contains("retry:")).await;
+    let (mut ws, _) = recv_timeout(
+        SOON,
+        tokio_tungstenite::connect_async(server.ws_url(&format!("/ws?token={token}"))),
+    )
+    .await
+    .expect("WebSocket handshake");
+    ws.send(WsMessage::text(
+        r#"{"type":"auth","token":"TOKEN"}"#.replace("TOKEN", &token),
+    ))
+    .await
+    .unwrap();
+    let answer = next_ws_json(&mut ws).await;
+    assert_eq!(answer["type"], "authenticated", "{answer}");
+    assert_eq!(answer["expires_at"], json!(u64::MAX));
+    let crowd = Bystanders::start(&server, "public:far", STEADY, Some(API_KEY)).await;
+    crowd.finish().await;
+}
