@@ -11,6 +11,7 @@ use crate::cursor::{Cursor, Since};
 use crate::hub::{ChannelSubscription, Event, Idempotency, Published};
 use crate::message::{Message, NotUtf8};
 use crate::name::{ChannelName, EventName};
+use crate::presence::{PresenceEntry, Transition};
 use crate::stats::BrokerStats;
 
 /// A boxed, `Send` future, as returned by [`Broker`] methods (so brokers can be chosen at run
@@ -40,6 +41,9 @@ pub enum BrokerError {
     /// Anything else.
     #[error("broker error: {0}")]
     Internal(String),
+    /// This broker does not provide the feature named.
+    #[error("this broker does not provide {0}")]
+    Unsupported(&'static str),
 }
 
 /// What `GET /channels/{channel}` reports.
@@ -118,6 +122,43 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// doing nothing.
     fn forget_if_unused(&self, channel: &ChannelName) {
         let _ = channel;
+    }
+
+    /// Adds `entry` to `channel`'s presence (docs/protocol.md "Presence"); a client already
+    /// there is replaced. Returns what changed.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unsupported`] from a broker without presence (the default);
+    /// [`BrokerError::Unavailable`] when the store is down.
+    fn presence_join(
+        &self,
+        channel: &ChannelName,
+        entry: PresenceEntry,
+    ) -> BoxFuture<'_, Result<Transition, BrokerError>> {
+        let _ = (channel, entry);
+        Box::pin(std::future::ready(Err(BrokerError::Unsupported("presence"))))
+    }
+
+    /// Removes `client` from `channel`'s presence; `None` if it was not there.
+    ///
+    /// # Errors
+    /// As [`presence_join`](Self::presence_join).
+    fn presence_leave(
+        &self,
+        channel: &ChannelName,
+        client: &str,
+    ) -> BoxFuture<'_, Result<Option<(PresenceEntry, Transition)>, BrokerError>> {
+        let _ = (channel, client);
+        Box::pin(std::future::ready(Err(BrokerError::Unsupported("presence"))))
+    }
+
+    /// `channel`'s presence entries, oldest first.
+    ///
+    /// # Errors
+    /// As [`presence_join`](Self::presence_join).
+    fn presence(&self, channel: &ChannelName) -> BoxFuture<'_, Result<Vec<PresenceEntry>, BrokerError>> {
+        let _ = channel;
+        Box::pin(std::future::ready(Err(BrokerError::Unsupported("presence"))))
     }
 
     /// Whether the broker can serve (its store is reachable). Backs `GET /readyz`.

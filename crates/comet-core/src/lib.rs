@@ -23,6 +23,7 @@ mod hub;
 mod memory;
 mod message;
 mod name;
+mod presence;
 mod stats;
 
 pub use broker::{BoxFuture, Broker, BrokerError, ChannelInfo, Publish, SharedStore};
@@ -35,4 +36,5 @@ pub use hub::{
 pub use memory::MemoryBroker;
 pub use message::{ENCODING_SLOTS, EncodingSlot, Message, NotUtf8, now_millis};
 pub use name::{ChannelName, EventName, MAX_CHANNEL_LEN, MAX_EVENT_LEN, NameError, RESERVED_EVENT_PREFIX};
+pub use presence::{Presence, PresenceEntry, Transition};
 pub use stats::{BrokerStats, StatsSnapshot};

@@ -7,6 +7,7 @@ use crate::cursor::Since;
 use crate::hub::{ChannelSubscription, Hub, HubConfig, Idempotency, Published};
 use crate::message::Message;
 use crate::name::ChannelName;
+use crate::presence::{Presence, PresenceEntry, Transition};
 use crate::stats::BrokerStats;
 
 /// The in-memory broker: a [`Hub`] whose cursors are assigned locally. A restart (or a channel
@@ -15,12 +16,16 @@ use crate::stats::BrokerStats;
 #[derive(Debug)]
 pub struct MemoryBroker {
     hub: Hub,
+    presence: Presence,
 }
 
 impl MemoryBroker {
     /// A broker with `config`.
     pub fn new(config: HubConfig) -> Self {
-        Self { hub: Hub::new(config) }
+        Self {
+            hub: Hub::new(config),
+            presence: Presence::default(),
+        }
     }
 
     /// The local hub.
@@ -70,6 +75,26 @@ impl Broker for MemoryBroker {
             history_len: 0,
         });
         Box::pin(std::future::ready(Ok(info)))
+    }
+
+    fn presence_join(
+        &self,
+        channel: &ChannelName,
+        entry: PresenceEntry,
+    ) -> BoxFuture<'_, Result<Transition, BrokerError>> {
+        Box::pin(std::future::ready(Ok(self.presence.join(channel, entry))))
+    }
+
+    fn presence_leave(
+        &self,
+        channel: &ChannelName,
+        client: &str,
+    ) -> BoxFuture<'_, Result<Option<(PresenceEntry, Transition)>, BrokerError>> {
+        Box::pin(std::future::ready(Ok(self.presence.leave(channel, client))))
+    }
+
+    fn presence(&self, channel: &ChannelName) -> BoxFuture<'_, Result<Vec<PresenceEntry>, BrokerError>> {
+        Box::pin(std::future::ready(Ok(self.presence.members(channel))))
     }
 
     fn holds(&self, channel: &ChannelName) -> bool {

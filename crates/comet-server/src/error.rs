@@ -118,6 +118,12 @@ impl From<BrokerError> for ApiError {
                 message: m,
                 retry_after: None,
             },
+            BrokerError::Unsupported(what) => Self {
+                status: StatusCode::NOT_IMPLEMENTED,
+                code: "unsupported",
+                message: format!("this broker does not provide {what}"),
+                retry_after: None,
+            },
         }
     }
 }

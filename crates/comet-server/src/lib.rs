@@ -42,6 +42,7 @@
 //! ```
 
 pub mod auth;
+mod client_id;
 pub mod config;
 pub mod conn;
 pub mod error;

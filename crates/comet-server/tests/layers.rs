@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("limits", 6),
     ("metrics", 6),
     ("kind", 7),
+    ("client_id", 7),
     ("error", 7),
     ("io", 7),
 ];

@@ -13,6 +13,7 @@ pub mod pki;
 pub mod raw;
 pub mod server;
 pub mod wait;
+pub mod ws;
 
 pub use config::unlimited;
 pub use server::{

@@ -79,7 +79,13 @@ pub struct Grants {
     pub subscribe: Vec<String>,
     /// Patterns of channels the holder may publish to.
     pub publish: Vec<String>,
+    /// The `comet.info` object, as JSON text (at most [`MAX_INFO`] bytes): what presence
+    /// shows of the holder (docs/protocol.md "Presence").
+    pub info: Option<Arc<str>>,
 }
+
+/// The largest `comet.info` object a token may carry, in bytes of JSON.
+pub const MAX_INFO: usize = 1024;
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +132,14 @@ impl Identity {
     pub fn subject(&self) -> Option<&str> {
         match &self.principal {
             Principal::User(grants) => Some(&grants.sub),
+            _ => None,
+        }
+    }
+
+    /// The token's `comet.info` object as JSON text, if it has one.
+    pub fn info(&self) -> Option<&Arc<str>> {
+        match &self.principal {
+            Principal::User(grants) => grants.info.as_ref(),
             _ => None,
         }
     }

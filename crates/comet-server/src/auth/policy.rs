@@ -34,6 +34,9 @@ pub struct NamespaceRules {
     /// Age after which this namespace's history drops a message, in seconds; overrides
     /// `history_ttl_secs`. Defaults to `history_ttl_secs`. At least 1.
     pub history_ttl_secs: Option<u64>,
+    /// Whether Comet tracks who is subscribed (`GET /channels/{channel}/presence`, the
+    /// WebSocket `presence` command; docs/protocol.md "Presence"). Defaults to false.
+    pub presence: Option<bool>,
 }
 
 /// The rules that apply to `channel`.
@@ -64,6 +67,11 @@ pub(crate) fn anonymous_publish(config: &AuthConfig, channel: &ChannelName) -> b
 /// Whether WebSocket clients may publish to `channel`.
 pub(crate) fn client_publish(config: &AuthConfig, channel: &ChannelName) -> bool {
     rules(config, channel).and_then(|r| r.client_publish).unwrap_or(true)
+}
+
+/// Whether `channel`'s namespace tracks presence.
+pub(crate) fn presence(config: &AuthConfig, channel: &ChannelName) -> bool {
+    rules(config, channel).and_then(|r| r.presence).unwrap_or(false)
 }
 
 /// The largest message `channel` accepts, in bytes.

@@ -120,6 +120,7 @@ fn encode(identity: &Identity) -> Vec<u8> {
             "sub": grants.sub,
             "subscribe": grants.subscribe,
             "publish": grants.publish,
+            "info": grants.info.as_deref(),
             "exp": identity.expires_at,
         }),
         Principal::Backend => serde_json::json!({"backend": true}),
@@ -148,6 +149,10 @@ fn decode(bytes: &[u8]) -> Option<Identity> {
         sub: v.get("sub")?.as_str()?.to_owned(),
         subscribe: patterns("subscribe")?,
         publish: patterns("publish")?,
+        info: match v.get("info") {
+            None | Some(Value::Null) => None,
+            Some(info) => Some(Arc::from(info.as_str()?)),
+        },
     };
     Some(Identity::user(Arc::new(grants), v.get("exp")?.as_u64()?))
 }
@@ -178,6 +183,7 @@ mod tests {
                 sub: "alice".into(),
                 subscribe: vec!["chat:*".into()],
                 publish: vec![],
+                info: Some(r#"{"name":"Alice"}"#.into()),
             }),
             1_900_000_000,
         );

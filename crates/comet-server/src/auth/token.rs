@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::AuthConfig;
 use super::error::AuthError;
-use super::{Grants, Identity};
+use super::{Grants, Identity, MAX_INFO};
 
 /// The claims Comet reads; others are ignored. `sub` and `exp` are required, but optional
 /// here so that their absence is reported as such (by the validation) rather than as malformed.
@@ -38,6 +38,9 @@ struct CometClaim {
     subscribe: Vec<String>,
     #[serde(default)]
     publish: Vec<String>,
+    /// What presence shows of the holder: a JSON object.
+    #[serde(default)]
+    info: Option<serde_json::Value>,
 }
 
 /// Verifies tokens with one key and one algorithm.
@@ -157,11 +160,26 @@ impl Verifier {
         if expires_at <= jsonwebtoken::get_current_timestamp() {
             return Err(AuthError::Expired);
         }
+        let info = match comet.info {
+            None => None,
+            Some(info @ serde_json::Value::Object(_)) => {
+                let text = info.to_string();
+                if text.len() > MAX_INFO {
+                    return Err(AuthError::Invalid(format!(
+                        "claim \"comet.info\" is {} bytes of JSON; at most {MAX_INFO} are allowed",
+                        text.len()
+                    )));
+                }
+                Some(Arc::from(text))
+            }
+            Some(_) => return Err(AuthError::Invalid("claim \"comet.info\" must be a JSON object".into())),
+        };
         Ok(Identity::user(
             Arc::new(Grants {
                 sub,
                 subscribe: comet.subscribe,
                 publish: comet.publish,
+                info,
             }),
             expires_at,
         ))

@@ -51,6 +51,7 @@ pub fn app(state: AppState) -> Router {
         .route("/ws", get(transport::ws_bare).connect(transport::ws_bare))
         .route("/tickets", post(tickets::issue))
         .route("/channels/{channel}", get(channel_info))
+        .route("/channels/{channel}/presence", get(presence))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -122,14 +123,39 @@ async fn channel_info(
     // A path that is not UTF-8 once percent-decoded gets our JSON error, not axum's plain text.
     let Path(channel) = path.map_err(|e| ApiError::bad_request("bad_channel", e.body_text()))?;
     let channel = ChannelName::new(&channel)?;
+    let users = if crate::auth::policy::presence(state.auth.config(), &channel) {
+        Some(transport::presence::distinct_users(
+            &transport::presence::list(&state, &channel).await?,
+        ))
+    } else {
+        None
+    };
     let info = state.broker.channel_info(channel).await?;
-    Ok(axum::Json(json!({
+    let mut body = json!({
         "channel": info.channel.as_str(),
         "subscribers": info.subscribers,
         "last_id": info.last.map(|c| c.to_string()),
         "history_len": info.history_len,
-    }))
-    .into_response())
+    });
+    if let Some(users) = users {
+        body["users"] = users.into();
+    }
+    Ok(axum::Json(body).into_response())
+}
+
+/// `GET /channels/{channel}/presence`: `{"channel","clients":[{"client","user","info"?,
+/// "transport","since"}]}` for a caller who may subscribe to the channel; `400 presence_off`
+/// when its namespace does not track presence (docs/protocol.md "Presence").
+async fn presence(
+    State(state): State<AppState>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    identity: crate::auth::Identity,
+) -> Result<Response, ApiError> {
+    let Path(channel) = path.map_err(|e| ApiError::bad_request("bad_channel", e.body_text()))?;
+    let channel = ChannelName::new(&channel)?;
+    identity.authorize(state.auth.config(), crate::auth::Action::Subscribe, &channel, false)?;
+    let clients = transport::presence::list(&state, &channel).await?;
+    Ok(axum::Json(json!({"channel": channel.as_str(), "clients": clients})).into_response())
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -13,6 +13,7 @@ pub(crate) mod envelope;
 pub mod iframe;
 pub mod long_poll;
 pub mod poll;
+pub(crate) mod presence;
 pub(crate) mod request;
 pub mod sse;
 pub mod stream;
@@ -107,6 +108,16 @@ pub(crate) async fn subscribe(
         Ok(ok) => ok,
         Err(e) => return e.into_response(),
     };
+    // A stream is in the presence of its channels that track it for as long as its body lasts
+    // (a WebSocket session keeps its own; polls are not counted yet).
+    let presence = if kind.is_streaming() {
+        match presence::join_all(&state, &sub.channels, &mut None, &identity, kind).await {
+            Ok(holds) => holds,
+            Err(e) => return e.into_response(),
+        }
+    } else {
+        Vec::new()
+    };
     let result = match kind {
         Kind::Poll => poll::handle(state, sub).await,
         Kind::LongPoll => long_poll::handle(state, sub).await,
@@ -124,9 +135,14 @@ pub(crate) async fn subscribe(
     let response = result.unwrap_or_else(IntoResponse::into_response);
     // A stream's place in `max_connections_per_user` lasts as long as its body (a long poll's
     // ended with its answer).
-    match user_hold {
+    let response = match user_hold {
         Some(held) if kind.is_streaming() => response.map(|body| crate::io::body::guarded(body, held)),
         _ => response,
+    };
+    if presence.is_empty() {
+        response
+    } else {
+        response.map(|body| crate::io::body::guarded(body, presence))
     }
 }
 

@@ -31,6 +31,7 @@
 //! (with `direct`, the plain-TCP writes) wraps the WebSocket library; `protocol` is the JSON;
 //! `config` the settings.
 
+mod commands;
 mod config;
 mod direct;
 mod handshake;
@@ -49,6 +50,7 @@ use http::header::{SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio_util::sync::CancellationToken;
 
+use self::commands::SessionPresence;
 use self::handshake::Handshake;
 use self::session::Session;
 use self::socket::{Ending, GOING_AWAY, Incoming, SLOW_CONSUMER};
@@ -56,6 +58,7 @@ use super::request::SubRequest;
 use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::io::hold::{ConnectionHold, StreamHold, UserHold};
+use crate::kind::Kind;
 use crate::state::AppState;
 
 /// The subprotocol of docs/protocol.md "ws".
@@ -71,14 +74,18 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
     let client = req.client;
     let accepted = async {
         let handshake = Handshake::from_parts(&mut parts, &state.config.ws()).await?;
+        // In the presence of the URL's channels that track it before the `101`, as subscribed.
+        let mut presence = SessionPresence::default();
+        presence.holds =
+            super::presence::join_all(&state, &req.channels, &mut presence.client, &identity, Kind::WebSocket).await?;
         let mut subs = Vec::with_capacity(req.channels.len());
         for (channel, since) in req.channels.into_iter().zip(req.since) {
             subs.push(state.broker.subscribe(channel, since).await?);
         }
         let (response, accepted) = handshake.accept(&state.config.ws())?;
-        Ok::<_, ApiError>((response, accepted, subs))
+        Ok::<_, ApiError>((response, accepted, subs, presence))
     };
-    let (mut response, accepted, subs) = match accepted.await {
+    let (mut response, accepted, subs, presence) = match accepted.await {
         Ok(ok) => ok,
         Err(e) => return e.into_response(),
     };
@@ -105,6 +112,7 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
         client,
         accepted,
         subs,
+        presence,
     });
     tokio::spawn(async move {
         let _hold = hold;
@@ -119,6 +127,7 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
             };
             let mut session = Session::new(start.state, start.token, socket, start.identity, start.client);
             session.user = start.user;
+            session.presence = start.presence.boxed();
             (session, start.subs)
         };
         // The session lives here and `run` borrows it: a `run(self)` future would hold the
@@ -138,6 +147,7 @@ struct Start {
     client: Option<std::net::IpAddr>,
     accepted: socket::Accepted,
     subs: Vec<ChannelSubscription>,
+    presence: SessionPresence,
 }
 
 /// What every WebSocket handshake is checked for before yawc sees it: a CONNECT must be an

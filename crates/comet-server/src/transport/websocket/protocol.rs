@@ -97,6 +97,8 @@ pub(super) enum Command {
     },
     /// An application-level ping, answered by `pong`.
     Ping,
+    /// Who is in `channel` (docs/protocol.md "Presence"), answered by `presence`.
+    Presence { channel: String },
     /// Authenticate (or refresh before `exp`) with a token: for browsers, whose `WebSocket`
     /// cannot send an `Authorization` header. Answered by `authenticated`; a bad token closes
     /// the socket with 1008. Its `Debug` does not show the token.
@@ -143,7 +145,7 @@ impl Request {
             BadCommand {
                 reference: serde_json::from_slice::<RefOnly>(text).ok().and_then(|r| r.reference),
                 message: format!(
-                    "not a command ({why}); send {{\"type\":\"subscribe|unsubscribe|publish|ping|auth\",…}}"
+                    "not a command ({why}); send {{\"type\":\"subscribe|unsubscribe|publish|presence|ping|auth\",…}}"
                 ),
             }
         })
@@ -190,6 +192,10 @@ pub fn parse_for_fuzzing(
             field("idempotency_key", idempotency_key);
         }
         Command::Ping => field("type", Some("ping".into())),
+        Command::Presence { channel } => {
+            field("type", Some("presence".into()));
+            field("channel", Some(channel));
+        }
         Command::Auth { token } => {
             field("type", Some("auth".into()));
             field("token", Some(token.expose().to_owned()));
@@ -224,6 +230,13 @@ pub(super) enum Reply<'a> {
     Pong {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<&'a Ref>,
+    },
+    /// The answer to a `presence` command: the channel's entries.
+    Presence {
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a Ref>,
+        channel: &'a str,
+        clients: &'a [serde_json::Value],
     },
     /// The `auth` command succeeded: the token's subject and expiry (seconds since the epoch).
     Authenticated {

@@ -1,27 +1,24 @@
-//! One WebSocket connection's session, owned by its task: the subscriptions, the commands of
-//! docs/protocol.md "ws" (`subscribe`, `unsubscribe`, `publish`, `auth`, `ping`), keep-alive
-//! pings (RFC 6455 §5.5.2) and the credential's expiry, and the batched writes of everything
-//! ready.
+//! One WebSocket connection's session, owned by its task: the subscriptions, keep-alive pings
+//! (RFC 6455 §5.5.2) and the credential's expiry, and the batched writes of everything ready.
+//! Its commands (docs/protocol.md "ws") are in commands.rs.
 
 use std::future::poll_fn;
 use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
-use comet_core::{ChannelName, ChannelSubscription, Event, Position, SubscriptionSet};
+use comet_core::{ChannelSubscription, Event, SubscriptionSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::protocol::{Command, Ref, Reply, Request as ClientRequest, gap_text, message_frame, message_text};
+use super::commands::SessionPresence;
+use super::protocol::{gap_text, message_frame, message_text};
 use super::socket::{Ending, GOING_AWAY, Incoming, NO_PONG, POLICY, SLOW_CONSUMER, Socket};
-use crate::auth::{Action, AuthError, Identity};
-use crate::error::ApiError;
+use crate::auth::{AuthError, Identity};
 use crate::io::gate::ReadGate;
 use crate::io::hold::UserHold;
 use crate::kind::Kind;
 use crate::metrics::SubscriberGuard;
-use crate::publish::{Publisher, publish_one};
 use crate::state::AppState;
 
 /// The server's pings (RFC 6455 §5.5.2) and the deadline of their pongs.
@@ -80,22 +77,24 @@ fn expiry_instant(identity: &Identity) -> Option<Instant> {
 
 /// One connection's state, owned by its task.
 pub(super) struct Session {
-    state: AppState,
+    pub(super) state: AppState,
     /// Cancelled on shutdown or by `AppState::disconnect_all`: the connection ends with 1001.
-    token: CancellationToken,
-    socket: Socket,
-    set: SubscriptionSet,
+    pub(super) token: CancellationToken,
+    pub(super) socket: Socket,
+    pub(super) set: SubscriptionSet,
     /// Events read from `set`, reused between reads.
-    events: Vec<Event>,
+    pub(super) events: Vec<Event>,
     keepalive: Keepalive,
     /// Who the peer is: checked on every `subscribe` and `publish`; replaced by `auth`.
-    identity: Identity,
+    pub(super) identity: Identity,
     /// The session's place in `max_connections_per_user`, for `identity`'s subject.
     pub(super) user: Option<UserHold>,
     /// The peer's address, for the per-IP limits.
-    client: Option<std::net::IpAddr>,
+    pub(super) client: Option<std::net::IpAddr>,
+    /// The session's client id and entries in presence (boxed: most sessions have none).
+    pub(super) presence: Option<Box<SessionPresence>>,
     /// Counts the socket in `comet_subscribers_open{transport="ws"}` while it lives.
-    _guard: SubscriberGuard,
+    pub(super) _guard: SubscriberGuard,
 }
 
 impl std::fmt::Debug for Session {
@@ -127,6 +126,7 @@ impl Session {
             identity,
             user: None,
             client,
+            presence: None,
         }
     }
 
@@ -274,176 +274,9 @@ impl Session {
         })
         .await
     }
-
-    /// Runs one text message; a bad one is answered with an error and the socket stays open,
-    /// except for a bad `auth` token, which ends the connection as returned.
-    async fn command(&mut self, text: Bytes) -> Option<Ending> {
-        let request = match ClientRequest::parse(&text) {
-            Ok(request) => request,
-            Err(e) => {
-                self.error(e.reference.as_ref(), "bad_request", &e.message);
-                return None;
-            }
-        };
-        let reference = request.reference.as_ref();
-        let result = match request.command {
-            Command::Subscribe { channel, since } => self.subscribe(&channel, since.as_deref()).await,
-            Command::Unsubscribe { channel } => ChannelName::new(&channel).map_err(ApiError::from).map(|name| {
-                self.set.remove(&name);
-                self.reply(&Reply::Unsubscribed { channel: name.as_str() });
-            }),
-            Command::Publish {
-                channel,
-                event,
-                data,
-                idempotency_key,
-            } => publish_one(
-                &self.state,
-                Publisher {
-                    identity: &self.identity,
-                    client: self.client,
-                    websocket: true,
-                },
-                &channel,
-                event.as_deref(),
-                Bytes::from(data),
-                idempotency_key.as_deref(),
-            )
-            .await
-            .map(|outcome| {
-                self.reply(&Reply::Ack {
-                    reference,
-                    id: outcome.cursor.to_string(),
-                    duplicate: outcome.duplicate,
-                });
-            }),
-            Command::Ping => {
-                self.reply(&Reply::Pong { reference });
-                Ok(())
-            }
-            // Without a JWT key tokens mean nothing (as over HTTP): say so, keep the socket.
-            Command::Auth { .. } if !self.state.auth.jwt_enabled() => Err(AuthError::JwtOff.into()),
-            Command::Auth { token } => match self.state.auth.verify(token.expose()) {
-                Ok(identity) => {
-                    // A new subject takes a place in max_connections_per_user (a refresh for the
-                    // same one keeps its place).
-                    if self.user.is_none() || identity.subject() != self.identity.subject() {
-                        match self.state.limits.user_connection(&identity) {
-                            Ok(held) => self.user = held.map(UserHold::new),
-                            Err(e) => {
-                                self.error(reference, e.code, &e.message);
-                                return Some(Ending::Close(POLICY, "max_connections_per_user"));
-                            }
-                        }
-                    }
-                    self.reauthenticate(identity, reference);
-                    Ok(())
-                }
-                Err(e) => {
-                    tracing::debug!(reason = %e, "websocket auth refused");
-                    self.error(reference, e.code(), &e.to_string());
-                    return Some(Ending::Close(POLICY, e.close_reason()));
-                }
-            },
-        };
-        if let Err(e) = result {
-            self.error(reference, e.code, &e.message);
-        }
-        None
-    }
-
-    /// Takes `identity` for the rest of the session (a refresh may narrow the grant): channels
-    /// it may not subscribe to are dropped, each with an `error` and an `unsubscribed` frame.
-    fn reauthenticate(&mut self, identity: Identity, reference: Option<&Ref>) {
-        let auth = std::sync::Arc::clone(&self.state.auth);
-        let refused: Vec<(ChannelName, AuthError)> = self
-            .set
-            .members()
-            .iter()
-            .filter_map(|sub| {
-                let channel = sub.channel();
-                let refused = identity
-                    .authorize(auth.config(), Action::Subscribe, channel, true)
-                    .err()?;
-                Some((channel.clone(), refused))
-            })
-            .collect();
-        for (channel, why) in refused {
-            self.set.remove(&channel);
-            self.error(None, why.code(), &why.to_string());
-            self.reply(&Reply::Unsubscribed {
-                channel: channel.as_str(),
-            });
-        }
-        let answer = Reply::Authenticated {
-            reference,
-            sub: identity.subject().unwrap_or(""),
-            expires_at: identity.expires_at(),
-        }
-        .encode();
-        self.socket.queue_text(answer);
-        self.identity = identity;
-    }
-
-    /// Subscribes to `channel` from `since`, replacing a subscription to it.
-    async fn subscribe(&mut self, channel: &str, since: Option<&str>) -> Result<(), ApiError> {
-        let channel = ChannelName::new(channel)?;
-        self.identity
-            .authorize(self.state.auth.config(), Action::Subscribe, &channel, true)?;
-        let since = Position::resolve_at_most(
-            since,
-            std::slice::from_ref(&channel),
-            self.state.config.max_channels_per_connection,
-        )?;
-        let max = self.state.config.max_channels_per_connection;
-        if !self.set.contains(&channel) && self.set.len() >= max {
-            return Err(ApiError::bad_request(
-                "too_many_channels",
-                format!("a connection may subscribe to at most {max} channels"),
-            ));
-        }
-        self.state.limits.subscribe(self.client)?;
-        let sub = self.state.broker.subscribe(channel, since[0]).await?;
-        self.add(sub);
-        Ok(())
-    }
-
-    /// Adds `sub` to the set after answering `subscribed`: the first read decides `recovered`
-    /// (a gap notice first means history no longer reached `since`) and its messages follow.
-    fn add(&mut self, mut sub: ChannelSubscription) {
-        // Where delivery starts (after a gap: where it resumes), so a client can resume this
-        // channel exactly even if no message arrives before it reconnects.
-        let start = sub.cursor().to_string();
-        self.events.clear();
-        sub.try_read(&mut self.events, self.state.config.max_batch);
-        let recovered = !matches!(self.events.first(), Some(Event::Gap(_)));
-        self.reply(&Reply::Subscribed {
-            channel: sub.channel().as_str(),
-            recovered,
-            cursor: &start,
-        });
-        // The notice is in `subscribed`: skip it, and leave nothing behind (the buffer is
-        // reused by the next read, which would send a notice left in it again).
-        for event in self.events.drain(..).skip(usize::from(!recovered)) {
-            queue_event(&mut self.socket, &event);
-        }
-        self.set.insert(sub);
-    }
-
-    fn reply(&mut self, reply: &Reply<'_>) {
-        self.socket.queue_text(reply.encode());
-    }
-
-    fn error(&mut self, reference: Option<&Ref>, code: &str, message: &str) {
-        self.reply(&Reply::Error {
-            reference,
-            code,
-            message,
-        });
-    }
 }
 
-fn queue_event(socket: &mut Socket, event: &Event) {
+pub(super) fn queue_event(socket: &mut Socket, event: &Event) {
     match event {
         Event::Message(msg) if socket.takes_encoded() => socket.queue_encoded(message_frame(msg)),
         Event::Message(msg) => socket.queue_text(message_text(msg)),

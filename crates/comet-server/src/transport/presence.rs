@@ -1,0 +1,173 @@
+//! Presence on the transports' side (docs/protocol.md "Presence"): a connection subscribed to a
+//! channel whose namespace has `presence = true` holds a [`PresenceHold`] while it lasts (a
+//! stream's response body, a WebSocket's subscription); the hold's drop removes the entry. And
+//! the JSON of the entries, for `GET /channels/{channel}/presence` and the WebSocket `presence`
+//! command.
+
+use std::sync::Arc;
+
+use comet_core::{Broker, ChannelName, PresenceEntry, now_millis};
+use futures_util::FutureExt;
+use serde_json::{Value, json};
+
+use crate::auth::Identity;
+use crate::error::ApiError;
+use crate::kind::Kind;
+use crate::state::AppState;
+
+/// One connection's entry in one channel's presence, removed when dropped.
+pub(crate) struct PresenceHold {
+    broker: Arc<dyn Broker>,
+    channel: ChannelName,
+    client: Arc<str>,
+}
+
+impl std::fmt::Debug for PresenceHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresenceHold")
+            .field("channel", &self.channel.as_str())
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+impl PresenceHold {
+    /// Enters the connection `client` (with `identity`'s user and info) in `channel`'s
+    /// presence, if its namespace tracks presence; `None` if it does not. `client` is the
+    /// connection's id, given it here (`client_id::next`) the first time one is needed.
+    ///
+    /// # Errors
+    /// The broker's error (its store is down, or it has no presence).
+    pub(crate) async fn join(
+        state: &AppState,
+        channel: &ChannelName,
+        client: &mut Option<Arc<str>>,
+        identity: &Identity,
+        kind: Kind,
+    ) -> Result<Option<Self>, ApiError> {
+        if !crate::auth::policy::presence(state.auth.config(), channel) {
+            return Ok(None);
+        }
+        let client = client.get_or_insert_with(crate::client_id::next);
+        state
+            .broker
+            .presence_join(channel, entry(client, identity, kind))
+            .await?;
+        Ok(Some(Self {
+            broker: Arc::clone(&state.broker),
+            channel: channel.clone(),
+            client: Arc::clone(client),
+        }))
+    }
+
+    /// The entry again, under `identity` (a WebSocket `auth` changed who the client is).
+    ///
+    /// # Errors
+    /// As [`join`](Self::join).
+    pub(crate) async fn renew(&self, identity: &Identity, kind: Kind) -> Result<(), ApiError> {
+        let entry = entry(&self.client, identity, kind);
+        self.broker.presence_join(&self.channel, entry).await?;
+        Ok(())
+    }
+
+    /// The channel this hold is in.
+    pub(crate) fn channel(&self) -> &ChannelName {
+        &self.channel
+    }
+}
+
+fn entry(client: &Arc<str>, identity: &Identity, kind: Kind) -> PresenceEntry {
+    PresenceEntry {
+        client: Arc::clone(client),
+        user: Arc::from(identity.subject().unwrap_or("")),
+        info: identity.info().cloned(),
+        transport: kind.name(),
+        since: now_millis(),
+    }
+}
+
+impl Drop for PresenceHold {
+    fn drop(&mut self) {
+        // The memory broker answers at once; a broker that must wait gets a task of its own.
+        if self
+            .broker
+            .presence_leave(&self.channel, &self.client)
+            .now_or_never()
+            .is_some()
+        {
+            return;
+        }
+        let (broker, channel, client) = (Arc::clone(&self.broker), self.channel.clone(), Arc::clone(&self.client));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = broker.presence_leave(&channel, &client).await {
+                    tracing::warn!(%channel, error = %e, "presence leave failed");
+                }
+            });
+        }
+    }
+}
+
+/// Joins `client` to every channel of `channels` that tracks presence.
+///
+/// # Errors
+/// As [`PresenceHold::join`]; the holds taken so far are given back.
+pub(crate) async fn join_all(
+    state: &AppState,
+    channels: &[ChannelName],
+    client: &mut Option<Arc<str>>,
+    identity: &Identity,
+    kind: Kind,
+) -> Result<Vec<PresenceHold>, ApiError> {
+    let mut holds = Vec::new();
+    for channel in channels {
+        holds.extend(PresenceHold::join(state, channel, client, identity, kind).await?);
+    }
+    Ok(holds)
+}
+
+/// `400 presence_off` for a channel whose namespace does not track presence.
+pub(crate) fn presence_off(channel: &ChannelName) -> ApiError {
+    ApiError::bad_request(
+        "presence_off",
+        format!("the namespace of {channel} does not track presence (set presence = true in its [namespace] table)"),
+    )
+}
+
+/// `channel`'s entries as JSON objects `{"client","user","info"?,"transport","since"}`.
+///
+/// # Errors
+/// [`presence_off`] when its namespace does not track presence; the broker's error.
+pub(crate) async fn list(state: &AppState, channel: &ChannelName) -> Result<Vec<Value>, ApiError> {
+    if !crate::auth::policy::presence(state.auth.config(), channel) {
+        return Err(presence_off(channel));
+    }
+    let entries = state.broker.presence(channel).await?;
+    Ok(entries.iter().map(entry_json).collect())
+}
+
+/// One entry as JSON; `info` is the token's object as it came.
+pub(crate) fn entry_json(entry: &PresenceEntry) -> Value {
+    let mut v = json!({
+        "client": entry.client.as_ref(),
+        "user": entry.user.as_ref(),
+        "transport": entry.transport,
+        "since": entry.since,
+    });
+    if let Some(info) = entry
+        .info
+        .as_deref()
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
+    {
+        v["info"] = info;
+    }
+    v
+}
+
+/// How many distinct users the entries `clients` (as [`entry_json`] made them) have.
+pub(crate) fn distinct_users(clients: &[Value]) -> usize {
+    let mut users: Vec<&str> = clients.iter().filter_map(|c| c["user"].as_str()).collect();
+    users.sort_unstable();
+    users.dedup();
+    users.len()
+}

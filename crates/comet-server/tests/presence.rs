@@ -1,0 +1,295 @@
+//! Presence on one node (docs/protocol.md "Presence"): who is subscribed to a channel of a
+//! namespace with `presence = true`, over every streaming transport and WebSocket, listed by
+//! `GET /channels/{channel}/presence` and the WebSocket `presence` command, and gone when the
+//! connection is.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use comet_server::Config;
+use comet_server::auth::NamespaceRules;
+use comet_test_support::jwt::{SECRET, hs256};
+use comet_test_support::ws::{self, Ws};
+use comet_test_support::{BodyReader, SOON, TestServer, expect_error, recv_timeout, start_server_with, unlimited};
+use serde_json::{Value, json};
+
+/// Tokens verified; `room:` tracks presence and is open to anonymous subscribers; `vault:`
+/// tracks presence for token holders only; `plain:` does not track it.
+fn config() -> Config {
+    let rules = |anonymous: bool, presence: bool| NamespaceRules {
+        anonymous_subscribe: Some(anonymous),
+        presence: Some(presence),
+        ..NamespaceRules::default()
+    };
+    Config {
+        jwt_secret: SECRET.into(),
+        namespace: BTreeMap::from([
+            ("room".to_owned(), rules(true, true)),
+            ("vault".to_owned(), rules(false, true)),
+            ("plain".to_owned(), rules(true, false)),
+        ]),
+        ..unlimited()
+    }
+}
+
+/// A token for `sub` granting every channel, with `info` as its `comet.info`.
+fn token(sub: &str, info: Option<Value>) -> String {
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    let mut comet = json!({"subscribe": ["*"], "publish": ["*"]});
+    if let Some(info) = info {
+        comet["info"] = info;
+    }
+    hs256(SECRET, &json!({"sub": sub, "exp": exp, "comet": comet}))
+}
+
+async fn presence(server: &TestServer, channel: &str) -> Value {
+    let res = recv_timeout(SOON, reqwest::get(server.url(&format!("/channels/{channel}/presence"))))
+        .await
+        .expect("presence request");
+    assert_eq!(res.status(), 200, "presence of {channel}");
+    res.json().await.expect("presence JSON")
+}
+
+/// `(user, transport)` of each entry, sorted.
+fn who(presence: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = presence["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .map(|c| {
+            (
+                c["user"].as_str().unwrap().to_owned(),
+                c["transport"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Waits (bounded) until `channel`'s presence has `n` entries.
+async fn wait_entries(server: &TestServer, channel: &str, n: usize) -> Value {
+    let deadline = tokio::time::Instant::now() + SOON;
+    loop {
+        let now = presence(server, channel).await;
+        if now["clients"].as_array().map(Vec::len) == Some(n) {
+            return now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{channel} never had {n} entries: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A streaming subscriber of `path`, read until its first bytes.
+async fn stream(server: &TestServer, path: &str, bearer: Option<&str>) -> BodyReader {
+    let mut req = reqwest::Client::new().get(server.url(path));
+    if let Some(bearer) = bearer {
+        req = req.bearer_auth(bearer);
+    }
+    let res = recv_timeout(SOON, req.send()).await.expect("subscribe");
+    assert_eq!(res.status(), 200, "{path}");
+    let mut reader = BodyReader::new(res);
+    reader.until("the first bytes", |buf| !buf.is_empty()).await;
+    reader
+}
+
+async fn ws_subscribed(server: &TestServer, path: &str, channel: &str) -> Ws {
+    let mut socket = ws::connect(&server.ws_url(path)).await;
+    ws::send_json(&mut socket, &json!({"type": "subscribe", "channel": channel})).await;
+    let frame = ws::until(&mut socket, "subscribed", |f| f["type"] == "subscribed").await;
+    assert_eq!(frame["channel"], channel);
+    socket
+}
+
+#[tokio::test]
+async fn every_connected_client_is_listed_with_its_user_info_and_transport_until_it_goes() {
+    let server = start_server_with(config()).await;
+    let alice = token("alice", Some(json!({"name": "Alice", "avatar": 7})));
+    let sse = stream(&server, "/sub/room:1?transport=sse", Some(&alice)).await;
+    let ndjson = stream(&server, "/sub/room:1?transport=stream&prelude=1", None).await;
+    let iframe = stream(&server, "/sub/room:1?transport=iframe", None).await;
+    let bob = token("bob", None);
+    let mut socket = ws_subscribed(&server, &format!("/ws?token={bob}"), "room:1").await;
+    // A poll is answered and gone: not a member (polls are not counted yet).
+    let poll = recv_timeout(SOON, reqwest::get(server.url("/sub/room:1?transport=poll")))
+        .await
+        .unwrap();
+    assert_eq!(poll.status(), 200);
+
+    let listed = presence(&server, "room:1").await;
+    assert_eq!(listed["channel"], "room:1");
+    assert_eq!(
+        who(&listed),
+        [
+            ("".into(), "iframe".into()),
+            ("".into(), "stream".into()),
+            ("alice".into(), "sse".into()),
+            ("bob".into(), "ws".into())
+        ]
+    );
+    let clients = listed["clients"].as_array().unwrap();
+    let ids: std::collections::HashSet<&str> = clients.iter().map(|c| c["client"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 4, "one client id per connection: {listed}");
+    let now = comet_core::now_millis();
+    for c in clients {
+        let since = c["since"].as_u64().expect("since");
+        assert!(since <= now && since + 60_000 > now, "{c}");
+    }
+    let entry_of = |user: &str| clients.iter().find(|c| c["user"] == user).unwrap().clone();
+    assert_eq!(entry_of("alice")["info"], json!({"name": "Alice", "avatar": 7}));
+    assert!(entry_of("bob").get("info").is_none(), "no info without comet.info");
+
+    // The channel's facts count distinct users (anonymous clients are one, "").
+    let info: Value = reqwest::get(server.url("/channels/room:1"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (info["subscribers"].as_u64(), info["users"].as_u64()),
+        (Some(4), Some(3)),
+        "{info}"
+    );
+    let plain: Value = reqwest::get(server.url("/channels/plain:1"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(plain.get("users").is_none(), "no users where presence is off: {plain}");
+
+    // The WebSocket command answers the same list, with its ref.
+    ws::send_json(&mut socket, &json!({"type": "presence", "channel": "room:1", "ref": 9})).await;
+    let answer = ws::until(&mut socket, "presence", |f| f["type"] == "presence").await;
+    assert_eq!(answer["ref"], 9);
+    assert_eq!(who(&answer), who(&listed));
+
+    // Gone with their connections: a stream's body dropped, a WebSocket unsubscribed.
+    drop(sse);
+    let listed = wait_entries(&server, "room:1", 3).await;
+    assert!(!who(&listed).contains(&("alice".into(), "sse".into())));
+    ws::send_json(&mut socket, &json!({"type": "unsubscribe", "channel": "room:1"})).await;
+    ws::until(&mut socket, "unsubscribed", |f| f["type"] == "unsubscribed").await;
+    let listed = wait_entries(&server, "room:1", 2).await;
+    assert_eq!(
+        who(&listed),
+        [("".into(), "iframe".into()), ("".into(), "stream".into())]
+    );
+    drop((ndjson, iframe));
+    wait_entries(&server, "room:1", 0).await;
+    drop(socket);
+}
+
+#[tokio::test]
+async fn a_websocket_that_authenticates_is_listed_as_its_new_user_and_leaves_when_closed() {
+    let server = start_server_with(config()).await;
+    let mut socket = ws::connect(&server.ws_url("/sub/room:2")).await;
+    let listed = wait_entries(&server, "room:2", 1).await;
+    assert_eq!(
+        who(&listed),
+        [("".into(), "ws".into())],
+        "the URL's channel, before any command"
+    );
+    let carol = token("carol", Some(json!({"name": "Carol"})));
+    ws::send_json(&mut socket, &json!({"type": "auth", "token": carol})).await;
+    ws::until(&mut socket, "authenticated", |f| f["type"] == "authenticated").await;
+    let listed = presence(&server, "room:2").await;
+    assert_eq!(who(&listed), [("carol".into(), "ws".into())]);
+    assert_eq!(listed["clients"][0]["info"], json!({"name": "Carol"}));
+    drop(socket);
+    wait_entries(&server, "room:2", 0).await;
+}
+
+#[tokio::test]
+async fn presence_is_refused_where_it_is_off_or_the_caller_may_not_subscribe() {
+    let server = start_server_with(config()).await;
+    let res = reqwest::get(server.url("/channels/plain:1/presence")).await.unwrap();
+    let message = expect_error(res, 400, "presence_off", "presence of plain:1").await;
+    assert!(message.contains("presence = true"), "{message}");
+    // vault: is for token holders: its members are not shown to anonymous callers.
+    let res = reqwest::get(server.url("/channels/vault:1/presence")).await.unwrap();
+    expect_error(res, 401, "unauthorized", "anonymous presence of vault:1").await;
+    let res = reqwest::Client::new()
+        .get(server.url("/channels/vault:1/presence"))
+        .bearer_auth(token("dave", None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = reqwest::get(server.url("/channels/bad%20name/presence")).await.unwrap();
+    expect_error(res, 400, "bad_channel", "a bad channel name").await;
+
+    let mut socket = ws::connect(&server.ws_url("/ws")).await;
+    for (channel, code) in [
+        ("plain:1", "presence_off"),
+        ("vault:1", "unauthorized"),
+        ("no way", "bad_channel"),
+    ] {
+        ws::send_json(
+            &mut socket,
+            &json!({"type": "presence", "channel": channel, "ref": channel}),
+        )
+        .await;
+        let error = ws::until(&mut socket, "error", |f| f["type"] == "error").await;
+        assert_eq!(
+            (error["code"].as_str(), error["ref"].as_str()),
+            (Some(code), Some(channel)),
+            "{error}"
+        );
+    }
+    ws::send_json(&mut socket, &json!({"type": "ping", "ref": "still"})).await;
+    assert_eq!(
+        ws::next_json(&mut socket).await,
+        json!({"type": "pong", "ref": "still"})
+    );
+}
+
+#[tokio::test]
+async fn a_token_whose_info_is_over_1_kib_or_not_an_object_is_refused() {
+    let server = start_server_with(config()).await;
+    let large = token("erin", Some(json!({"bio": "x".repeat(1100)})));
+    let odd = token("erin", Some(json!(["not", "an", "object"])));
+    for (what, bad, reason) in [
+        ("1.1 KiB of info", large, "at most 1024"),
+        ("an array", odd, "must be a JSON object"),
+    ] {
+        let res = reqwest::Client::new()
+            .get(server.url("/sub/room:3?transport=poll"))
+            .bearer_auth(bad)
+            .send()
+            .await
+            .unwrap();
+        let message = expect_error(res, 401, "unauthorized", what).await;
+        assert!(message.contains(reason), "{what}: {message}");
+    }
+    // Nothing else broke: a good token still subscribes, and is listed.
+    let good = token("erin", Some(json!({"bio": "x".repeat(900)})));
+    let _sse = stream(&server, "/sub/room:3?transport=sse", Some(&good)).await;
+    let listed = presence(&server, "room:3").await;
+    assert_eq!(who(&listed), [("erin".into(), "sse".into())]);
+}
+
+#[test]
+fn presence_with_a_redis_broker_is_refused_until_it_is_shared() {
+    let env = [
+        ("COMET_BROKER".to_owned(), "redis://127.0.0.1:6379".to_owned()),
+        (
+            "COMET_NAMESPACE".to_owned(),
+            "{ room = { presence = true } }".to_owned(),
+        ),
+    ];
+    let err = Config::load(None, env).unwrap_err().to_string();
+    assert!(
+        err.contains("namespace \"room\": presence needs broker = \"memory\""),
+        "{err}"
+    );
+    let memory = [(
+        "COMET_NAMESPACE".to_owned(),
+        "{ room = { presence = true } }".to_owned(),
+    )];
+    assert!(Config::load(None, memory).is_ok());
+}
