@@ -125,7 +125,8 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     }
 
     /// Adds `entry` to `channel`'s presence (docs/protocol.md "Presence"); a client already
-    /// there is replaced. Returns what changed.
+    /// there is replaced. Returns what changed; with `announce`, a client that joined is
+    /// pushed to the channel's subscribers as a [`PresenceNotice`](crate::PresenceNotice).
     ///
     /// # Errors
     /// [`BrokerError::Unsupported`] from a broker without presence (the default);
@@ -134,12 +135,14 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         &self,
         channel: &ChannelName,
         entry: PresenceEntry,
+        announce: bool,
     ) -> BoxFuture<'_, Result<Transition, BrokerError>> {
-        let _ = (channel, entry);
+        let _ = (channel, entry, announce);
         Box::pin(std::future::ready(Err(BrokerError::Unsupported("presence"))))
     }
 
-    /// Removes `client` from `channel`'s presence; `None` if it was not there.
+    /// Removes `client` from `channel`'s presence; `None` if it was not there. With
+    /// `announce`, its leave is pushed to the channel's subscribers.
     ///
     /// # Errors
     /// As [`presence_join`](Self::presence_join).
@@ -147,8 +150,9 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         &self,
         channel: &ChannelName,
         client: &str,
+        announce: bool,
     ) -> BoxFuture<'_, Result<Option<(PresenceEntry, Transition)>, BrokerError>> {
-        let _ = (channel, client);
+        let _ = (channel, client, announce);
         Box::pin(std::future::ready(Err(BrokerError::Unsupported("presence"))))
     }
 

@@ -29,6 +29,7 @@ use crate::cursor::{Cursor, Position, Since};
 use crate::history::{History, HistoryLimits};
 use crate::message::{Message, NotUtf8, now_millis};
 use crate::name::{ChannelName, EventName};
+use crate::presence::PresenceEntry;
 use crate::stats::BrokerStats;
 
 /// Channels are spread over this many maps, each behind its own lock: a sweep holds one at a
@@ -173,7 +174,27 @@ pub enum Event {
     /// History no longer reaches the subscriber's cursor on `channel` (too old, or another
     /// epoch). What follows is everything history still holds, then live messages.
     Gap(Gap),
+    /// A client joined or left the channel's presence (`join_leave = true`): not history, no
+    /// cursor; a subscriber gets the notices made while it reads, at most [`NOTICES_KEPT`]
+    /// behind (docs/protocol.md "Presence").
+    Presence(Arc<PresenceNotice>),
 }
+
+/// A join or a leave in a channel's presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceNotice {
+    /// Joined (`true`) or left.
+    pub joined: bool,
+    /// The channel.
+    pub channel: ChannelName,
+    /// Who joined or left.
+    pub entry: PresenceEntry,
+}
+
+/// Presence notices a channel keeps for subscribers that have not read them yet; one that falls
+/// further behind misses the oldest (they are not history, and `GET …/presence` tells the
+/// current state).
+pub const NOTICES_KEPT: usize = 64;
 
 /// A gap notice: messages between `after` and `resumed_at` cannot be delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +242,10 @@ struct LogState {
     retired: bool,
     /// Idempotency keys of recent publishes (docs/protocol.md "Idempotent publishing").
     keys: IdempotencyKeys,
+    /// Presence notices, each with its number (the last is `notice_seq`), at most
+    /// [`NOTICES_KEPT`].
+    notices: VecDeque<(u64, Arc<PresenceNotice>)>,
+    notice_seq: u64,
 }
 
 /// The idempotency keys a channel remembers: each key's cursor, until it expires.
@@ -410,6 +435,8 @@ impl Hub {
                     history: History::new(self.config.history_for(name)),
                     retired: false,
                     keys: IdempotencyKeys::default(),
+                    notices: VecDeque::new(),
+                    notice_seq: 0,
                 }),
                 slots: Mutex::new(Slab::new()),
                 subscribers: AtomicUsize::new(0),
@@ -646,11 +673,12 @@ impl Hub {
     /// live messages follow with nothing lost or doubled at the seam.
     pub fn subscribe(&self, channel: &ChannelName, since: Since) -> ChannelSubscription {
         let log = self.log(channel, true);
-        let (epoch, position, gap) = {
+        let (epoch, position, gap, notice_at) = {
             let mut state = log.write();
+            let notice_at = state.notice_seq;
             state.history.trim_age(Instant::now());
             let oldest = state.history.first_offset().map_or(state.head, |o| o - 1);
-            match since {
+            let (epoch, position, gap) = match since {
                 Since::Live => (state.epoch, state.head, None),
                 Since::Earliest => (state.epoch, oldest, None),
                 Since::Cursor(c) if c.epoch == state.epoch && c.offset <= state.head => (state.epoch, c.offset, None),
@@ -659,7 +687,8 @@ impl Hub {
                 Since::Cursor(c) if c.offset == 0 && self.is_empty_epoch(c.epoch) => (state.epoch, 0, None),
                 // Another epoch, or a cursor from this epoch's future: not ours to resume.
                 Since::Cursor(c) => (state.epoch, oldest, Some(c)),
-            }
+            };
+            (epoch, position, gap, notice_at)
         };
         let slot = Arc::new(AtomicWaker::new());
         let slot_key = log.slots().insert(Arc::clone(&slot));
@@ -669,6 +698,7 @@ impl Hub {
             log,
             epoch,
             position,
+            notice_at,
             pending_gap: None,
             lagging: false,
             stats: Arc::clone(&self.stats),
@@ -680,6 +710,24 @@ impl Hub {
             sub.note_gap(Some(after));
         }
         sub
+    }
+
+    /// Pushes `notice` to the subscribers of its channel on this node (nothing if it has
+    /// none): they read it before their next messages.
+    pub fn announce(&self, notice: PresenceNotice) {
+        let Some(log) = self.existing(&notice.channel) else {
+            return;
+        };
+        {
+            let mut state = log.write();
+            state.notice_seq += 1;
+            let seq = state.notice_seq;
+            if state.notices.len() == NOTICES_KEPT {
+                state.notices.pop_front();
+            }
+            state.notices.push_back((seq, Arc::new(notice)));
+        }
+        log.wake();
     }
 
     /// The channel's facts on this node (subscribers, newest cursor, history length); `None`
@@ -810,6 +858,8 @@ pub struct ChannelSubscription {
     epoch: u64,
     /// Offset of the last message delivered (or skipped by a gap).
     position: u64,
+    /// The number of the last presence notice delivered (or made before it subscribed).
+    notice_at: u64,
     pending_gap: Option<Gap>,
     lagging: bool,
     stats: Arc<BrokerStats>,
@@ -857,7 +907,7 @@ impl ChannelSubscription {
             return false;
         }
         let state = self.log.read();
-        state.epoch != self.epoch || self.position < state.head
+        state.epoch != self.epoch || self.position < state.head || self.notice_at < state.notice_seq
     }
 
     fn note_gap(&mut self, after: Option<Cursor>) {
@@ -922,6 +972,18 @@ impl ChannelSubscription {
                     resumed_at: Cursor::new(self.epoch, self.position),
                 }));
             }
+            if state.notice_seq > self.notice_at {
+                for (seq, notice) in &state.notices {
+                    if *seq > self.notice_at && out.len() < limit {
+                        out.push(Event::Presence(Arc::clone(notice)));
+                        self.notice_at = *seq;
+                    }
+                }
+                // Those the ring no longer holds are missed, not waited for.
+                if out.len() < limit {
+                    self.notice_at = state.notice_seq;
+                }
+            }
             for msg in state.history.after(self.position) {
                 if out.len() >= limit || *budget == 0 {
                     break;
@@ -932,7 +994,11 @@ impl ChannelSubscription {
                 // An empty message costs a byte, so a budget always ends a read.
                 *budget = budget.saturating_sub(msg.data_bytes().len().max(1));
             }
-            self.idle_at = if self.position >= state.head { version } else { NOT_IDLE };
+            self.idle_at = if self.position >= state.head && self.notice_at >= state.notice_seq {
+                version
+            } else {
+                NOT_IDLE
+            };
         }
         BrokerStats::add(&self.stats.delivered, delivered);
         out.len() - start

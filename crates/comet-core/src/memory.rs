@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::broker::{BoxFuture, Broker, BrokerError, ChannelInfo, Publish};
 use crate::cursor::Since;
-use crate::hub::{ChannelSubscription, Hub, HubConfig, Idempotency, Published};
+use crate::hub::{ChannelSubscription, Hub, HubConfig, Idempotency, PresenceNotice, Published};
 use crate::message::Message;
 use crate::name::ChannelName;
 use crate::presence::{Presence, PresenceEntry, Transition};
@@ -81,16 +81,35 @@ impl Broker for MemoryBroker {
         &self,
         channel: &ChannelName,
         entry: PresenceEntry,
+        announce: bool,
     ) -> BoxFuture<'_, Result<Transition, BrokerError>> {
-        Box::pin(std::future::ready(Ok(self.presence.join(channel, entry))))
+        let notice = announce.then(|| entry.clone());
+        let transition = self.presence.join(channel, entry);
+        if let Some(entry) = notice.filter(|_| transition.client) {
+            self.hub.announce(PresenceNotice {
+                joined: true,
+                channel: channel.clone(),
+                entry,
+            });
+        }
+        Box::pin(std::future::ready(Ok(transition)))
     }
 
     fn presence_leave(
         &self,
         channel: &ChannelName,
         client: &str,
+        announce: bool,
     ) -> BoxFuture<'_, Result<Option<(PresenceEntry, Transition)>, BrokerError>> {
-        Box::pin(std::future::ready(Ok(self.presence.leave(channel, client))))
+        let left = self.presence.leave(channel, client);
+        if announce && let Some((entry, _)) = &left {
+            self.hub.announce(PresenceNotice {
+                joined: false,
+                channel: channel.clone(),
+                entry: entry.clone(),
+            });
+        }
+        Box::pin(std::future::ready(Ok(left)))
     }
 
     fn presence(&self, channel: &ChannelName) -> BoxFuture<'_, Result<Vec<PresenceEntry>, BrokerError>> {

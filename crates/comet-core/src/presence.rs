@@ -27,6 +27,8 @@ pub struct PresenceEntry {
 /// What one join or leave changed in its channel.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Transition {
+    /// The client joined (it was not there: not a renewal) or left.
+    pub client: bool,
     /// The channel got its first client (join) or lost its last (leave).
     pub channel: bool,
     /// The user got their first connection to the channel (join) or lost their last (leave).
@@ -74,6 +76,7 @@ impl Presence {
         let first_client = members.clients.is_empty();
         let user = Arc::clone(&entry.user);
         let before = members.clients.insert(Arc::clone(&entry.client), entry);
+        let before_none = before.is_none();
         if let Some(before) = before {
             if before.user == user {
                 return Transition::default();
@@ -84,6 +87,7 @@ impl Presence {
         let count = members.users.entry(user).or_insert(0);
         *count += 1;
         Transition {
+            client: before_none,
             channel: first_client,
             user: *count == 1,
         }
@@ -99,7 +103,14 @@ impl Presence {
         if last {
             shard.remove(channel);
         }
-        Some((entry, Transition { channel: last, user }))
+        Some((
+            entry,
+            Transition {
+                client: true,
+                channel: last,
+                user,
+            },
+        ))
     }
 
     /// The entries of `channel`, oldest first.
@@ -158,59 +169,38 @@ mod tests {
         }
     }
 
+    /// A transition of a client (joined or left) that also moved the channel and the user.
+    fn moved(channel: bool, user: bool) -> Transition {
+        Transition {
+            client: true,
+            channel,
+            user,
+        }
+    }
+
     #[test]
     fn transitions_are_counted_once_per_channel_and_per_user() {
         let presence = Presence::default();
         let room = ChannelName::new("room:1").unwrap();
         let t = presence.join(&room, entry("c1", "alice", 1));
-        assert_eq!(
-            t,
-            Transition {
-                channel: true,
-                user: true
-            }
-        );
+        assert_eq!(t, moved(true, true));
         let t = presence.join(&room, entry("c2", "alice", 2));
-        assert_eq!(
-            t,
-            Transition {
-                channel: false,
-                user: false
-            },
-            "alice's second tab"
-        );
+        assert_eq!(t, moved(false, false), "alice's second tab");
         let t = presence.join(&room, entry("c3", "bob", 3));
-        assert_eq!(
-            t,
-            Transition {
-                channel: false,
-                user: true
-            }
-        );
+        assert_eq!(t, moved(false, true));
         assert_eq!(presence.users(&room), 2);
         let names: Vec<_> = presence.members(&room).iter().map(|e| e.client.to_string()).collect();
         assert_eq!(names, ["c1", "c2", "c3"]);
 
-        assert_eq!(presence.leave(&room, "c1").unwrap().1, Transition::default());
+        let only_the_client = Transition {
+            client: true,
+            ..Transition::default()
+        };
+        assert_eq!(presence.leave(&room, "c1").unwrap().1, only_the_client);
         assert!(presence.leave(&room, "c1").is_none(), "a second leave is nothing");
-        assert_eq!(
-            presence.leave(&room, "c3").unwrap().1,
-            Transition {
-                channel: false,
-                user: true
-            }
-        );
+        assert_eq!(presence.leave(&room, "c3").unwrap().1, moved(false, true));
         let (gone, t) = presence.leave(&room, "c2").unwrap();
-        assert_eq!(
-            (gone.user.as_ref(), t),
-            (
-                "alice",
-                Transition {
-                    channel: true,
-                    user: true
-                }
-            )
-        );
+        assert_eq!((gone.user.as_ref(), t), ("alice", moved(true, true)));
         assert_eq!(presence.channels(), 0, "an empty channel leaves nothing behind");
     }
 
@@ -221,14 +211,11 @@ mod tests {
         presence.join(&room, entry("c1", "", 1));
         assert_eq!(presence.join(&room, entry("c1", "", 1)), Transition::default());
         let t = presence.join(&room, entry("c1", "alice", 1));
-        assert_eq!(
-            t,
-            Transition {
-                channel: false,
-                user: true
-            },
-            "anonymous became alice"
-        );
+        let renamed = Transition {
+            client: false,
+            ..moved(false, true)
+        };
+        assert_eq!(t, renamed, "anonymous became alice: not a join of the client");
         assert_eq!(presence.users(&room), 1);
         assert_eq!(presence.members(&room)[0].user.as_ref(), "alice");
     }

@@ -22,6 +22,7 @@ fn data_of(events: &[Event]) -> Vec<String> {
         .map(|e| match e {
             Event::Message(m) => m.data().to_owned(),
             Event::Gap(g) => format!("GAP:{}", g.channel),
+            Event::Presence(n) => format!("{}:{}", if n.joined { "JOIN" } else { "LEAVE" }, n.entry.client),
         })
         .collect()
 }
@@ -551,4 +552,55 @@ async fn never_published_channels_leave_nothing_and_tombstones_are_capped() {
     let kept = b.hub().tombstone_count();
     // 256 over 128 shards: two each.
     assert!((128..=256).contains(&kept), "{kept} tombstones kept");
+}
+
+fn member(client: &str) -> comet_core::PresenceEntry {
+    comet_core::PresenceEntry {
+        client: client.into(),
+        user: "u".into(),
+        info: None,
+        transport: "ws",
+        since: 1,
+    }
+}
+
+/// Presence notices reach the subscribers there are when they are made, before the messages
+/// that follow them, are no history, and a reader more than NOTICES_KEPT behind misses the
+/// oldest rather than waiting for them.
+#[tokio::test]
+async fn presence_notices_reach_current_subscribers_only_and_are_not_history() {
+    let b = small(8);
+    let room = ChannelName::new("room:1").unwrap();
+    let mut early = b.subscribe(room.clone(), Since::Live).await.unwrap();
+    assert!(b.presence_join(&room, member("c1"), true).await.unwrap().client);
+    let mut late = b.subscribe(room.clone(), Since::Live).await.unwrap();
+    assert!(
+        !b.presence_join(&room, member("c1"), true).await.unwrap().client,
+        "a renewal"
+    );
+    publish(&b, &room, "m1");
+    assert!(b.presence_leave(&room, "c1", true).await.unwrap().is_some());
+    assert!(b.presence_leave(&room, "c1", true).await.unwrap().is_none());
+    b.presence_join(&room, member("quiet"), false).await.unwrap();
+    let mut events = Vec::new();
+    early.try_read(&mut events, 64);
+    assert_eq!(data_of(&events), ["JOIN:c1", "LEAVE:c1", "m1"]);
+    events.clear();
+    late.try_read(&mut events, 64);
+    assert_eq!(
+        data_of(&events),
+        ["LEAVE:c1", "m1"],
+        "nothing from before it subscribed"
+    );
+    assert_eq!(b.hub().info(&room).unwrap().history_len, 1);
+
+    for i in 0..comet_core::NOTICES_KEPT + 5 {
+        b.presence_join(&room, member(&format!("x{i}")), true).await.unwrap();
+    }
+    events.clear();
+    early.try_read(&mut events, 1000);
+    assert_eq!(events.len(), comet_core::NOTICES_KEPT, "the oldest five are missed");
+    assert_eq!(data_of(&events[..1]), ["JOIN:x5"]);
+    events.clear();
+    assert_eq!(early.try_read(&mut events, 1000), 0, "and nothing is read twice");
 }

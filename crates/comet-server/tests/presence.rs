@@ -293,3 +293,158 @@ fn presence_with_a_redis_broker_is_refused_until_it_is_shared() {
     )];
     assert!(Config::load(None, memory).is_ok());
 }
+
+/// `lobby:` tracks presence and pushes joins and leaves.
+fn join_leave_config() -> Config {
+    let mut config = config();
+    config.namespace.insert(
+        "lobby".to_owned(),
+        NamespaceRules {
+            anonymous_subscribe: Some(true),
+            presence: Some(true),
+            join_leave: Some(true),
+            ..NamespaceRules::default()
+        },
+    );
+    config
+}
+
+async fn publish(server: &TestServer, channel: &str, data: &str) {
+    let res = reqwest::Client::new()
+        .post(server.url(&format!("/pub/{channel}")))
+        .bearer_auth(token("publisher", None))
+        .body(data.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+}
+
+/// The typed presence objects (`{"type":"join"|"leave",…}`) among `values`.
+fn notices(values: &[Value]) -> Vec<(String, String)> {
+    values
+        .iter()
+        .filter(|v| v["type"] == "join" || v["type"] == "leave")
+        .map(|v| {
+            (
+                v["type"].as_str().unwrap().to_owned(),
+                v["user"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn joins_and_leaves_reach_every_transport_once_and_are_not_history() {
+    let server = start_server_with(join_leave_config()).await;
+    let mut sse = stream(&server, "/sub/lobby:1?transport=sse", None).await;
+    let mut ndjson = stream(&server, "/sub/lobby:1?transport=stream&prelude=1", None).await;
+    let mut iframe = stream(&server, "/sub/lobby:1?transport=iframe", None).await;
+    let mut watcher = ws_subscribed(&server, "/ws", "lobby:1").await;
+    let long_poll = {
+        let url = server.url("/sub/lobby:1?transport=longpoll&timeout=20");
+        tokio::spawn(async move { reqwest::get(url).await.unwrap().json::<Value>().await.unwrap() })
+    };
+    wait_entries(&server, "lobby:1", 4).await;
+
+    // Alice joins over WebSocket, then leaves; a message follows, so every reader has seen all.
+    let alice = token("alice", Some(json!({"name": "Alice"})));
+    let socket = ws_subscribed(&server, &format!("/ws?token={alice}"), "lobby:1").await;
+    let join = ws::until(&mut watcher, "the join", |f| f["type"] == "join").await;
+    assert_eq!(
+        (join["channel"].as_str(), join["user"].as_str(), &join["info"]),
+        (Some("lobby:1"), Some("alice"), &json!({"name": "Alice"}))
+    );
+    let alice_client = join["client"].as_str().unwrap().to_owned();
+    let held = recv_timeout(SOON, long_poll).await.unwrap();
+    assert_eq!(held["messages"], json!([]), "a held long poll answers the join: {held}");
+    assert_eq!(
+        notices(held["presence"].as_array().unwrap()),
+        [("join".into(), "alice".into())]
+    );
+    drop(socket);
+    let leave = ws::until(&mut watcher, "the leave", |f| f["type"] == "leave").await;
+    assert_eq!(
+        (leave["client"].as_str(), leave["user"].as_str()),
+        (Some(alice_client.as_str()), Some("alice"))
+    );
+    publish(&server, "lobby:1", "after").await;
+    ws::until(&mut watcher, "the message", |f| f["type"] == "message").await;
+
+    sse.until("the message", |buf| buf.contains("data: after")).await;
+    // The SSE watcher came first: it saw the other watchers join too, then Alice.
+    let blocks: Vec<&str> = sse
+        .buf
+        .split("\n\n")
+        .filter(|b| b.contains("event: comet.") && b.contains("alice"))
+        .collect();
+    assert_eq!(blocks.len(), 2, "one join and one leave of Alice's: {:?}", sse.buf);
+    assert_eq!(
+        sse.buf.matches("event: comet.join").count(),
+        4,
+        "3 watchers after it, and Alice"
+    );
+    for (block, name) in blocks.iter().zip(["comet.join", "comet.leave"]) {
+        assert!(block.starts_with(&format!("event: {name}\ndata: ")), "{block}");
+        assert!(
+            !block.contains("id:"),
+            "not history: no id, the last event ID stays: {block}"
+        );
+        let data: Value = serde_json::from_str(block.split_once("data: ").unwrap().1).unwrap();
+        assert_eq!(
+            (data["user"].as_str(), data["client"].as_str()),
+            (Some("alice"), Some(alice_client.as_str()))
+        );
+        assert!(data.get("type").is_none(), "the event name says it: {data}");
+    }
+    assert!(sse.buf.contains("id: "), "the message after them has its id");
+
+    ndjson.until("the message", |buf| buf.contains("\"after\"")).await;
+    let lines = ndjson.json_lines();
+    let alices = |values: &[Value]| -> Vec<(String, String)> {
+        notices(values)
+            .into_iter()
+            .filter(|(_, user)| user == "alice")
+            .collect()
+    };
+    assert_eq!(
+        alices(&lines),
+        [("join".into(), "alice".into()), ("leave".into(), "alice".into())]
+    );
+    assert_eq!(
+        notices(&lines).len(),
+        4,
+        "the iframe and WebSocket watchers joined after it: {lines:?}"
+    );
+    iframe.until("the message", |buf| buf.contains("after")).await;
+    let calls = iframe.iframe_calls();
+    assert_eq!(
+        notices(&calls),
+        [
+            ("join".into(), "".into()),
+            ("join".into(), "alice".into()),
+            ("leave".into(), "alice".into())
+        ],
+        "the WebSocket watcher joined after it, then Alice (a subscriber gets no join of its own)"
+    );
+    let info: Value = reqwest::get(server.url("/channels/lobby:1"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["history_len"], 1, "joins and leaves are not history: {info}");
+}
+
+#[test]
+fn join_leave_needs_presence() {
+    let env = [(
+        "COMET_NAMESPACE".to_owned(),
+        "{ room = { join_leave = true } }".to_owned(),
+    )];
+    let err = Config::load(None, env).unwrap_err().to_string();
+    assert!(
+        err.contains("namespace \"room\": join_leave = true needs presence = true"),
+        "{err}"
+    );
+}

@@ -37,6 +37,9 @@ pub struct NamespaceRules {
     /// Whether Comet tracks who is subscribed (`GET /channels/{channel}/presence`, the
     /// WebSocket `presence` command; docs/protocol.md "Presence"). Defaults to false.
     pub presence: Option<bool>,
+    /// Whether joins and leaves are also pushed to the channel's subscribers (`comet.join` /
+    /// `comet.leave`); needs `presence = true`. Defaults to false.
+    pub join_leave: Option<bool>,
 }
 
 /// The rules that apply to `channel`.
@@ -74,6 +77,11 @@ pub(crate) fn presence(config: &AuthConfig, channel: &ChannelName) -> bool {
     rules(config, channel).and_then(|r| r.presence).unwrap_or(false)
 }
 
+/// Whether `channel`'s namespace pushes joins and leaves to its subscribers.
+pub(crate) fn join_leave(config: &AuthConfig, channel: &ChannelName) -> bool {
+    rules(config, channel).and_then(|r| r.join_leave).unwrap_or(false) && presence(config, channel)
+}
+
 /// The largest message `channel` accepts, in bytes.
 pub(crate) fn max_message_size(config: &AuthConfig, channel: &ChannelName) -> usize {
     rules(config, channel)
@@ -100,6 +108,9 @@ pub(crate) fn validate(config: &AuthConfig) -> Result<(), String> {
             return Err(format!(
                 "namespace {name:?} is not a namespace: use the part of a channel name before its first ':'"
             ));
+        }
+        if rules.join_leave == Some(true) && rules.presence != Some(true) {
+            return Err(format!("namespace {name:?}: join_leave = true needs presence = true"));
         }
         for (setting, zero) in [
             ("max_message_size", rules.max_message_size == Some(0)),

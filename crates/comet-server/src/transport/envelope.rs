@@ -2,7 +2,7 @@
 //! encoded once per message and shared by every transport that carries structure.
 
 use bytes::Bytes;
-use comet_core::{EncodingSlot, Gap, Message};
+use comet_core::{EncodingSlot, Gap, Message, PresenceNotice};
 
 /// Encoding slots of [`Message::encoded`], one per distinct byte form.
 pub(crate) mod slot {
@@ -64,6 +64,35 @@ pub(crate) fn gap_object(gap: &Gap) -> String {
         "{{\"type\":\"gap\",\"channel\":\"{}\",\"cursor\":\"{}\"}}",
         gap.channel, gap.resumed_at
     )
+}
+
+/// A presence notice as JSON (docs/protocol.md "Presence"): `{"type":"join"|"leave","channel",
+/// "client","user","info"?}`, or without `type` (`typed` false: an SSE event's data, whose
+/// event name says it).
+pub(crate) fn presence_object(notice: &PresenceNotice, typed: bool) -> Vec<u8> {
+    let entry = &notice.entry;
+    let mut out = Vec::with_capacity(96 + entry.info.as_ref().map_or(0, |i| i.len()));
+    out.push(b'{');
+    if typed {
+        out.extend_from_slice(if notice.joined {
+            b"\"type\":\"join\","
+        } else {
+            b"\"type\":\"leave\","
+        });
+    }
+    out.extend_from_slice(b"\"channel\":");
+    write_json_str(&mut out, notice.channel.as_str());
+    out.extend_from_slice(b",\"client\":");
+    write_json_str(&mut out, &entry.client);
+    out.extend_from_slice(b",\"user\":");
+    write_json_str(&mut out, &entry.user);
+    if let Some(info) = &entry.info {
+        // A JSON object already (checked when the token was verified).
+        out.extend_from_slice(b",\"info\":");
+        out.extend_from_slice(info.as_bytes());
+    }
+    out.push(b'}');
+    out
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use comet_core::{Event, Message, SubscriptionSet};
 
-use super::envelope::{envelope, gap_object, slot};
+use super::envelope::{envelope, gap_object, presence_object, slot};
 use super::request::{SubRequest, open, position_text};
 use super::streaming::{Framer, streaming_body, streaming_response};
 use crate::error::ApiError;
@@ -106,6 +106,7 @@ impl Framer for IframeFramer {
             let bytes = match event {
                 Event::Message(msg) => chunk(msg),
                 Event::Gap(gap) => script(gap_object(gap).as_bytes()),
+                Event::Presence(notice) => script(&presence_object(notice, true)),
             };
             self.sent += bytes.len();
             out.push(bytes);

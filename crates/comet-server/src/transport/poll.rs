@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use comet_core::{Event, SubscriptionSet};
 
-use super::envelope::{envelope, write_json_str};
+use super::envelope::{envelope, presence_object, write_json_str};
 use super::request::{SubRequest, open, position_text};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -24,6 +24,7 @@ pub(crate) fn answer_pieces(events: &[Event], cursor: &str, more: bool) -> Vec<B
     pieces.push(Bytes::from_static(b"{\"messages\":["));
     let mut first = true;
     let mut gaps = Vec::new();
+    let mut presence = Vec::new();
     for event in events {
         match event {
             Event::Message(msg) => {
@@ -34,6 +35,7 @@ pub(crate) fn answer_pieces(events: &[Event], cursor: &str, more: bool) -> Vec<B
                 pieces.push(envelope(msg));
             }
             Event::Gap(gap) => gaps.push(gap.channel.as_str()),
+            Event::Presence(notice) => presence.push(notice),
         }
     }
     let mut out = Vec::with_capacity(64);
@@ -46,6 +48,17 @@ pub(crate) fn answer_pieces(events: &[Event], cursor: &str, more: bool) -> Vec<B
                 out.push(b',');
             }
             write_json_str(&mut out, channel);
+        }
+        out.push(b']');
+    }
+    if !presence.is_empty() {
+        // Joins and leaves seen while a long poll was held (docs/protocol.md "Presence").
+        out.extend_from_slice(b",\"presence\":[");
+        for (i, notice) in presence.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&presence_object(notice, true));
         }
         out.push(b']');
     }

@@ -20,6 +20,8 @@ pub(crate) struct PresenceHold {
     broker: Arc<dyn Broker>,
     channel: ChannelName,
     client: Arc<str>,
+    /// `join_leave`: the leave is pushed to the channel's subscribers too.
+    announce: bool,
 }
 
 impl std::fmt::Debug for PresenceHold {
@@ -49,14 +51,16 @@ impl PresenceHold {
             return Ok(None);
         }
         let client = client.get_or_insert_with(crate::client_id::next);
+        let announce = crate::auth::policy::join_leave(state.auth.config(), channel);
         state
             .broker
-            .presence_join(channel, entry(client, identity, kind))
+            .presence_join(channel, entry(client, identity, kind), announce)
             .await?;
         Ok(Some(Self {
             broker: Arc::clone(&state.broker),
             channel: channel.clone(),
             client: Arc::clone(client),
+            announce,
         }))
     }
 
@@ -66,7 +70,8 @@ impl PresenceHold {
     /// As [`join`](Self::join).
     pub(crate) async fn renew(&self, identity: &Identity, kind: Kind) -> Result<(), ApiError> {
         let entry = entry(&self.client, identity, kind);
-        self.broker.presence_join(&self.channel, entry).await?;
+        // A renewal (the same client) is not announced.
+        self.broker.presence_join(&self.channel, entry, self.announce).await?;
         Ok(())
     }
 
@@ -91,16 +96,17 @@ impl Drop for PresenceHold {
         // The memory broker answers at once; a broker that must wait gets a task of its own.
         if self
             .broker
-            .presence_leave(&self.channel, &self.client)
+            .presence_leave(&self.channel, &self.client, self.announce)
             .now_or_never()
             .is_some()
         {
             return;
         }
         let (broker, channel, client) = (Arc::clone(&self.broker), self.channel.clone(), Arc::clone(&self.client));
+        let announce = self.announce;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(e) = broker.presence_leave(&channel, &client).await {
+                if let Err(e) = broker.presence_leave(&channel, &client, announce).await {
                     tracing::warn!(%channel, error = %e, "presence leave failed");
                 }
             });

@@ -16,7 +16,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use comet_core::{Event, Message, Position, SubscriptionSet};
 
-use super::envelope::{envelope, slot};
+use super::envelope::{envelope, presence_object, slot};
 use super::request::{SubRequest, open, position_text};
 use super::streaming::{Framer, streaming_body, streaming_response};
 use crate::error::ApiError;
@@ -135,6 +135,18 @@ impl Framer for SseFramer {
                         "event: comet.gap\ndata: {}\nid: {id}\n\n",
                         gap.channel
                     )));
+                }
+                // No `id:`: not history, so the client's last event ID stays where it was.
+                (Event::Presence(notice), _) => {
+                    let name: &[u8] = if notice.joined {
+                        b"event: comet.join\ndata: "
+                    } else {
+                        b"event: comet.leave\ndata: "
+                    };
+                    let mut bytes = name.to_vec();
+                    bytes.extend_from_slice(&presence_object(notice, false));
+                    bytes.extend_from_slice(b"\n\n");
+                    out.push(Bytes::from(bytes));
                 }
             }
         }

@@ -6,7 +6,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use comet_core::{Event, Message, SubscriptionSet};
 
-use super::envelope::{envelope, gap_object, slot};
+use super::envelope::{envelope, gap_object, presence_object, slot};
 use super::request::{SubRequest, open, position_text};
 use super::streaming::{Framer, streaming_body, streaming_response};
 use crate::error::ApiError;
@@ -35,6 +35,11 @@ impl Framer for NdjsonFramer {
             out.push(match event {
                 Event::Message(msg) => line(msg),
                 Event::Gap(gap) => Bytes::from(gap_object(gap) + "\n"),
+                Event::Presence(notice) => {
+                    let mut line = presence_object(notice, true);
+                    line.push(b'\n');
+                    Bytes::from(line)
+                }
             });
         }
     }

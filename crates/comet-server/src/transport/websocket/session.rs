@@ -281,6 +281,9 @@ pub(super) fn queue_event(socket: &mut Socket, event: &Event) {
         Event::Message(msg) if socket.takes_encoded() => socket.queue_encoded(message_frame(msg)),
         Event::Message(msg) => socket.queue_text(message_text(msg)),
         Event::Gap(gap) => socket.queue_text(gap_text(gap)),
+        Event::Presence(notice) => socket.queue_text(bytes::Bytes::from(crate::transport::envelope::presence_object(
+            notice, true,
+        ))),
     }
 }
 
