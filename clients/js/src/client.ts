@@ -19,6 +19,8 @@ import {
   type Envelope,
   type GapInfo,
   type Message,
+  type PresenceEntry,
+  type PresenceEvent,
   type PublishResult,
   type Sink,
   type StateChange,
@@ -79,6 +81,12 @@ export class Subscription {
   /** @internal */
   gap(info: GapInfo): void {
     if (this.active && this.options.onGap) safeCall(this.options.onGap, info);
+  }
+
+  /** @internal */
+  presence(joined: boolean, event: PresenceEvent): void {
+    const call = joined ? this.options.onJoin : this.options.onLeave;
+    if (this.active && call) safeCall(call, event);
   }
 
   /** @internal */
@@ -172,6 +180,30 @@ export class Client extends Emitter<ClientEvents> {
     ch.subs.add(sub);
     this.queueSync();
     return sub;
+  }
+
+  /**
+   * Who is subscribed to `channel` (a namespace with `presence = true`): `GET
+   * /channels/{channel}/presence`. Rejects with a [`CometError`] (`presence_off`,
+   * `unauthorized`, …).
+   */
+  async presence(channel: string): Promise<PresenceEntry[]> {
+    if (!isChannel(channel)) throw new TypeError(`bad channel name ${JSON.stringify(channel)}`);
+    const url = this.url + '/channels/' + channel + '/presence';
+    this.frame('http', 'out', 'GET ' + url);
+    let res: Response;
+    try {
+      res = await this.fetch(url, {
+        headers: this.opts.token ? { authorization: 'Bearer ' + this.opts.token } : {},
+        cache: 'no-store',
+      });
+    } catch (e) {
+      throw new CometError('network', 'presence failed: ' + String((e as Error)?.message ?? e));
+    }
+    if (!res.ok) throw await errorOf(res);
+    const body = (await res.json()) as { clients?: PresenceEntry[] };
+    this.frame('http', 'in', JSON.stringify(body));
+    return Array.isArray(body.clients) ? body.clients : [];
   }
 
   /**
@@ -299,6 +331,10 @@ export class Client extends Emitter<ClientEvents> {
       },
       message: (env) => live() && this.deliver(env),
       gap: (channel) => live() && this.gapNotice(channel, 'history'),
+      presence: (joined, event) => {
+        if (!live()) return;
+        for (const s of [...(this.channels.get(event.channel)?.subs ?? [])]) s.presence(joined, event);
+      },
       position: (text) => live() && this.book.advance(parsePosition(text, channels)),
       frame: (direction, text) => live() && this.frame(name, direction, text),
       error: (e) => live() && this.emit('error', e),

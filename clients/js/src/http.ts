@@ -1,7 +1,7 @@
 // HTTP helpers shared by the client and the fetch-based transports.
 
 import { retryAfterMs } from './backoff.js';
-import type { Envelope } from './types.js';
+import type { Envelope, PresenceEvent } from './types.js';
 
 /** An error answered by the server (`{"error":{"code","message"}}`) or met on the way. */
 export class CometError extends Error {
@@ -65,6 +65,8 @@ export interface PollAnswer {
   messages: Envelope[];
   cursor: string;
   gaps: string[];
+  /** Joins and leaves seen while a long poll was held (`{"type":"join"|"leave",…}`). */
+  presence: (PresenceEvent & { type: string })[];
   /** The raw body, for the frame log. */
   raw: string;
 }
@@ -89,7 +91,13 @@ export async function pollOnce(
   }
   if (!res.ok) throw await errorOf(res);
   const raw = await res.text();
-  let body: { messages?: Envelope[]; cursor?: string; gap?: boolean; gaps?: string[] };
+  let body: {
+    messages?: Envelope[];
+    cursor?: string;
+    gap?: boolean;
+    gaps?: string[];
+    presence?: (PresenceEvent & { type: string })[];
+  };
   try {
     body = JSON.parse(raw);
   } catch {
@@ -98,5 +106,11 @@ export async function pollOnce(
   if (!Array.isArray(body.messages) || typeof body.cursor !== 'string') {
     throw new CometError('bad_answer', 'the poll answer has no messages or cursor', res.status);
   }
-  return { messages: body.messages, cursor: body.cursor, gaps: body.gap ? (body.gaps ?? []) : [], raw };
+  return {
+    messages: body.messages,
+    cursor: body.cursor,
+    gaps: body.gap ? (body.gaps ?? []) : [],
+    presence: Array.isArray(body.presence) ? body.presence : [],
+    raw,
+  };
 }

@@ -13,6 +13,8 @@ export type {
   Frame,
   GapInfo,
   Message,
+  PresenceEntry,
+  PresenceEvent,
   PublishResult,
   StateChange,
   SubscribeOptions,

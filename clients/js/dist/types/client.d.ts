@@ -1,5 +1,5 @@
 import { Emitter } from './emitter.js';
-import { type ClientEvents, type ClientOptions, type ConnectionState, type PublishResult, type SubscribeOptions, type TransportFactory, type TransportName } from './types.js';
+import { type ClientEvents, type ClientOptions, type ConnectionState, type PresenceEntry, type PublishResult, type SubscribeOptions, type TransportFactory, type TransportName } from './types.js';
 /** The transport implementations, by name (replaceable in tests). */
 export declare const FACTORIES: Record<TransportName, TransportFactory>;
 /** One application subscription to one channel. Several may share a channel and a connection. */
@@ -57,6 +57,12 @@ export declare class Client extends Emitter<ClientEvents> {
     get transportName(): TransportName | null;
     /** Subscribes to `channel`. Throws `TypeError` on a bad channel name or `since`. */
     subscribe(channel: string, options?: SubscribeOptions): Subscription;
+    /**
+     * Who is subscribed to `channel` (a namespace with `presence = true`): `GET
+     * /channels/{channel}/presence`. Rejects with a [`CometError`] (`presence_off`,
+     * `unauthorized`, …).
+     */
+    presence(channel: string): Promise<PresenceEntry[]>;
     /**
      * Publishes `data` to `channel`: over the WebSocket when one is open, else `POST /pub/{channel}`.
      * Resolves to the message's cursor; rejects with a [`CometError`] (`code`: the server's code).

@@ -1,4 +1,4 @@
-import type { Envelope } from './types.js';
+import type { Envelope, PresenceEvent } from './types.js';
 /** An error answered by the server (`{"error":{"code","message"}}`) or met on the way. */
 export declare class CometError extends Error {
     /** The server's stable code (`bad_channel`, `too_large`…), or `network`, `disconnected`. */
@@ -22,6 +22,10 @@ export interface PollAnswer {
     messages: Envelope[];
     cursor: string;
     gaps: string[];
+    /** Joins and leaves seen while a long poll was held (`{"type":"join"|"leave",…}`). */
+    presence: (PresenceEvent & {
+        type: string;
+    })[];
     /** The raw body, for the frame log. */
     raw: string;
 }

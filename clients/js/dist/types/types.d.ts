@@ -26,6 +26,26 @@ export interface GapInfo {
      *  `"missed"` (messages were skipped in transit and could not be fetched again). */
     reason: 'history' | 'epoch' | 'bad_cursor' | 'missed';
 }
+/** One client in a channel's presence (docs/protocol.md "Presence"). */
+export interface PresenceEntry {
+    /** The connection's id, unique in the cluster. */
+    client: string;
+    /** The token's `sub`; `""` for anonymous clients. */
+    user: string;
+    /** The token's `comet.info` object, if it has one. */
+    info?: Record<string, unknown>;
+    /** `sse`, `stream`, `iframe` or `ws`. */
+    transport: string;
+    /** When it joined, ms since the Unix epoch. */
+    since: number;
+}
+/** What `onJoin` and `onLeave` receive (namespaces with `join_leave = true`). */
+export interface PresenceEvent {
+    channel: string;
+    client: string;
+    user: string;
+    info?: Record<string, unknown>;
+}
 /** Options of [`Client.subscribe`]. */
 export interface SubscribeOptions {
     /** Where to start: absent = from now on; `"earliest"` = all history the server holds; a cursor
@@ -35,6 +55,11 @@ export interface SubscribeOptions {
     onMessage?: (msg: Message) => void;
     /** Called when messages were lost (history no longer reached the cursor). */
     onGap?: (info: GapInfo) => void;
+    /** Called when a client joins the channel (a namespace with `join_leave = true`). Not history:
+     *  joins made while this client was disconnected are not replayed; ask `client.presence()`. */
+    onJoin?: (event: PresenceEvent) => void;
+    /** Called when a client leaves the channel (as `onJoin`). */
+    onLeave?: (event: PresenceEvent) => void;
     /** Event names used on this channel. Only needed by the `sse` transport, whose `EventSource`
      *  delivers a named event only to a listener of that name (see README, "Named events"). */
     events?: string[];
@@ -111,6 +136,8 @@ export interface Sink {
     opened(): void;
     message(env: Envelope): void;
     gap(channel: string): void;
+    /** A join (`joined`) or leave in a channel's presence. */
+    presence(joined: boolean, event: PresenceEvent): void;
     /** A resume position from the server (a poll's `cursor`, a reconnect notice). */
     position(text: string): void;
     frame(direction: 'in' | 'out', text: string): void;

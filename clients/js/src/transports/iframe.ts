@@ -4,7 +4,7 @@
 // The parent must be on the server's origin (the iframe's scripts call into it).
 
 import { redact, subURL } from '../http.js';
-import type { Envelope, Transport, TransportContext, TransportFactory } from '../types.js';
+import type { Envelope, PresenceEvent, Transport, TransportContext, TransportFactory } from '../types.js';
 
 type Callback = (obj: unknown) => void;
 const registry: Record<string, Callback> = {};
@@ -98,6 +98,7 @@ class Iframe implements Transport {
     sink.frame('in', JSON.stringify(obj));
     const o = obj as Envelope & { type?: string; cursor?: string; retry?: number };
     if (o.type === 'gap') sink.gap(o.channel);
+    else if (o.type === 'join' || o.type === 'leave') sink.presence(o.type === 'join', o as unknown as PresenceEvent);
     else if (o.type === 'reconnect') {
       if (o.cursor) sink.position(o.cursor);
       this.asked = true;

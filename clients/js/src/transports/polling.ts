@@ -59,6 +59,7 @@ class Polling implements Transport {
       ctx.sink.opened();
     }
     for (const ch of answer.gaps) ctx.sink.gap(ch);
+    for (const p of answer.presence) if (typeof p.channel === 'string') ctx.sink.presence(p.type === 'join', p);
     for (const m of answer.messages) {
       if (this.stopped) return;
       ctx.sink.message(m);

@@ -6,7 +6,7 @@
 // position, so a restarted server is not hit by every client at the same `retry:` instant.
 
 import { redact, subURL } from '../http.js';
-import type { Envelope, Transport, TransportContext, TransportFactory } from '../types.js';
+import type { Envelope, PresenceEvent, Transport, TransportContext, TransportFactory } from '../types.js';
 
 class Sse implements Transport {
   readonly name = 'sse' as const;
@@ -39,6 +39,19 @@ class Sse implements Transport {
     es.onmessage = onEvent;
     // A named event reaches only listeners of its name (HTML Standard §9.2.6).
     for (const name of ctx.events) if (name !== 'message') es.addEventListener(name, onEvent);
+    // Joins and leaves (`join_leave = true`): no id, not history.
+    for (const [name, joined] of [['comet.join', true], ['comet.leave', false]] as const) {
+      es.addEventListener(name, (e) => {
+        const ev = e as MessageEvent;
+        ctx.sink.frame('in', `event: ${name}\ndata: ${ev.data}`);
+        try {
+          const event = JSON.parse(String(ev.data)) as PresenceEvent;
+          if (typeof event.channel === 'string') ctx.sink.presence(joined, event);
+        } catch {
+          // not JSON: not from a Comet server
+        }
+      });
+    }
     es.addEventListener('comet.gap', (e) => {
       const ev = e as MessageEvent;
       ctx.sink.frame('in', `event: comet.gap\nid: ${ev.lastEventId}\ndata: ${ev.data}`);

@@ -3,7 +3,7 @@
 // means the connection is dead even if no error was raised (a NAT or proxy dropped it).
 
 import { errorOf, redact, subURL } from '../http.js';
-import type { Envelope, Transport, TransportContext, TransportFactory } from '../types.js';
+import type { Envelope, PresenceEvent, Transport, TransportContext, TransportFactory } from '../types.js';
 
 class Stream implements Transport {
   readonly name = 'stream' as const;
@@ -93,6 +93,7 @@ class Stream implements Transport {
       return;
     }
     if (obj.type === 'gap') sink.gap(obj.channel);
+    else if (obj.type === 'join' || obj.type === 'leave') sink.presence(obj.type === 'join', obj as unknown as PresenceEvent);
     else if (obj.type === 'reconnect') {
       if (obj.cursor) sink.position(obj.cursor);
       this.end('server asked to reconnect', typeof obj.retry === 'number' ? obj.retry : undefined);

@@ -3,7 +3,7 @@
 // reconnect, and publishes go over the same socket with a `ref` answered by an `ack`.
 
 import { CometError, query } from '../http.js';
-import type { Envelope, PublishResult, Transport, TransportContext, TransportFactory } from '../types.js';
+import type { Envelope, PresenceEvent, PublishResult, Transport, TransportContext, TransportFactory } from '../types.js';
 
 interface Pending {
   resolve: (r: PublishResult) => void;
@@ -124,6 +124,10 @@ class Ws implements Transport {
     switch (f.type) {
       case 'message':
         if (typeof f.channel === 'string' && typeof f.id === 'string') sink.message(f as Envelope);
+        break;
+      case 'join':
+      case 'leave':
+        if (typeof f.channel === 'string') sink.presence(f.type === 'join', f as unknown as PresenceEvent);
         break;
       case 'subscribed':
         for (const [ref, channel] of this.subscribing) if (channel === f.channel) this.subscribing.delete(ref);
