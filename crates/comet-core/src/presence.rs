@@ -33,6 +33,9 @@ pub struct Transition {
     pub channel: bool,
     /// The user got their first connection to the channel (join) or lost their last (leave).
     pub user: bool,
+    /// A join that changed the client's user (a WebSocket `auth`): its former user lost their
+    /// last connection to the channel with it.
+    pub former_user_left: bool,
 }
 
 /// The members of one channel.
@@ -77,16 +80,17 @@ impl Presence {
         let user = Arc::clone(&entry.user);
         let before = members.clients.insert(Arc::clone(&entry.client), entry);
         let before_none = before.is_none();
+        let mut former_user_left = false;
         if let Some(before) = before {
             if before.user == user {
                 return Transition::default();
             }
-            // A client that changed user: its old user may have left (not reported here).
-            members.forget_user(&before.user);
+            former_user_left = members.forget_user(&before.user);
         }
         let count = members.users.entry(user).or_insert(0);
         *count += 1;
         Transition {
+            former_user_left,
             client: before_none,
             channel: first_client,
             user: *count == 1,
@@ -109,6 +113,7 @@ impl Presence {
                 client: true,
                 channel: last,
                 user,
+                former_user_left: false,
             },
         ))
     }
@@ -175,6 +180,7 @@ mod tests {
             client: true,
             channel,
             user,
+            former_user_left: false,
         }
     }
 
@@ -213,6 +219,7 @@ mod tests {
         let t = presence.join(&room, entry("c1", "alice", 1));
         let renamed = Transition {
             client: false,
+            former_user_left: true,
             ..moved(false, true)
         };
         assert_eq!(t, renamed, "anonymous became alice: not a join of the client");

@@ -54,6 +54,7 @@ pub mod metrics;
 mod publish;
 pub mod state;
 pub mod transport;
+pub mod webhooks;
 
 pub use self::http::{app, demo};
 pub use config::{Config, ConfigError};

@@ -37,6 +37,12 @@ pub struct Metrics {
     pub(crate) connections: Arc<AtomicI64>,
     /// Accepts refused because the process ran out of file descriptors or hit `max_connections`.
     pub(crate) refused: Arc<AtomicU64>,
+    /// Occupancy webhooks (webhooks.rs): events queued, POSTs answered 2xx, attempts that
+    /// failed, events dropped (queue full, or retries given up).
+    pub(crate) webhook_events: Counter,
+    pub(crate) webhook_deliveries: Counter,
+    pub(crate) webhook_failures: Counter,
+    pub(crate) webhook_dropped: Counter,
 }
 
 /// Exports the broker's own counters at scrape time.
@@ -130,6 +136,31 @@ impl Metrics {
             "Requests, connections, subscriptions and publishes refused by a limit (the setting's name).",
             limit_refusals.clone(),
         );
+        let webhook = |registry: &mut Registry, name: &str, help: &str| {
+            let counter = Counter::default();
+            registry.register(name, help, counter.clone());
+            counter
+        };
+        let webhook_events = webhook(
+            &mut registry,
+            "comet_webhook_events",
+            "Occupancy webhook events queued.",
+        );
+        let webhook_deliveries = webhook(
+            &mut registry,
+            "comet_webhook_deliveries",
+            "Occupancy webhook POSTs answered with a 2xx status.",
+        );
+        let webhook_failures = webhook(
+            &mut registry,
+            "comet_webhook_failures",
+            "Occupancy webhook POSTs that failed (network error, timeout, non-2xx); each is retried.",
+        );
+        let webhook_dropped = webhook(
+            &mut registry,
+            "comet_webhook_dropped",
+            "Occupancy webhook events dropped: the queue was full, or every retry failed.",
+        );
         registry.register_collector(Box::new(BrokerCollector(broker)));
         let connections = Arc::new(AtomicI64::new(0));
         let refused = Arc::new(AtomicU64::new(0));
@@ -145,6 +176,10 @@ impl Metrics {
             limit_refusals,
             connections,
             refused,
+            webhook_events,
+            webhook_deliveries,
+            webhook_failures,
+            webhook_dropped,
         }
     }
 

@@ -9,6 +9,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::webhooks::Webhooks;
 
 /// Shared by every request handler. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Counters and histograms for `GET /metrics`.
     pub metrics: Arc<Metrics>,
+    /// The occupancy webhooks (`webhook_url`), off when no URL is set.
+    pub webhooks: Arc<Webhooks>,
     /// Per-client connection, long-poll and rate limits, and what each client holds.
     pub limits: Arc<Limits>,
     /// Cancelled when the server shuts down: every long-lived body (SSE, stream, iframe, held
@@ -41,6 +44,7 @@ impl AppState {
         Self {
             limits: Arc::new(Limits::new(&config.limits(), Arc::clone(&metrics))),
             auth: Auth::new(config.auth()),
+            webhooks: Arc::new(Webhooks::new(config.webhooks(), Arc::clone(&metrics))),
             metrics,
             broker,
             config: Arc::new(config),

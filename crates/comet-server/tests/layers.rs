@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("auth", 6),
     ("limits", 6),
     ("metrics", 6),
+    ("webhooks", 6),
     ("kind", 7),
     ("client_id", 7),
     ("error", 7),
@@ -35,6 +36,8 @@ const CONFIG_MAY_IMPORT: &[&str] = &[
     "limits::LimitsConfig",
     "transport::sse::SseConfig",
     "transport::websocket::WsConfig",
+    "webhooks::WebhookConfig",
+    "webhooks::validate(",
 ];
 
 /// Folders whose files may import their siblings but not their parent `mod.rs`.

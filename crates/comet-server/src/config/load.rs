@@ -68,6 +68,8 @@ impl Config {
         "tls_cert_file",
         "tls_key_file",
         "ws_echo",
+        "webhook_url",
+        "webhook_secret",
     ];
 
     /// The setting names, as in TOML.
@@ -119,6 +121,8 @@ impl Config {
         "idempotency_window_secs",
         "tls_cert_file",
         "tls_key_file",
+        "webhook_url",
+        "webhook_secret",
         "namespace",
     ];
 }

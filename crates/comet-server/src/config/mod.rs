@@ -25,6 +25,7 @@ pub use crate::conn::tls::TlsConfig;
 pub use crate::limits::LimitsConfig;
 pub use crate::transport::sse::SseConfig;
 pub use crate::transport::websocket::WsConfig;
+pub use crate::webhooks::WebhookConfig;
 
 mod load;
 mod validate;
@@ -189,6 +190,12 @@ pub struct Config {
     /// Path of the PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) of `tls_cert_file`; it must
     /// match the certificate. Defaults to empty (no TLS).
     pub tls_key_file: String,
+    /// Where occupancy webhooks are POSTed (docs/protocol.md "Webhooks"): an `http://` URL.
+    /// Defaults to empty: no webhooks.
+    pub webhook_url: String,
+    /// The key of the webhooks' `X-Comet-Signature` (HMAC-SHA256); needed with `webhook_url`.
+    /// Never logged.
+    pub webhook_secret: Secret,
     /// Rules per namespace, as `[namespace."chat"]` tables (see [`NamespaceRules`]); the table
     /// `[namespace.""]` is for channels without `:` and for namespaces without a table.
     /// Defaults to none: anonymous clients may do what the auth settings above leave open.
@@ -245,6 +252,8 @@ impl Default for Config {
             idempotency_window_secs: 300,
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
+            webhook_url: String::new(),
+            webhook_secret: Secret::default(),
             namespace: BTreeMap::new(),
         }
     }
@@ -349,6 +358,14 @@ impl Config {
             auth_timeout: Duration::from_secs(self.ws_auth_timeout_secs),
             max_message_size: self.ws_max_message_size,
             compression: self.ws_compression,
+        }
+    }
+
+    /// The occupancy webhooks' section.
+    pub fn webhooks(&self) -> WebhookConfig {
+        WebhookConfig {
+            url: non_empty(&self.webhook_url),
+            secret: self.webhook_secret.clone(),
         }
     }
 

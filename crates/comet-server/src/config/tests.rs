@@ -117,6 +117,8 @@ fn every_key_is_listed() {
                 "tls_cert_file",
                 "tls_key_file",
                 "ws_echo",
+                "webhook_url",
+                "webhook_secret",
             ]
             .contains(key)
         {

@@ -112,6 +112,7 @@ impl Config {
             )));
         }
         crate::auth::validate(&self.auth()).map_err(ConfigError::Invalid)?;
+        crate::webhooks::validate(&self.webhooks()).map_err(ConfigError::Invalid)?;
         crate::conn::tls::validate(&self.tls()).map_err(ConfigError::Invalid)?;
         Ok(())
     }

@@ -4,9 +4,9 @@
 //! the JSON of the entries, for `GET /channels/{channel}/presence` and the WebSocket `presence`
 //! command.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
-use comet_core::{Broker, ChannelName, PresenceEntry, now_millis};
+use comet_core::{Broker, ChannelName, PresenceEntry, Transition, now_millis};
 use futures_util::FutureExt;
 use serde_json::{Value, json};
 
@@ -14,6 +14,7 @@ use crate::auth::Identity;
 use crate::error::ApiError;
 use crate::kind::Kind;
 use crate::state::AppState;
+use crate::webhooks::Webhooks;
 
 /// One connection's entry in one channel's presence, removed when dropped.
 pub(crate) struct PresenceHold {
@@ -22,6 +23,9 @@ pub(crate) struct PresenceHold {
     client: Arc<str>,
     /// `join_leave`: the leave is pushed to the channel's subscribers too.
     announce: bool,
+    /// The entry's user, for the webhooks of a renewal that changes it.
+    user: std::sync::Mutex<Arc<str>>,
+    webhooks: Arc<Webhooks>,
 }
 
 impl std::fmt::Debug for PresenceHold {
@@ -52,15 +56,17 @@ impl PresenceHold {
         }
         let client = client.get_or_insert_with(crate::client_id::next);
         let announce = crate::auth::policy::join_leave(state.auth.config(), channel);
-        state
-            .broker
-            .presence_join(channel, entry(client, identity, kind), announce)
-            .await?;
+        let entry = entry(client, identity, kind);
+        let user = Arc::clone(&entry.user);
+        let transition = state.broker.presence_join(channel, entry, announce).await?;
+        state.webhooks.presence(channel, &user, true, transition);
         Ok(Some(Self {
             broker: Arc::clone(&state.broker),
             channel: channel.clone(),
             client: Arc::clone(client),
             announce,
+            user: std::sync::Mutex::new(user),
+            webhooks: Arc::clone(&state.webhooks),
         }))
     }
 
@@ -70,8 +76,25 @@ impl PresenceHold {
     /// As [`join`](Self::join).
     pub(crate) async fn renew(&self, identity: &Identity, kind: Kind) -> Result<(), ApiError> {
         let entry = entry(&self.client, identity, kind);
+        let user = Arc::clone(&entry.user);
         // A renewal (the same client) is not announced.
-        self.broker.presence_join(&self.channel, entry, self.announce).await?;
+        let transition = self.broker.presence_join(&self.channel, entry, self.announce).await?;
+        let former = std::mem::replace(
+            &mut *self.user.lock().unwrap_or_else(PoisonError::into_inner),
+            Arc::clone(&user),
+        );
+        if transition.former_user_left {
+            let left = Transition {
+                user: true,
+                ..Transition::default()
+            };
+            self.webhooks.presence(&self.channel, &former, false, left);
+        }
+        let added = Transition {
+            user: transition.user,
+            ..Transition::default()
+        };
+        self.webhooks.presence(&self.channel, &user, true, added);
         Ok(())
     }
 
@@ -94,20 +117,24 @@ fn entry(client: &Arc<str>, identity: &Identity, kind: Kind) -> PresenceEntry {
 impl Drop for PresenceHold {
     fn drop(&mut self) {
         // The memory broker answers at once; a broker that must wait gets a task of its own.
-        if self
+        if let Some(left) = self
             .broker
             .presence_leave(&self.channel, &self.client, self.announce)
             .now_or_never()
-            .is_some()
         {
+            if let Ok(Some((entry, transition))) = left {
+                self.webhooks.presence(&self.channel, &entry.user, false, transition);
+            }
             return;
         }
         let (broker, channel, client) = (Arc::clone(&self.broker), self.channel.clone(), Arc::clone(&self.client));
-        let announce = self.announce;
+        let (announce, webhooks) = (self.announce, Arc::clone(&self.webhooks));
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(e) = broker.presence_leave(&channel, &client, announce).await {
-                    tracing::warn!(%channel, error = %e, "presence leave failed");
+                match broker.presence_leave(&channel, &client, announce).await {
+                    Ok(Some((entry, transition))) => webhooks.presence(&channel, &entry.user, false, transition),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(%channel, error = %e, "presence leave failed"),
                 }
             });
         }
