@@ -67,6 +67,8 @@ export interface PollAnswer {
   gaps: string[];
   /** Joins and leaves seen while a long poll was held (`{"type":"join"|"leave",…}`). */
   presence: (PresenceEvent & { type: string })[];
+  /** The poller's id in presence channels, to send back as `?client=`. */
+  client?: string;
   /** The raw body, for the frame log. */
   raw: string;
 }
@@ -97,6 +99,7 @@ export async function pollOnce(
     gap?: boolean;
     gaps?: string[];
     presence?: (PresenceEvent & { type: string })[];
+    client?: string;
   };
   try {
     body = JSON.parse(raw);
@@ -111,6 +114,7 @@ export async function pollOnce(
     cursor: body.cursor,
     gaps: body.gap ? (body.gaps ?? []) : [],
     presence: Array.isArray(body.presence) ? body.presence : [],
+    ...(typeof body.client === 'string' ? { client: body.client } : {}),
     raw,
   };
 }

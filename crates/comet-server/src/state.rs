@@ -25,6 +25,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The occupancy webhooks (`webhook_url`), off when no URL is set.
     pub webhooks: Arc<Webhooks>,
+    /// What pollers keep between their requests (their presence entries).
+    pub(crate) leases: Arc<crate::io::lease::Leases>,
     /// Per-client connection, long-poll and rate limits, and what each client holds.
     pub limits: Arc<Limits>,
     /// Cancelled when the server shuts down: every long-lived body (SSE, stream, iframe, held
@@ -45,6 +47,7 @@ impl AppState {
             limits: Arc::new(Limits::new(&config.limits(), Arc::clone(&metrics))),
             auth: Auth::new(config.auth()),
             webhooks: Arc::new(Webhooks::new(config.webhooks(), Arc::clone(&metrics))),
+            leases: Arc::default(),
             metrics,
             broker,
             config: Arc::new(config),

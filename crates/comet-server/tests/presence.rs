@@ -113,12 +113,6 @@ async fn every_connected_client_is_listed_with_its_user_info_and_transport_until
     let iframe = stream(&server, "/sub/room:1?transport=iframe", None).await;
     let bob = token("bob", None);
     let mut socket = ws_subscribed(&server, &format!("/ws?token={bob}"), "room:1").await;
-    // A poll is answered and gone: not a member (polls are not counted yet).
-    let poll = recv_timeout(SOON, reqwest::get(server.url("/sub/room:1?transport=poll")))
-        .await
-        .unwrap();
-    assert_eq!(poll.status(), 200);
-
     let listed = presence(&server, "room:1").await;
     assert_eq!(listed["channel"], "room:1");
     assert_eq!(
@@ -345,12 +339,16 @@ async fn joins_and_leaves_reach_every_transport_once_and_are_not_history() {
         let url = server.url("/sub/lobby:1?transport=longpoll&timeout=20");
         tokio::spawn(async move { reqwest::get(url).await.unwrap().json::<Value>().await.unwrap() })
     };
+    // The long poll is no member: it has not sent a client id back.
     wait_entries(&server, "lobby:1", 4).await;
 
     // Alice joins over WebSocket, then leaves; a message follows, so every reader has seen all.
     let alice = token("alice", Some(json!({"name": "Alice"})));
     let socket = ws_subscribed(&server, &format!("/ws?token={alice}"), "lobby:1").await;
-    let join = ws::until(&mut watcher, "the join", |f| f["type"] == "join").await;
+    let join = ws::until(&mut watcher, "alice's join", |f| {
+        f["type"] == "join" && f["user"] == "alice"
+    })
+    .await;
     assert_eq!(
         (join["channel"].as_str(), join["user"].as_str(), &join["info"]),
         (Some("lobby:1"), Some("alice"), &json!({"name": "Alice"}))
@@ -447,4 +445,69 @@ fn join_leave_needs_presence() {
         err.contains("namespace \"room\": join_leave = true needs presence = true"),
         "{err}"
     );
+}
+
+/// A poll answer, parsed.
+async fn poll(server: &TestServer, path: &str) -> Value {
+    let res = recv_timeout(SOON, reqwest::get(server.url(path))).await.expect("poll");
+    assert_eq!(res.status(), 200, "{path}");
+    res.json().await.expect("poll JSON")
+}
+
+#[tokio::test]
+async fn pollers_are_members_while_their_requests_keep_coming_with_their_client_id() {
+    let mut config = join_leave_config();
+    config.presence_ttl_secs = 1;
+    let server = start_server_with(config).await;
+    let mut watcher = ws_subscribed(&server, "/ws", "lobby:p").await;
+    // The first answer gives an id; the poller is a member once it sends it back (so a one-off
+    // poll, a history fetch, leaves no member behind).
+    let first = poll(&server, "/sub/lobby:p?transport=poll").await;
+    let client = first["client"]
+        .as_str()
+        .expect("a client id in presence channels")
+        .to_owned();
+    assert_eq!(
+        presence(&server, "lobby:p").await["clients"].as_array().unwrap().len(),
+        1
+    );
+    let second = poll(&server, &format!("/sub/lobby:p?transport=poll&client={client}")).await;
+    assert_eq!(second["client"], client.as_str());
+    let join = ws::until(&mut watcher, "the poller's join", |f| f["type"] == "join").await;
+    assert_eq!(join["client"], client.as_str());
+    let listed = presence(&server, "lobby:p").await;
+    assert_eq!(who(&listed), [("".into(), "poll".into()), ("".into(), "ws".into())]);
+
+    // Coming back with its id keeps it the same member; without, it is another one.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let again = poll(&server, &format!("/sub/lobby:p?transport=poll&client={client}")).await;
+        assert_eq!(again["client"], client.as_str());
+    }
+    assert_eq!(
+        presence(&server, "lobby:p").await["clients"].as_array().unwrap().len(),
+        2
+    );
+    let other = poll(&server, "/sub/lobby:p?transport=poll&client=made-up-7").await;
+    assert_ne!(other["client"], client.as_str(), "an id it was not given is not taken");
+    assert_ne!(other["client"], "made-up-7");
+    assert_eq!(
+        presence(&server, "lobby:p").await["clients"].as_array().unwrap().len(),
+        2
+    );
+    // No answer outside presence channels carries one.
+    assert!(
+        poll(&server, "/sub/plain:p?transport=poll")
+            .await
+            .get("client")
+            .is_none()
+    );
+
+    // Silent for longer than presence_ttl_secs: gone, with its leave.
+    let leave = ws::until(&mut watcher, "the poller's leave", |f| {
+        f["type"] == "leave" && f["client"] == client.as_str()
+    })
+    .await;
+    assert_eq!(leave["user"], "");
+    wait_entries(&server, "lobby:p", 1).await;
 }

@@ -26,6 +26,8 @@ export interface PollAnswer {
     presence: (PresenceEvent & {
         type: string;
     })[];
+    /** The poller's id in presence channels, to send back as `?client=`. */
+    client?: string;
     /** The raw body, for the frame log. */
     raw: string;
 }

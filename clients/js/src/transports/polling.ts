@@ -12,6 +12,8 @@ class Polling implements Transport {
   private timer: ReturnType<typeof setTimeout> | undefined;
   private stopped = false;
   private first = true;
+  /** This poller's id in presence channels, from the last answer: sent back as `?client=`. */
+  private client: string | undefined;
 
   constructor(readonly name: TransportName, private readonly ctx: TransportContext) {}
 
@@ -40,7 +42,7 @@ class Polling implements Transport {
     // connection works without waiting out a long poll.
     const long = this.name === 'longpoll' && !this.first;
     const timeout = this.name === 'longpoll' ? (long ? ctx.options.longpollTimeout : 0) : undefined;
-    const params = { transport: this.name, since: ctx.position(), timeout };
+    const params = { transport: this.name, since: ctx.position(), timeout, client: this.client };
     const url = subURL(ctx.base, ctx.channels, params, ctx.token);
     ctx.sink.frame('out', 'GET ' + redact(url));
     let answer;
@@ -58,6 +60,7 @@ class Polling implements Transport {
       this.first = false;
       ctx.sink.opened();
     }
+    if (answer.client) this.client = answer.client;
     for (const ch of answer.gaps) ctx.sink.gap(ch);
     for (const p of answer.presence) if (typeof p.channel === 'string') ctx.sink.presence(p.type === 'join', p);
     for (const m of answer.messages) {

@@ -70,6 +70,18 @@ test('pages see each other join and leave on every streaming transport, and pres
       assert.equal(seen.filter((s) => s.startsWith('leave')).length, 1, 'one leave');
     }
     assert.deepEqual((await presence(sse.page)).map((e) => e.transport).sort(), ['sse', 'ws']);
+    // A long poller is a member too, the same one across its requests (it sends its id back).
+    const lp = await member('longpoll', ch);
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      const lps = (await presence(ws.page)).filter((e) => e.transport === 'longpoll');
+      assert.equal(lps.length, 1, JSON.stringify(lps));
+      await waitIn(ws.page, 'the long poller join', (id) => window.seen.includes(`join lobby:js ${id}`), lps[0].client);
+      const joins = await ws.page.evaluate(() => window.seen.filter((s) => s.startsWith('join')).length);
+      assert.equal(joins, 3, 'one join per page');
+    } finally {
+      await lp.context.close();
+    }
     const off = await ws.page.evaluate(() => window.client.presence('other:x').then(() => 'no error', (e) => e.code));
     assert.equal(off, 'presence_off');
     for (const { errors } of [ws, sse]) {

@@ -121,6 +121,7 @@ impl Config {
         "idempotency_window_secs",
         "tls_cert_file",
         "tls_key_file",
+        "presence_ttl_secs",
         "webhook_url",
         "webhook_secret",
         "namespace",

@@ -190,6 +190,10 @@ pub struct Config {
     /// Path of the PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) of `tls_cert_file`; it must
     /// match the certificate. Defaults to empty (no TLS).
     pub tls_key_file: String,
+    /// How long a poller (poll or long-poll client) stays in a presence channel after its last
+    /// request, in seconds: it is a member while its requests keep coming at least this often,
+    /// sending back the `client` id of the answers (docs/protocol.md "Presence"). Defaults to 30.
+    pub presence_ttl_secs: u64,
     /// Where occupancy webhooks are POSTed (docs/protocol.md "Webhooks"): an `http://` URL.
     /// Defaults to empty: no webhooks.
     pub webhook_url: String,
@@ -252,6 +256,7 @@ impl Default for Config {
             idempotency_window_secs: 300,
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
+            presence_ttl_secs: 30,
             webhook_url: String::new(),
             webhook_secret: Secret::default(),
             namespace: BTreeMap::new(),

@@ -47,6 +47,7 @@ impl Config {
             ("write_stall_timeout_secs", self.write_stall_timeout_secs),
             ("body_read_timeout_secs", self.body_read_timeout_secs),
             ("idempotency_window_secs", self.idempotency_window_secs),
+            ("presence_ttl_secs", self.presence_ttl_secs),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be at least 1")));

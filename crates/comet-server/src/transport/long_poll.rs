@@ -36,5 +36,5 @@ pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response,
             () = token.cancelled() => {}
         }
     }
-    Ok(json_answer(&events, &set, max))
+    Ok(json_answer(&events, &set, max, req.poller.as_deref()))
 }

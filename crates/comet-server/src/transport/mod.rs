@@ -101,13 +101,26 @@ pub(crate) async fn subscribe(
             query,
             client,
             expires: expiry(&identity),
+            poller: None,
         };
         Ok::<_, ApiError>((kind, sub, user_hold.map(UserHold::new)))
     })();
-    let (kind, sub, user_hold) = match result {
+    let (kind, mut sub, user_hold) = match result {
         Ok(ok) => ok,
         Err(e) => return e.into_response(),
     };
+    // A poller is a member of presence channels while its requests keep coming.
+    if matches!(kind, Kind::Poll | Kind::LongPoll) {
+        let hold_for = match kind {
+            Kind::LongPoll => request::longpoll_timeout(&state, sub.query.timeout.as_deref()).unwrap_or_default(),
+            _ => std::time::Duration::ZERO,
+        };
+        let asked = sub.query.client.as_deref();
+        match presence::poll_member(&state, &sub.channels, asked, &identity, kind, hold_for).await {
+            Ok(poller) => sub.poller = poller,
+            Err(e) => return e.into_response(),
+        }
+    }
     // A stream is in the presence of its channels that track it for as long as its body lasts
     // (a WebSocket session keeps its own; polls are not counted yet).
     let presence = if kind.is_streaming() {
@@ -179,6 +192,7 @@ pub(crate) async fn ws_bare(
         query,
         client,
         expires: expiry(&identity),
+        poller: None,
     };
     websocket::handle(state, sub, identity, req).await
 }

@@ -14,12 +14,12 @@ use crate::state::AppState;
 /// `"gap":true,"gaps":[…]` when any channel had a gap, and `"more":true` when the answer is a full
 /// batch and the client should ask again at once (docs/protocol.md "poll").
 pub(crate) fn encode_answer(events: &[Event], cursor: &str, more: bool) -> Bytes {
-    answer_pieces(events, cursor, more).concat().into()
+    answer_pieces(events, cursor, more, None).concat().into()
 }
 
 /// [`encode_answer`] in pieces: the messages' shared envelopes as they are, between the
 /// answer's own bytes.
-pub(crate) fn answer_pieces(events: &[Event], cursor: &str, more: bool) -> Vec<Bytes> {
+pub(crate) fn answer_pieces(events: &[Event], cursor: &str, more: bool, client: Option<&str>) -> Vec<Bytes> {
     let mut pieces = Vec::with_capacity(2 + events.len() * 2);
     pieces.push(Bytes::from_static(b"{\"messages\":["));
     let mut first = true;
@@ -65,23 +65,29 @@ pub(crate) fn answer_pieces(events: &[Event], cursor: &str, more: bool) -> Vec<B
     if more {
         out.extend_from_slice(b",\"more\":true");
     }
+    if let Some(client) = client {
+        // The poller's id in presence: sent back as `?client=` it stays the same member.
+        out.extend_from_slice(b",\"client\":");
+        write_json_str(&mut out, client);
+    }
     out.push(b'}');
     pieces.push(Bytes::from(out));
     pieces
 }
 
 /// Reads what is ready from `set` (at most `max`) and answers it.
-pub(crate) fn answer_ready(set: &mut SubscriptionSet, max: usize) -> Response {
+pub(crate) fn answer_ready(set: &mut SubscriptionSet, max: usize, client: Option<&str>) -> Response {
     let mut events = Vec::new();
     set.try_read(&mut events, max);
-    json_answer(&events, set, max)
+    json_answer(&events, set, max, client)
 }
 
-/// The JSON answer for `events` read from `set` (at most `max` were asked for).
-pub(crate) fn json_answer(events: &[Event], set: &SubscriptionSet, max: usize) -> Response {
+/// The JSON answer for `events` read from `set` (at most `max` were asked for), telling a
+/// poller in presence channels its `client` id.
+pub(crate) fn json_answer(events: &[Event], set: &SubscriptionSet, max: usize, client: Option<&str>) -> Response {
     // "more" when the batch is full by count, or was cut by `max_batch_bytes` with more to read.
     let more = events.len() >= max || set.members().iter().any(|m| m.has_unread());
-    let body = super::streaming::pieces_body(answer_pieces(events, &position_text(set), more));
+    let body = super::streaming::pieces_body(answer_pieces(events, &position_text(set), more, client));
     (
         [
             (http::header::CONTENT_TYPE, "application/json"),
@@ -98,7 +104,7 @@ pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response,
     let _forget = super::request::ForgetUnused(&state, &req.channels);
     let mut set = open(&state, &req).await?;
     let _guard = state.metrics.subscriber(crate::kind::Kind::Poll);
-    Ok(answer_ready(&mut set, state.config.max_batch))
+    Ok(answer_ready(&mut set, state.config.max_batch, req.poller.as_deref()))
 }
 
 #[cfg(test)]

@@ -159,6 +159,52 @@ pub(crate) async fn join_all(
     Ok(holds)
 }
 
+/// Keeps a poller (poll or long poll) in the presence of `channels` that track it for
+/// `presence_ttl_secs` (plus `hold_for`, a long poll's hold) after this request. A request
+/// without a good id (one given to this user in an earlier answer, and not expired) gets a new
+/// one and is not a member yet: a client becomes one when it sends its id back, so a one-off
+/// poll (a history fetch, curl) leaves no member behind. Returns the id to tell the poller, if
+/// any channel tracks presence.
+///
+/// # Errors
+/// As [`PresenceHold::join`].
+pub(crate) async fn poll_member(
+    state: &AppState,
+    channels: &[ChannelName],
+    asked: Option<&str>,
+    identity: &Identity,
+    kind: Kind,
+    hold_for: std::time::Duration,
+) -> Result<Option<Arc<str>>, ApiError> {
+    let config = state.auth.config();
+    if !channels.iter().any(|c| crate::auth::policy::presence(config, c)) {
+        return Ok(None);
+    }
+    let user: Arc<str> = Arc::from(identity.subject().unwrap_or(""));
+    let ttl = std::time::Duration::from_secs(state.config.presence_ttl_secs) + hold_for;
+    let Some(id) = asked.filter(|id| state.leases.owned_by(id, &user)) else {
+        let id = crate::client_id::next();
+        state.leases.issue(Arc::clone(&id), user, ttl);
+        return Ok(Some(id));
+    };
+    let mut client: Option<Arc<str>> = Some(Arc::from(id));
+    for channel in channels {
+        if let Some(id) = &client
+            && state.leases.renew(id, channel, ttl)
+        {
+            continue;
+        }
+        if let Some(hold) = PresenceHold::join(state, channel, &mut client, identity, kind).await?
+            && let Some(id) = &client
+        {
+            state
+                .leases
+                .insert(Arc::clone(id), Arc::clone(&user), channel.clone(), ttl, Box::new(hold));
+        }
+    }
+    Ok(client)
+}
+
 /// `400 presence_off` for a channel whose namespace does not track presence.
 pub(crate) fn presence_off(channel: &ChannelName) -> ApiError {
     ApiError::bad_request(

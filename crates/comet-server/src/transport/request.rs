@@ -21,6 +21,8 @@ pub(crate) struct SubQuery {
     pub(crate) callback: Option<String>,
     pub(crate) envelope: Option<String>,
     pub(crate) prelude: Option<String>,
+    /// A poller's client id, from an earlier answer (presence).
+    pub(crate) client: Option<String>,
 }
 
 impl SubQuery {
@@ -40,6 +42,8 @@ pub(crate) struct SubRequest {
     /// When the caller's credential stops being valid (`None`: it does not expire), taken
     /// when the request was checked: a stream ends then, a long poll is held no longer.
     pub(crate) expires: Option<tokio::time::Instant>,
+    /// A poller's client id in presence channels, told in the answer (`"client"`).
+    pub(crate) poller: Option<std::sync::Arc<str>>,
 }
 
 /// Splits and validates `a,b,c`: at least one, at most `max`, no repeats.
