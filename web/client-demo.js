@@ -76,6 +76,20 @@
     client = new Comet.Client(location.origin, transports ? { transports: transports } : {});
     inspector.attach(client);
     client.on('state', function (s) {
+      // Once connected (and subscribed: a moment later), the members of the chats as they are
+      // now; join and leave events keep them current.
+      if (s.state === 'open') {
+        var asked = client;
+        setTimeout(function () {
+          if (client !== asked) return;
+          panels.forEach(function (p) {
+            p.channels.forEach(function (c) {
+              if (!c.members) return;
+              client.presence(c.name).then(function (list) { c.members.set(list); }, function () {});
+            });
+          });
+        }, 500);
+      }
       panels.forEach(function (p) {
         p.kit.status(s.state, s.state + (s.transport ? ' · ' + s.transport : ''));
         p.kit.find('.transport').textContent = 'comet.js · ' + (s.transport || '–');
@@ -91,7 +105,9 @@
           },
           onGap: function (info) {
             p.kit.note('gap on ' + info.channel + ' (' + info.reason + '): some messages were missed');
-          }
+          },
+          onJoin: function (e) { if (c.members) c.members.join(e.client); },
+          onLeave: function (e) { if (c.members) c.members.leave(e.client); }
         }));
       });
     });
@@ -195,10 +211,16 @@
     }
   })();
 
+  // Who is online in a chat: the presence listing, then join and leave events (drawn as the
+  // raw panels draw theirs, demo.js).
+  var membersView = window.cometDemoMembersView;
+
   // A chat panel: the list is fed by a subscription, the form publishes with client.publish
   // (over the WebSocket when that is the open transport, else an HTTP POST).
   function chat(id, channel) {
-    var kit = panel(id, [{ name: channel, since: 'earliest', onMessage: add }]);
+    var sub = { name: channel, since: 'earliest', onMessage: add };
+    var kit = panel(id, [sub]);
+    sub.members = membersView(kit.find('.members'));
     var list = kit.find('.chat-list');
     var nick = kit.find('.nick-input');
     var input = kit.find('.chat-input');

@@ -67,6 +67,27 @@
     };
   }
 
+  // ---------------------------------------------------------------- who is online
+  // The demo namespace tracks presence (comet serve --demo): each chat panel lists the
+  // connections in its channel, from the presence listing and then join and leave events.
+  function membersView(line) {
+    var ids = new Set();
+    function render() {
+      line.textContent = '';
+      line.appendChild(el('b', null, String(ids.size)));
+      line.appendChild(document.createTextNode(' online'));
+      line.setAttribute('data-count', String(ids.size));
+    }
+    return {
+      set: function (clients) { ids = new Set(clients.map(function (c) { return c.client; })); render(); },
+      join: function (client) { ids.add(client); render(); },
+      leave: function (client) { ids.delete(client); render(); }
+    };
+  }
+
+  // The comet.js panels (client-demo.js) draw their member lists the same way.
+  window.cometDemoMembersView = membersView;
+
   // ---------------------------------------------------------------- shared chat rendering
   // Panels 3 and 4 differ only in transport; this draws the list and reads the form.
   // onSend(nick, text) returns true when the message went out (then the input is cleared).
@@ -242,6 +263,7 @@
 
   function chatByWebSocket() {
     var kit = panelKit('p-ws');
+    var members = membersView(kit.find('.members'));
     var ws = null;
     var lastId = null;
     var ref = 0;
@@ -273,8 +295,13 @@
         if (f.type === 'message' && f.channel === 'demo:chat') {
           view.add(f.id, f.data, f.time);
           lastId = f.id;
-        } else if (f.type === 'subscribed' && f.recovered === false) {
-          kit.note('gap: history no longer reached our last message');
+        } else if (f.type === 'subscribed') {
+          if (f.recovered === false) kit.note('gap: history no longer reached our last message');
+          ws.send(JSON.stringify({ type: 'presence', channel: 'demo:chat', ref: 'members' }));
+        } else if (f.type === 'presence' && f.channel === 'demo:chat') {
+          members.set(f.clients);
+        } else if ((f.type === 'join' || f.type === 'leave') && f.channel === 'demo:chat') {
+          members[f.type](f.client);
         } else if (f.type === 'error') {
           kit.note('error ' + f.code + ': ' + f.message);
         }
@@ -298,6 +325,7 @@
 
   function chatByXhrAndSSE() {
     var kit = panelKit('p-xhr-sse');
+    var members = membersView(kit.find('.members'));
     var lastId = null;
     var view = chatView(kit, function (nick, text) {
       var xhr = new XMLHttpRequest();
@@ -318,7 +346,21 @@
     function connect(url) {
       kit.status('connecting');
       var es = new EventSource(url);
-      es.onopen = function () { kit.status('open'); };
+      es.onopen = function () {
+        kit.status('open');
+        fetch('/channels/demo:chat2/presence', { cache: 'no-store' })
+          .then(function (r) { return r.json(); })
+          .then(function (p) { members.set(p.clients || []); })
+          .catch(function () {});
+      };
+      // Joins and leaves carry no id: the stream's last event ID stays the last message's.
+      ['join', 'leave'].forEach(function (kind) {
+        es.addEventListener('comet.' + kind, function (e) {
+          kit.wire('event: comet.' + kind + '\ndata: ' + e.data);
+          var p = parseJSON(e.data);
+          if (p && typeof p.client === 'string') members[kind](p.client);
+        });
+      });
       es.onmessage = function (e) {
         kit.wire('id: ' + e.lastEventId + '\ndata: ' + e.data);
         lastId = e.lastEventId;

@@ -56,6 +56,18 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(broker) = args.broker {
         config.broker = broker;
     }
+    // The demo's chats show who is online: on the embedded broker its namespace tracks presence,
+    // with join and leave events, unless the configuration has a table for it.
+    if config.demo && config.broker == "memory" {
+        config
+            .namespace
+            .entry("demo".to_owned())
+            .or_insert_with(|| comet_server::auth::NamespaceRules {
+                presence: Some(true),
+                join_leave: Some(true),
+                ..Default::default()
+            });
+    }
     config.validate()?;
 
     match comet_server::raise_fd_limit() {

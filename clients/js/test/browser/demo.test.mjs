@@ -21,6 +21,38 @@ after(async () => {
 
 const text = (page, sel) => page.locator(sel).first().textContent();
 
+// First: the other test moves its client through the polling transports, whose members stay
+// until presence_ttl_secs passes.
+test('the chats show who is online, and follow a second page coming and going', { timeout: 90000 }, async () => {
+  const chats = ['p-ws', 'p-xhr-sse', 'c-ws', 'c-xhr-sse'];
+  const counts = (page) =>
+    page.evaluate((ids) => ids.map((id) => document.querySelector(`#${id} .members`).getAttribute('data-count')), chats);
+  const open = async () => {
+    const context = await browser.newContext();
+    const { page, errors } = await openPage(context, comet.url + '/');
+    for (const id of chats) {
+      await waitIn(page, `${id} open`, (id) => document.querySelector(`#${id} .status`).getAttribute('data-state') === 'open', id);
+    }
+    return { context, page, errors };
+  };
+  // Each page is two connections in each chat channel: a raw panel's and the comet.js client's.
+  const every = (page, n) =>
+    waitIn(page, `${n} online in every chat`, ({ ids, n }) => ids.every((id) => document.querySelector(`#${id} .members`).getAttribute('data-count') === n), { ids: chats, n: String(n) });
+  const a = await open();
+  try {
+    await every(a.page, 2);
+    const b = await open();
+    await every(a.page, 4);
+    await every(b.page, 4);
+    await b.context.close();
+    await every(a.page, 2);
+    assert.deepEqual(await counts(a.page), ['2', '2', '2', '2']);
+    assert.deepEqual(a.errors, [], 'no console errors');
+  } finally {
+    await a.context.close();
+  }
+});
+
 test('the demo page is live on every panel, with no console error', { timeout: 120000 }, async () => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
   const { page, errors } = await openPage(context, comet.url + '/');
