@@ -511,3 +511,26 @@ async fn pollers_are_members_while_their_requests_keep_coming_with_their_client_
     assert_eq!(leave["user"], "");
     wait_entries(&server, "lobby:p", 1).await;
 }
+
+/// A subscription refused before it starts (a bad iframe callback) was never a member: no join
+/// or leave reaches the others.
+#[tokio::test]
+async fn a_refused_subscription_is_never_a_member() {
+    let server = start_server_with(join_leave_config()).await;
+    let mut watcher = ws_subscribed(&server, "/ws", "lobby:r").await;
+    let res = reqwest::get(server.url("/sub/lobby:r?transport=iframe&callback=1bad"))
+        .await
+        .unwrap();
+    expect_error(res, 400, "bad_callback", "a bad callback").await;
+    publish(&server, "lobby:r", "next").await;
+    let frame = ws::until(&mut watcher, "a frame", |f| f["type"] != "subscribed").await;
+    assert_eq!(
+        (frame["type"].as_str(), frame["data"].as_str()),
+        (Some("message"), Some("next")),
+        "{frame}"
+    );
+    assert_eq!(
+        presence(&server, "lobby:r").await["clients"].as_array().unwrap().len(),
+        1
+    );
+}

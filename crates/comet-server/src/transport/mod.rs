@@ -78,6 +78,10 @@ pub(crate) async fn subscribe(
         let channels = parse_channels(&list, state.config.max_channels_per_connection)?;
         identity.authorize_all(state.auth.config(), &channels, false)?;
         let kind = choose(req.method(), req.headers(), query.transport.as_deref())?;
+        // Checked before the subscription joins presence: a refused request was never a member.
+        if kind == Kind::Iframe {
+            iframe::validate_callback(query.callback.as_deref().unwrap_or("comet"))?;
+        }
         let cursor = cursor_text(req.headers(), &query)?;
         let since = Position::resolve_at_most(cursor, &channels, state.config.max_channels_per_connection)?;
         let client = crate::limits::client_ip(req.extensions());

@@ -209,8 +209,20 @@ impl Session {
             ));
         }
         self.state.limits.subscribe(self.client)?;
+        // Joined first, so the session does not get its own join.
         self.join_presence(&channel).await?;
-        let sub = self.state.broker.subscribe(channel, since[0]).await?;
+        let sub = match self.state.broker.subscribe(channel.clone(), since[0]).await {
+            Ok(sub) => sub,
+            Err(e) => {
+                // Not subscribed: not a member either (unless it was subscribed before).
+                if !self.set.contains(&channel)
+                    && let Some(presence) = &mut self.presence
+                {
+                    presence.holds.retain(|hold| hold.channel() != &channel);
+                }
+                return Err(e.into());
+            }
+        };
         self.add(sub);
         Ok(())
     }
