@@ -51,7 +51,8 @@ pub enum BrokerError {
 pub struct ChannelInfo {
     /// The channel.
     pub channel: ChannelName,
-    /// Subscribers on this node.
+    /// Subscribers: on every node, for a broker shared by several (Redis: this node's now, the
+    /// others' as they last reported them, at most a second old).
     pub subscribers: usize,
     /// The newest message's cursor, if any was published in the current epoch.
     pub last: Option<Cursor>,
@@ -59,8 +60,26 @@ pub struct ChannelInfo {
     pub history_len: usize,
 }
 
-/// Short-lived, single-use values every node of a cluster can read (the `/tickets` tickets): set
-/// on one node, taken (read and removed at once) on any.
+/// A presence transition a broker made on its own, not as the answer to a join or a leave it
+/// was asked for: an entry of a node that died (not renewed within the presence TTL) removed,
+/// or a node's entry added again after the store lost it. Exactly one node sees each.
+#[derive(Debug, Clone)]
+pub struct PresenceChange {
+    /// The channel.
+    pub channel: ChannelName,
+    /// Who joined or left.
+    pub entry: PresenceEntry,
+    /// Joined (`true`) or left.
+    pub joined: bool,
+    /// What it changed (a channel or a user's first or last connection, for the webhooks).
+    pub transition: Transition,
+}
+
+/// Where a broker reports its [`PresenceChange`]s (the server's occupancy webhooks).
+pub type PresenceSink = Arc<dyn Fn(PresenceChange) + Send + Sync>;
+
+/// Short-lived values every node of a cluster can read: the `/tickets` tickets, set on one node
+/// and taken (read and removed at once) on any; the client ids given to pollers, set and read.
 pub trait SharedStore: Send + Sync + fmt::Debug {
     /// Stores `value` under `key` for `ttl` (rounded up to whole seconds), unless `key` exists.
     ///
@@ -73,6 +92,19 @@ pub trait SharedStore: Send + Sync + fmt::Debug {
     /// # Errors
     /// [`BrokerError::Unavailable`] when the store is down.
     fn take(&self, key: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, BrokerError>>;
+
+    /// Stores `value` under `key` for `ttl` (rounded up to whole seconds), replacing what was
+    /// there and its time to live.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the store is down.
+    fn set(&self, key: &str, value: Vec<u8>, ttl: std::time::Duration) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// The value of `key`, if it is there and not expired.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the store is down.
+    fn get(&self, key: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, BrokerError>>;
 }
 
 /// A message store plus fan-out (docs/protocol.md "Delivery"). The in-memory [`MemoryBroker`](crate::MemoryBroker)
@@ -163,6 +195,13 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     fn presence(&self, channel: &ChannelName) -> BoxFuture<'_, Result<Vec<PresenceEntry>, BrokerError>> {
         let _ = channel;
         Box::pin(std::future::ready(Err(BrokerError::Unsupported("presence"))))
+    }
+
+    /// Reports to `sink` the presence transitions this broker makes on its own (see
+    /// [`PresenceChange`]); a later call replaces the sink. A broker of one node makes none, and
+    /// by default the sink is dropped.
+    fn on_presence_change(&self, sink: PresenceSink) {
+        let _ = sink;
     }
 
     /// Whether the broker can serve (its store is reachable). Backs `GET /readyz`.

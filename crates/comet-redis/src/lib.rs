@@ -20,6 +20,7 @@
 
 mod link;
 pub use link::redacted_url;
+mod presence;
 mod reader;
 mod scripts;
 
@@ -29,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use comet_core::{
     BoxFuture, Broker, BrokerError, BrokerStats, ChannelInfo, ChannelName, ChannelSubscription, Cursor, Hub, HubConfig,
-    Idempotency, Message, Publish, Published, SharedStore, Since, TOMBSTONE_TTL, now_millis,
+    Idempotency, Message, PresenceEntry, PresenceSink, Publish, Published, SharedStore, Since, TOMBSTONE_TTL,
+    Transition, now_millis,
 };
 use redis::RedisError;
 use redis::aio::ConnectionManager;
@@ -60,6 +62,11 @@ pub struct RedisConfig {
     /// How often the pub/sub connection is sent a `PING`; one unanswered within 2 s marks the
     /// link down (`/readyz` fails) and replaces the connection. Defaults to 1 second.
     pub pubsub_ping_interval: Duration,
+    /// How long a presence entry lives in Redis without being renewed by its node (each node
+    /// renews its own every third of it), and how long a node's subscriber count is believed:
+    /// the entries and counts of a node that died go within it. At least 1 second. Defaults
+    /// to 30 seconds (`presence_ttl_secs`).
+    pub presence_ttl: Duration,
 }
 
 impl RedisConfig {
@@ -72,6 +79,7 @@ impl RedisConfig {
             idle_unsubscribe: Duration::from_secs(5),
             publish_retry: Duration::from_secs(5),
             pubsub_ping_interval: Duration::from_secs(1),
+            presence_ttl: Duration::from_secs(30),
         }
     }
 
@@ -109,6 +117,11 @@ impl Keys {
     /// The key that remembers a publish's idempotency key (same hash slot as the channel).
     fn idempotency(prefix: &str, channel: &ChannelName, key: &str) -> String {
         format!("{prefix}:{{{channel}}}:k:{key}")
+    }
+
+    /// The hash of every node's subscriber count of the channel: node → `<count> <deadline ms>`.
+    pub(crate) fn counts(prefix: &str, channel: &ChannelName) -> String {
+        format!("{prefix}:{{{channel}}}:n")
     }
 }
 
@@ -157,6 +170,9 @@ pub(crate) struct Shared {
     pub(crate) durable: AtomicBool,
     /// The broker follows a master that Sentinel names.
     pub(crate) sentinel: bool,
+    /// This broker's id among the nodes: 16 random hex digits, drawn at connection. Names its
+    /// subscriber counts (`Keys::counts`) and the presence notices it publishes.
+    pub(crate) node: String,
 }
 
 impl Shared {
@@ -182,6 +198,7 @@ pub struct RedisBroker {
     requests: mpsc::Sender<Request>,
     publish: redis::Script,
     shared: Arc<Shared>,
+    presence: Arc<presence::RedisPresence>,
     config: RedisConfig,
 }
 
@@ -213,10 +230,12 @@ impl RedisBroker {
             .await
             .map_err(|e| unavailable(&e))?;
         let pubsub_source = Source::open(&config.url, true).map_err(|e| unavailable(&e))?;
-        let shared = Arc::new(Shared::default());
-        shared
-            .durable
-            .store(read_durable(&mut data.get()).await, Ordering::Relaxed);
+        let shared = Arc::new(Shared {
+            sentinel: config.url.starts_with("redis+sentinel://"),
+            node: format!("{:016x}", rand::random::<u64>()),
+            ..Shared::default()
+        });
+        shared.store_durable(read_durable(&mut data.get()).await);
         let hub = Arc::new(Hub::new(config.hub.clone()));
         let (requests, request_rx) = mpsc::channel(1024);
         let reader = reader::Reader::connect(
@@ -229,8 +248,20 @@ impl RedisBroker {
         .await
         .map_err(|e| unavailable(&e))?;
         tokio::spawn(reader.run(request_rx));
+        let presence = Arc::new(presence::RedisPresence::new(
+            &config.prefix,
+            &shared.node,
+            config.presence_ttl,
+            Arc::clone(&hub),
+            data.clone(),
+        ));
+        tokio::spawn(presence::maintain_every_third(
+            Arc::downgrade(&presence),
+            config.presence_ttl,
+        ));
         Ok(Self {
             hub,
+            presence,
             data,
             requests,
             publish: redis::Script::new(&scripts::publish()),
@@ -316,9 +347,11 @@ impl RedisBroker {
     async fn info_now(&self, channel: ChannelName) -> Result<ChannelInfo, BrokerError> {
         let keys = Keys::new(&self.config.prefix, &channel);
         let mut con = self.data.get();
-        let ((epoch, offset), len): ((Option<String>, Option<u64>), usize) = redis::pipe()
+        type Meta = (Option<String>, Option<u64>);
+        let ((epoch, offset), len, counts): (Meta, usize, Vec<(String, String)>) = redis::pipe()
             .hmget(&keys.meta, &["e", "o"])
             .xlen(&keys.stream)
+            .hgetall(Keys::counts(&self.config.prefix, &channel))
             .query_async(&mut con)
             .await
             .map_err(|e| self.data.failed(&e))?;
@@ -326,12 +359,39 @@ impl RedisBroker {
             (Some(e), Some(o)) if o > 0 => Some(Cursor::new(e, o)),
             _ => None,
         };
+        // This node's count now, the others' as they last wrote them (and not expired).
+        let now = now_millis();
+        let others: usize = counts
+            .iter()
+            .filter(|(node, _)| *node != self.shared.node)
+            .filter_map(|(_, value)| {
+                let (count, deadline) = value.split_once(' ')?;
+                (deadline.parse::<u64>().ok()? > now).then(|| count.parse::<usize>().ok())?
+            })
+            .sum();
         Ok(ChannelInfo {
-            subscribers: self.hub.subscribers(&channel),
+            subscribers: self.hub.subscribers(&channel) + others,
             channel,
             last,
             history_len: len,
         })
+    }
+}
+
+impl RedisBroker {
+    /// `SET name value EX ttl [NX]`.
+    async fn store(&self, name: String, value: Vec<u8>, ttl: Duration, only_new: bool) -> Result<(), BrokerError> {
+        let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&name).arg(value).arg("EX").arg(secs.max(1));
+        if only_new {
+            cmd.arg("NX");
+        }
+        let mut con = self.data.get();
+        cmd.query_async::<Option<String>>(&mut con)
+            .await
+            .map(drop)
+            .map_err(|e| self.data.failed(&e))
     }
 }
 
@@ -388,6 +448,37 @@ impl Broker for RedisBroker {
         self.hub.holds(channel)
     }
 
+    fn presence_join(
+        &self,
+        channel: &ChannelName,
+        entry: PresenceEntry,
+        announce: bool,
+    ) -> BoxFuture<'_, Result<Transition, BrokerError>> {
+        let channel = channel.clone();
+        Box::pin(async move { self.presence.join(&channel, entry, announce).await })
+    }
+
+    fn presence_leave(
+        &self,
+        channel: &ChannelName,
+        client: &str,
+        announce: bool,
+    ) -> BoxFuture<'_, Result<Option<(PresenceEntry, Transition)>, BrokerError>> {
+        // Whether the leave is announced was stored with the entry (its join's `announce`).
+        let _ = announce;
+        let (channel, client) = (channel.clone(), client.to_owned());
+        Box::pin(async move { self.presence.leave(&channel, &client).await })
+    }
+
+    fn presence(&self, channel: &ChannelName) -> BoxFuture<'_, Result<Vec<PresenceEntry>, BrokerError>> {
+        let channel = channel.clone();
+        Box::pin(async move { self.presence.members(&channel).await })
+    }
+
+    fn on_presence_change(&self, sink: PresenceSink) {
+        self.presence.set_sink(sink);
+    }
+
     /// Both links answer: the command connection a `PING` within 1 s, and the pub/sub
     /// connection its last periodic `PING` (so a silently dead pub/sub link is not ready).
     fn ready(&self) -> BoxFuture<'_, bool> {
@@ -421,22 +512,25 @@ impl Broker for RedisBroker {
     }
 }
 
-/// Keys `<prefix>:t:<key>`: `SET … EX … NX` to put, `GETDEL` (Redis 6.2) to take.
+/// Keys `<prefix>:t:<key>`: `SET … EX … NX` to put, `SET … EX` to set, `GET` to get, `GETDEL`
+/// (Redis 6.2) to take.
 impl SharedStore for RedisBroker {
     fn put(&self, key: &str, value: Vec<u8>, ttl: Duration) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(self.store(format!("{}:t:{key}", self.config.prefix), value, ttl, true))
+    }
+
+    fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(self.store(format!("{}:t:{key}", self.config.prefix), value, ttl, false))
+    }
+
+    fn get(&self, key: &str) -> BoxFuture<'_, Result<Option<Vec<u8>>, BrokerError>> {
         let name = format!("{}:t:{key}", self.config.prefix);
-        let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
         Box::pin(async move {
             let mut con = self.data.get();
-            redis::cmd("SET")
+            redis::cmd("GET")
                 .arg(&name)
-                .arg(value)
-                .arg("EX")
-                .arg(secs.max(1))
-                .arg("NX")
-                .query_async::<Option<String>>(&mut con)
+                .query_async::<Option<Vec<u8>>>(&mut con)
                 .await
-                .map(drop)
                 .map_err(|e| self.data.failed(&e))
         })
     }

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use comet_core::{Append, BrokerError, ChannelName, Cursor, EventName, Hub, Message, Since};
+use comet_core::{
+    Append, BrokerError, ChannelName, Cursor, EventName, Hub, Message, PresenceEntry, PresenceNotice, Since,
+};
 use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, RedisError, Value};
 use tokio::sync::mpsc;
@@ -25,7 +27,13 @@ use crate::{Keys, RedisConfig, Request, Shared, new_epoch, read_durable, scripts
 #[derive(Debug)]
 struct Subscribed {
     idle_since: Option<Instant>,
+    /// The local subscriber count last written to Redis (`Keys::counts`), and when.
+    count_written: usize,
+    written_at: Option<Instant>,
 }
+
+/// How often changed subscriber counts are written to Redis.
+const COUNTS_EVERY: Duration = Duration::from_secs(1);
 
 /// How often `appendonly`/`appendfsync` are read again.
 const DURABLE_EVERY: Duration = Duration::from_secs(5);
@@ -47,6 +55,7 @@ pub(crate) struct Reader {
     needs_resubscribe: bool,
     last_ping: Instant,
     last_durable: Instant,
+    last_counts: Instant,
 }
 
 async fn pubsub_connect(source: &Source) -> Result<(ConnectionManager, mpsc::UnboundedReceiver<PushInfo>), RedisError> {
@@ -85,6 +94,7 @@ impl Reader {
             needs_resubscribe: false,
             last_ping: Instant::now(),
             last_durable: Instant::now(),
+            last_counts: Instant::now(),
         })
     }
 
@@ -124,7 +134,56 @@ impl Reader {
         if self.needs_resync && !self.needs_resubscribe {
             self.resync_all().await;
         }
+        if now.duration_since(self.last_counts) >= COUNTS_EVERY {
+            self.last_counts = now;
+            self.write_counts().await;
+        }
         self.reap().await;
+    }
+
+    /// Writes this node's subscriber count of each channel that changed (or is due to be
+    /// renewed, every third of `presence_ttl`) to `Keys::counts`, where `GET /channels/{channel}`
+    /// on every node reads it. Each count carries a deadline: a dead node's stop counting.
+    async fn write_counts(&mut self) {
+        let now = Instant::now();
+        let ttl = self.config.presence_ttl.max(Duration::from_secs(1));
+        let deadline = comet_core::now_millis() + ttl.as_millis() as u64;
+        let node = self.shared.node.as_str();
+        let mut pipe = redis::pipe();
+        let mut written = 0;
+        for (channel, sub) in &mut self.channels {
+            let count = self.hub.subscribers(channel);
+            let due = sub.written_at.is_none_or(|at| now.duration_since(at) >= ttl / 3);
+            if count == sub.count_written && (count == 0 || !due) {
+                continue;
+            }
+            let key = Keys::counts(&self.config.prefix, channel);
+            if count == 0 {
+                pipe.hdel(&key, node).ignore();
+            } else {
+                pipe.hset(&key, node, format!("{count} {deadline}"))
+                    .ignore()
+                    .pexpire(&key, (ttl * 3).as_millis() as i64)
+                    .ignore();
+            }
+            sub.count_written = count;
+            sub.written_at = Some(now);
+            written += 1;
+        }
+        if written == 0 {
+            return;
+        }
+        let mut con = self.data.get();
+        if let Err(e) = tokio::time::timeout(RESPONSE_TIMEOUT, pipe.query_async::<()>(&mut con))
+            .await
+            .unwrap_or_else(|_| Err(RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))))
+        {
+            self.data.note(&e);
+            tracing::debug!(error = %e, "subscriber counts not written; trying again");
+            for sub in self.channels.values_mut() {
+                sub.count_written = usize::MAX; // written again next time
+            }
+        }
     }
 
     /// PINGs the pub/sub connection with a deadline. No answer: the link is down (`/readyz`
@@ -228,7 +287,14 @@ impl Reader {
             let _ = self.pubsub.unsubscribe(&keys.notify).await;
             return Err(e);
         }
-        self.channels.insert(channel.clone(), Subscribed { idle_since: None });
+        self.channels.insert(
+            channel.clone(),
+            Subscribed {
+                idle_since: None,
+                count_written: 0,
+                written_at: None,
+            },
+        );
         Ok(false)
     }
 
@@ -317,6 +383,13 @@ impl Reader {
     async fn on_push(&mut self, push: PushInfo) {
         match push.kind {
             PushKind::Message => {
+                if let Some((channel, mine, joined, entry)) = self.parse_presence_notice(&push.data) {
+                    // The notices of this node's scripts were pushed when they ran.
+                    if !mine {
+                        self.hub.announce(PresenceNotice { joined, channel, entry });
+                    }
+                    return;
+                }
                 let Some((channel, msg)) = self.parse_notification(&push.data) else {
                     tracing::warn!(?push, "ignoring a malformed notification");
                     return;
@@ -356,7 +429,8 @@ impl Reader {
         }
     }
 
-    fn parse_notification(&self, data: &[Value]) -> Option<(ChannelName, Message)> {
+    /// The channel of a notification's pub/sub channel name, and its payload.
+    fn notification<'a>(&self, data: &'a [Value]) -> Option<(ChannelName, &'a [u8])> {
         let [Value::BulkString(name), Value::BulkString(payload)] = data else {
             return None;
         };
@@ -365,7 +439,19 @@ impl Reader {
             .strip_prefix(&self.config.prefix)?
             .strip_prefix(":{")?
             .strip_suffix('}')?;
-        let channel = ChannelName::new(channel).ok()?;
+        Some((ChannelName::new(channel).ok()?, payload))
+    }
+
+    /// A presence notice (`!j <node> <entry>`, `!l <node> <entry>`: crate::presence): its
+    /// channel, whether this node published it, joined, and the entry.
+    fn parse_presence_notice(&self, data: &[Value]) -> Option<(ChannelName, bool, bool, PresenceEntry)> {
+        let (channel, payload) = self.notification(data)?;
+        let (node, joined, entry) = crate::presence::parse_notice(payload)?;
+        Some((channel, node == self.shared.node.as_bytes(), joined, entry))
+    }
+
+    fn parse_notification(&self, data: &[Value]) -> Option<(ChannelName, Message)> {
+        let (channel, payload) = self.notification(data)?;
         let newline = payload.iter().position(|&b| b == b'\n')?;
         let header = std::str::from_utf8(&payload[..newline]).ok()?;
         let mut parts = header.splitn(4, ' ');
@@ -434,7 +520,14 @@ impl Reader {
         }
         for channel in idle {
             if self.hub.remove_if_unsubscribed(&channel) {
-                self.channels.remove(&channel);
+                let counted = self.channels.remove(&channel).is_some_and(|sub| sub.count_written != 0);
+                if counted {
+                    let key = Keys::counts(&self.config.prefix, &channel);
+                    let forget = redis::cmd("HDEL").arg(&key).arg(&self.shared.node).to_owned();
+                    if let Err(e) = forget.query_async::<()>(&mut self.data.get()).await {
+                        tracing::debug!(%channel, error = %e, "count not removed; it expires");
+                    }
+                }
                 let keys = Keys::new(&self.config.prefix, &channel);
                 if let Err(e) = self.pubsub.unsubscribe(&keys.notify).await {
                     tracing::debug!(%channel, error = %e, "unsubscribe failed");

@@ -43,10 +43,19 @@ impl AppState {
     pub fn new(broker: Arc<dyn Broker>, config: Config) -> Self {
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(Metrics::new(Arc::clone(&broker)));
+        let webhooks = Arc::new(Webhooks::new(config.webhooks(), Arc::clone(&metrics)));
+        // Transitions the broker makes on its own (a dead node's members removed) are webhooks
+        // too. Weak: the webhooks' metrics hold the broker.
+        let weak = Arc::downgrade(&webhooks);
+        broker.on_presence_change(Arc::new(move |change: comet_core::PresenceChange| {
+            if let Some(webhooks) = weak.upgrade() {
+                webhooks.presence(&change.channel, &change.entry.user, change.joined, change.transition);
+            }
+        }));
         Self {
             limits: Arc::new(Limits::new(&config.limits(), Arc::clone(&metrics))),
             auth: Auth::new(config.auth()),
-            webhooks: Arc::new(Webhooks::new(config.webhooks(), Arc::clone(&metrics))),
+            webhooks,
             leases: Arc::default(),
             metrics,
             broker,

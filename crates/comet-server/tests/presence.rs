@@ -9,8 +9,9 @@ use std::time::Duration;
 use comet_server::Config;
 use comet_server::auth::NamespaceRules;
 use comet_test_support::jwt::{SECRET, hs256};
-use comet_test_support::ws::{self, Ws};
-use comet_test_support::{BodyReader, SOON, TestServer, expect_error, recv_timeout, start_server_with, unlimited};
+use comet_test_support::presence::{notices, presence, stream, wait_entries, who, ws_subscribed};
+use comet_test_support::ws;
+use comet_test_support::{SOON, TestServer, expect_error, recv_timeout, start_server_with, unlimited};
 use serde_json::{Value, json};
 
 /// Tokens verified; `room:` tracks presence and is open to anonymous subscribers; `vault:`
@@ -42,78 +43,16 @@ fn token(sub: &str, info: Option<Value>) -> String {
     hs256(SECRET, &json!({"sub": sub, "exp": exp, "comet": comet}))
 }
 
-async fn presence(server: &TestServer, channel: &str) -> Value {
-    let res = recv_timeout(SOON, reqwest::get(server.url(&format!("/channels/{channel}/presence"))))
-        .await
-        .expect("presence request");
-    assert_eq!(res.status(), 200, "presence of {channel}");
-    res.json().await.expect("presence JSON")
-}
-
-/// `(user, transport)` of each entry, sorted.
-fn who(presence: &Value) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = presence["clients"]
-        .as_array()
-        .expect("clients")
-        .iter()
-        .map(|c| {
-            (
-                c["user"].as_str().unwrap().to_owned(),
-                c["transport"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// Waits (bounded) until `channel`'s presence has `n` entries.
-async fn wait_entries(server: &TestServer, channel: &str, n: usize) -> Value {
-    let deadline = tokio::time::Instant::now() + SOON;
-    loop {
-        let now = presence(server, channel).await;
-        if now["clients"].as_array().map(Vec::len) == Some(n) {
-            return now;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{channel} never had {n} entries: {now}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A streaming subscriber of `path`, read until its first bytes.
-async fn stream(server: &TestServer, path: &str, bearer: Option<&str>) -> BodyReader {
-    let mut req = reqwest::Client::new().get(server.url(path));
-    if let Some(bearer) = bearer {
-        req = req.bearer_auth(bearer);
-    }
-    let res = recv_timeout(SOON, req.send()).await.expect("subscribe");
-    assert_eq!(res.status(), 200, "{path}");
-    let mut reader = BodyReader::new(res);
-    reader.until("the first bytes", |buf| !buf.is_empty()).await;
-    reader
-}
-
-async fn ws_subscribed(server: &TestServer, path: &str, channel: &str) -> Ws {
-    let mut socket = ws::connect(&server.ws_url(path)).await;
-    ws::send_json(&mut socket, &json!({"type": "subscribe", "channel": channel})).await;
-    let frame = ws::until(&mut socket, "subscribed", |f| f["type"] == "subscribed").await;
-    assert_eq!(frame["channel"], channel);
-    socket
-}
-
 #[tokio::test]
 async fn every_connected_client_is_listed_with_its_user_info_and_transport_until_it_goes() {
     let server = start_server_with(config()).await;
     let alice = token("alice", Some(json!({"name": "Alice", "avatar": 7})));
-    let sse = stream(&server, "/sub/room:1?transport=sse", Some(&alice)).await;
-    let ndjson = stream(&server, "/sub/room:1?transport=stream&prelude=1", None).await;
-    let iframe = stream(&server, "/sub/room:1?transport=iframe", None).await;
+    let sse = stream(server.addr, "/sub/room:1?transport=sse", Some(&alice)).await;
+    let ndjson = stream(server.addr, "/sub/room:1?transport=stream&prelude=1", None).await;
+    let iframe = stream(server.addr, "/sub/room:1?transport=iframe", None).await;
     let bob = token("bob", None);
-    let mut socket = ws_subscribed(&server, &format!("/ws?token={bob}"), "room:1").await;
-    let listed = presence(&server, "room:1").await;
+    let mut socket = ws_subscribed(server.addr, &format!("/ws?token={bob}"), "room:1").await;
+    let listed = presence(server.addr, "room:1").await;
     assert_eq!(listed["channel"], "room:1");
     assert_eq!(
         who(&listed),
@@ -164,17 +103,17 @@ async fn every_connected_client_is_listed_with_its_user_info_and_transport_until
 
     // Gone with their connections: a stream's body dropped, a WebSocket unsubscribed.
     drop(sse);
-    let listed = wait_entries(&server, "room:1", 3).await;
+    let listed = wait_entries(server.addr, "room:1", 3).await;
     assert!(!who(&listed).contains(&("alice".into(), "sse".into())));
     ws::send_json(&mut socket, &json!({"type": "unsubscribe", "channel": "room:1"})).await;
     ws::until(&mut socket, "unsubscribed", |f| f["type"] == "unsubscribed").await;
-    let listed = wait_entries(&server, "room:1", 2).await;
+    let listed = wait_entries(server.addr, "room:1", 2).await;
     assert_eq!(
         who(&listed),
         [("".into(), "iframe".into()), ("".into(), "stream".into())]
     );
     drop((ndjson, iframe));
-    wait_entries(&server, "room:1", 0).await;
+    wait_entries(server.addr, "room:1", 0).await;
     drop(socket);
 }
 
@@ -182,7 +121,7 @@ async fn every_connected_client_is_listed_with_its_user_info_and_transport_until
 async fn a_websocket_that_authenticates_is_listed_as_its_new_user_and_leaves_when_closed() {
     let server = start_server_with(config()).await;
     let mut socket = ws::connect(&server.ws_url("/sub/room:2")).await;
-    let listed = wait_entries(&server, "room:2", 1).await;
+    let listed = wait_entries(server.addr, "room:2", 1).await;
     assert_eq!(
         who(&listed),
         [("".into(), "ws".into())],
@@ -191,11 +130,11 @@ async fn a_websocket_that_authenticates_is_listed_as_its_new_user_and_leaves_whe
     let carol = token("carol", Some(json!({"name": "Carol"})));
     ws::send_json(&mut socket, &json!({"type": "auth", "token": carol})).await;
     ws::until(&mut socket, "authenticated", |f| f["type"] == "authenticated").await;
-    let listed = presence(&server, "room:2").await;
+    let listed = presence(server.addr, "room:2").await;
     assert_eq!(who(&listed), [("carol".into(), "ws".into())]);
     assert_eq!(listed["clients"][0]["info"], json!({"name": "Carol"}));
     drop(socket);
-    wait_entries(&server, "room:2", 0).await;
+    wait_entries(server.addr, "room:2", 0).await;
 }
 
 #[tokio::test]
@@ -262,30 +201,26 @@ async fn a_token_whose_info_is_over_1_kib_or_not_an_object_is_refused() {
     }
     // Nothing else broke: a good token still subscribes, and is listed.
     let good = token("erin", Some(json!({"bio": "x".repeat(900)})));
-    let _sse = stream(&server, "/sub/room:3?transport=sse", Some(&good)).await;
-    let listed = presence(&server, "room:3").await;
+    let _sse = stream(server.addr, "/sub/room:3?transport=sse", Some(&good)).await;
+    let listed = presence(server.addr, "room:3").await;
     assert_eq!(who(&listed), [("erin".into(), "sse".into())]);
 }
 
+/// Presence is shared through Redis (comet-redis tests/presence.rs), so a Redis broker takes
+/// it as the memory broker does.
 #[test]
-fn presence_with_a_redis_broker_is_refused_until_it_is_shared() {
-    let env = [
-        ("COMET_BROKER".to_owned(), "redis://127.0.0.1:6379".to_owned()),
-        (
-            "COMET_NAMESPACE".to_owned(),
-            "{ room = { presence = true } }".to_owned(),
-        ),
-    ];
-    let err = Config::load(None, env).unwrap_err().to_string();
-    assert!(
-        err.contains("namespace \"room\": presence needs broker = \"memory\""),
-        "{err}"
-    );
-    let memory = [(
-        "COMET_NAMESPACE".to_owned(),
-        "{ room = { presence = true } }".to_owned(),
-    )];
-    assert!(Config::load(None, memory).is_ok());
+fn presence_is_configured_the_same_with_either_broker() {
+    for broker in ["memory", "redis://127.0.0.1:6379"] {
+        let env = [
+            ("COMET_BROKER".to_owned(), broker.to_owned()),
+            (
+                "COMET_NAMESPACE".to_owned(),
+                "{ room = { presence = true, join_leave = true } }".to_owned(),
+            ),
+        ];
+        let config = Config::load(None, env).unwrap_or_else(|e| panic!("{broker}: {e}"));
+        assert_eq!(config.namespace["room"].presence, Some(true));
+    }
 }
 
 /// `lobby:` tracks presence and pushes joins and leaves.
@@ -314,37 +249,23 @@ async fn publish(server: &TestServer, channel: &str, data: &str) {
     assert_eq!(res.status(), 201);
 }
 
-/// The typed presence objects (`{"type":"join"|"leave",…}`) among `values`.
-fn notices(values: &[Value]) -> Vec<(String, String)> {
-    values
-        .iter()
-        .filter(|v| v["type"] == "join" || v["type"] == "leave")
-        .map(|v| {
-            (
-                v["type"].as_str().unwrap().to_owned(),
-                v["user"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn joins_and_leaves_reach_every_transport_once_and_are_not_history() {
     let server = start_server_with(join_leave_config()).await;
-    let mut sse = stream(&server, "/sub/lobby:1?transport=sse", None).await;
-    let mut ndjson = stream(&server, "/sub/lobby:1?transport=stream&prelude=1", None).await;
-    let mut iframe = stream(&server, "/sub/lobby:1?transport=iframe", None).await;
-    let mut watcher = ws_subscribed(&server, "/ws", "lobby:1").await;
+    let mut sse = stream(server.addr, "/sub/lobby:1?transport=sse", None).await;
+    let mut ndjson = stream(server.addr, "/sub/lobby:1?transport=stream&prelude=1", None).await;
+    let mut iframe = stream(server.addr, "/sub/lobby:1?transport=iframe", None).await;
+    let mut watcher = ws_subscribed(server.addr, "/ws", "lobby:1").await;
     let long_poll = {
         let url = server.url("/sub/lobby:1?transport=longpoll&timeout=20");
         tokio::spawn(async move { reqwest::get(url).await.unwrap().json::<Value>().await.unwrap() })
     };
     // The long poll is no member: it has not sent a client id back.
-    wait_entries(&server, "lobby:1", 4).await;
+    wait_entries(server.addr, "lobby:1", 4).await;
 
     // Alice joins over WebSocket, then leaves; a message follows, so every reader has seen all.
     let alice = token("alice", Some(json!({"name": "Alice"})));
-    let socket = ws_subscribed(&server, &format!("/ws?token={alice}"), "lobby:1").await;
+    let socket = ws_subscribed(server.addr, &format!("/ws?token={alice}"), "lobby:1").await;
     let join = ws::until(&mut watcher, "alice's join", |f| {
         f["type"] == "join" && f["user"] == "alice"
     })
@@ -459,7 +380,7 @@ async fn pollers_are_members_while_their_requests_keep_coming_with_their_client_
     let mut config = join_leave_config();
     config.presence_ttl_secs = 1;
     let server = start_server_with(config).await;
-    let mut watcher = ws_subscribed(&server, "/ws", "lobby:p").await;
+    let mut watcher = ws_subscribed(server.addr, "/ws", "lobby:p").await;
     // The first answer gives an id; the poller is a member once it sends it back (so a one-off
     // poll, a history fetch, leaves no member behind).
     let first = poll(&server, "/sub/lobby:p?transport=poll").await;
@@ -468,14 +389,17 @@ async fn pollers_are_members_while_their_requests_keep_coming_with_their_client_
         .expect("a client id in presence channels")
         .to_owned();
     assert_eq!(
-        presence(&server, "lobby:p").await["clients"].as_array().unwrap().len(),
+        presence(server.addr, "lobby:p").await["clients"]
+            .as_array()
+            .unwrap()
+            .len(),
         1
     );
     let second = poll(&server, &format!("/sub/lobby:p?transport=poll&client={client}")).await;
     assert_eq!(second["client"], client.as_str());
     let join = ws::until(&mut watcher, "the poller's join", |f| f["type"] == "join").await;
     assert_eq!(join["client"], client.as_str());
-    let listed = presence(&server, "lobby:p").await;
+    let listed = presence(server.addr, "lobby:p").await;
     assert_eq!(who(&listed), [("".into(), "poll".into()), ("".into(), "ws".into())]);
 
     // Coming back with its id keeps it the same member; without, it is another one.
@@ -485,14 +409,20 @@ async fn pollers_are_members_while_their_requests_keep_coming_with_their_client_
         assert_eq!(again["client"], client.as_str());
     }
     assert_eq!(
-        presence(&server, "lobby:p").await["clients"].as_array().unwrap().len(),
+        presence(server.addr, "lobby:p").await["clients"]
+            .as_array()
+            .unwrap()
+            .len(),
         2
     );
     let other = poll(&server, "/sub/lobby:p?transport=poll&client=made-up-7").await;
     assert_ne!(other["client"], client.as_str(), "an id it was not given is not taken");
     assert_ne!(other["client"], "made-up-7");
     assert_eq!(
-        presence(&server, "lobby:p").await["clients"].as_array().unwrap().len(),
+        presence(server.addr, "lobby:p").await["clients"]
+            .as_array()
+            .unwrap()
+            .len(),
         2
     );
     // No answer outside presence channels carries one.
@@ -509,7 +439,7 @@ async fn pollers_are_members_while_their_requests_keep_coming_with_their_client_
     })
     .await;
     assert_eq!(leave["user"], "");
-    wait_entries(&server, "lobby:p", 1).await;
+    wait_entries(server.addr, "lobby:p", 1).await;
 }
 
 /// A subscription refused before it starts (a bad iframe callback) was never a member: no join
@@ -517,7 +447,7 @@ async fn pollers_are_members_while_their_requests_keep_coming_with_their_client_
 #[tokio::test]
 async fn a_refused_subscription_is_never_a_member() {
     let server = start_server_with(join_leave_config()).await;
-    let mut watcher = ws_subscribed(&server, "/ws", "lobby:r").await;
+    let mut watcher = ws_subscribed(server.addr, "/ws", "lobby:r").await;
     let res = reqwest::get(server.url("/sub/lobby:r?transport=iframe&callback=1bad"))
         .await
         .unwrap();
@@ -530,7 +460,10 @@ async fn a_refused_subscription_is_never_a_member() {
         "{frame}"
     );
     assert_eq!(
-        presence(&server, "lobby:r").await["clients"].as_array().unwrap().len(),
+        presence(server.addr, "lobby:r").await["clients"]
+            .as_array()
+            .unwrap()
+            .len(),
         1
     );
 }

@@ -3,55 +3,16 @@
 //! the receiver fails.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use comet_server::Config;
 use comet_server::auth::NamespaceRules;
 use comet_test_support::jwt::{SECRET, hs256};
 use comet_test_support::ws;
-use comet_test_support::{BodyReader, SOON, TestServer, recv_timeout, start_server_with, unlimited};
+use comet_test_support::{BodyReader, SOON, TestServer, WebhookReceiver, recv_timeout, start_server_with, unlimited};
 use serde_json::{Value, json};
 
 const HOOK_SECRET: &str = "webhook-test-secret";
-
-/// What the receiver got: each POST's signature header and body.
-#[derive(Clone, Default)]
-struct Received {
-    posts: Arc<Mutex<Vec<(String, String)>>>,
-    /// Requests still to answer with 503.
-    failures: Arc<Mutex<u32>>,
-}
-
-async fn receive(State(got): State<Received>, headers: HeaderMap, body: String) -> StatusCode {
-    let signature = headers
-        .get("x-comet-signature")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    got.posts.lock().unwrap().push((signature, body));
-    let mut failures = got.failures.lock().unwrap();
-    if *failures > 0 {
-        *failures -= 1;
-        return StatusCode::SERVICE_UNAVAILABLE;
-    }
-    StatusCode::NO_CONTENT
-}
-
-/// A receiver on a free port; answers the first `failures` POSTs with 503.
-async fn receiver(failures: u32) -> (String, Received) {
-    let got = Received::default();
-    *got.failures.lock().unwrap() = failures;
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(receive))
-        .with_state(got.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, got)
-}
 
 fn config(url: &str) -> Config {
     Config {
@@ -73,40 +34,6 @@ fn config(url: &str) -> Config {
 fn token(sub: &str) -> String {
     let exp = jsonwebtoken::get_current_timestamp() + 600;
     hs256(SECRET, &json!({"sub": sub, "exp": exp, "comet": {"subscribe": ["*"]}}))
-}
-
-/// The events of every POST so far, in order, as `name channel user`.
-fn events(got: &Received) -> Vec<String> {
-    got.posts
-        .lock()
-        .unwrap()
-        .iter()
-        .flat_map(|(_, body)| {
-            let v: Value = serde_json::from_str(body).unwrap();
-            v["events"].as_array().unwrap().clone()
-        })
-        .map(|e| {
-            format!(
-                "{} {} {}",
-                e["name"].as_str().unwrap(),
-                e["channel"].as_str().unwrap(),
-                e["user"].as_str().unwrap_or("-")
-            )
-        })
-        .collect()
-}
-
-/// Waits (bounded) until the receiver has `n` events.
-async fn wait_events(got: &Received, n: usize) -> Vec<String> {
-    let deadline = tokio::time::Instant::now() + SOON;
-    loop {
-        let now = events(got);
-        if now.len() >= n {
-            return now;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "only {now:?} arrived");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn sse(server: &TestServer, bearer: &str) -> BodyReader {
@@ -141,8 +68,8 @@ async fn wait_members(server: &TestServer, n: usize) {
 
 #[tokio::test]
 async fn one_signed_event_per_transition_in_order() {
-    let (url, got) = receiver(0).await;
-    let server = start_server_with(config(&url)).await;
+    let got = WebhookReceiver::start(0).await;
+    let server = start_server_with(config(&got.url)).await;
     let alice_sse = sse(&server, &token("alice")).await;
     let alice_ws = {
         let mut socket = ws::connect(&server.ws_url(&format!("/ws?token={}", token("alice")))).await;
@@ -153,7 +80,7 @@ async fn one_signed_event_per_transition_in_order() {
     let bob = sse(&server, &token("bob")).await;
     wait_members(&server, 3).await;
     assert_eq!(
-        wait_events(&got, 3).await,
+        got.wait_events(3).await,
         [
             "channel_occupied room:1 -",
             "member_added room:1 alice",
@@ -166,7 +93,7 @@ async fn one_signed_event_per_transition_in_order() {
     drop(alice_ws);
     wait_members(&server, 1).await;
     drop(bob);
-    let all = wait_events(&got, 6).await;
+    let all = got.wait_events(6).await;
     assert_eq!(
         all[3..],
         [
@@ -176,25 +103,9 @@ async fn one_signed_event_per_transition_in_order() {
         ]
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(events(&got).len(), 6, "nothing more: {:?}", events(&got));
+    assert_eq!(got.events().len(), 6, "nothing more: {:?}", got.events());
 
-    let posts = got.posts.lock().unwrap().clone();
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, HOOK_SECRET.as_bytes());
-    let mut ids = std::collections::HashSet::new();
-    for (signature, body) in &posts {
-        let hex = signature.strip_prefix("sha256=").expect("sha256= prefix");
-        let tag: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-            .collect();
-        aws_lc_rs::hmac::verify(&key, body.as_bytes(), &tag).expect("a valid signature");
-        let v: Value = serde_json::from_str(body).unwrap();
-        assert!(
-            ids.insert(v["id"].as_str().unwrap().to_owned()),
-            "ids differ between POSTs"
-        );
-        assert!(v["time"].as_u64().unwrap() > 1_700_000_000_000);
-    }
+    got.assert_signed(HOOK_SECRET);
     let metrics = reqwest::get(server.url("/metrics"))
         .await
         .unwrap()
@@ -206,15 +117,15 @@ async fn one_signed_event_per_transition_in_order() {
 
 #[tokio::test]
 async fn a_failing_receiver_gets_the_same_post_again_until_it_answers() {
-    let (url, got) = receiver(2).await;
-    let server = start_server_with(config(&url)).await;
+    let got = WebhookReceiver::start(2).await;
+    let server = start_server_with(config(&got.url)).await;
     let carol = sse(&server, &token("carol")).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while got.posts.lock().unwrap().len() < 3 {
+    while got.posts().len() < 3 {
         assert!(tokio::time::Instant::now() < deadline, "no third attempt");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let posts = got.posts.lock().unwrap().clone();
+    let posts = got.posts();
     assert_eq!(posts[0], posts[1], "a retry is the same POST, same id and signature");
     assert_eq!(posts[1], posts[2]);
     let metrics = recv_timeout(SOON, reqwest::get(server.url("/metrics")))

@@ -10,9 +10,11 @@ pub mod config;
 pub mod jwt;
 pub mod memory;
 pub mod pki;
+pub mod presence;
 pub mod raw;
 pub mod server;
 pub mod wait;
+pub mod webhooks;
 pub mod ws;
 
 pub use config::unlimited;
@@ -20,3 +22,4 @@ pub use server::{
     TestServer, serve_tls_on, start_server, start_server_on, start_server_with, subscribers, wait_subscribers,
 };
 pub use wait::{BodyReader, SOON, expect_error, get_json, recv_timeout};
+pub use webhooks::WebhookReceiver;

@@ -56,9 +56,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(broker) = args.broker {
         config.broker = broker;
     }
-    // The demo's chats show who is online: on the embedded broker its namespace tracks presence,
-    // with join and leave events, unless the configuration has a table for it.
-    if config.demo && config.broker == "memory" {
+    // The demo's chats show who is online: its namespace tracks presence, with join and leave
+    // events, unless the configuration has a table for it.
+    if config.demo {
         config
             .namespace
             .entry("demo".to_owned())
@@ -84,9 +84,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let memory = Arc::new(MemoryBroker::new(config.hub_config()));
         (Arc::clone(&memory) as Arc<dyn Broker>, Some(memory))
     } else {
-        let redis = RedisBroker::connect(RedisConfig::new(config.broker.clone(), config.hub_config()))
-            .await
-            .with_context(|| format!("cannot use the broker {}", comet_redis::redacted_url(&config.broker)))?;
+        let redis = RedisBroker::connect(RedisConfig {
+            presence_ttl: Duration::from_secs(config.presence_ttl_secs),
+            ..RedisConfig::new(config.broker.clone(), config.hub_config())
+        })
+        .await
+        .with_context(|| format!("cannot use the broker {}", comet_redis::redacted_url(&config.broker)))?;
         tracing::info!(url = %comet_redis::redacted_url(&config.broker), "using the Redis broker");
         (Arc::new(redis), None)
     };

@@ -45,9 +45,12 @@ impl Node {
 
     /// A node on the Redis at `url` (e.g. through a [`proxy::FaultProxy`]).
     pub async fn start_at(url: &str, config: Config) -> Self {
-        let broker = RedisBroker::connect(RedisConfig::new(url, config.hub_config()))
-            .await
-            .expect("connect");
+        let broker = RedisBroker::connect(RedisConfig {
+            presence_ttl: Duration::from_secs(config.presence_ttl_secs),
+            ..RedisConfig::new(url, config.hub_config())
+        })
+        .await
+        .expect("connect");
         let server = comet_test_support::start_server_on(Arc::new(broker), config).await;
         Node {
             addr: server.addr,

@@ -192,7 +192,10 @@ pub struct Config {
     pub tls_key_file: String,
     /// How long a poller (poll or long-poll client) stays in a presence channel after its last
     /// request, in seconds: it is a member while its requests keep coming at least this often,
-    /// sending back the `client` id of the answers (docs/protocol.md "Presence"). Defaults to 30.
+    /// sending back the `client` id of the answers (docs/protocol.md "Presence"). With a Redis
+    /// broker it is also how long an entry outlives its node (each node renews its own every
+    /// third of it), so the members of a node that died leave within it; and how long a node's
+    /// subscriber count is believed by the others. Defaults to 30.
     pub presence_ttl_secs: u64,
     /// Where occupancy webhooks are POSTed (docs/protocol.md "Webhooks"): an `http://` URL.
     /// Defaults to empty: no webhooks.

@@ -104,14 +104,6 @@ impl Config {
                 self.longpoll_timeout_secs, self.longpoll_max_timeout_secs
             )));
         }
-        if self.broker != "memory"
-            && let Some((name, _)) = self.namespace.iter().find(|(_, rules)| rules.presence == Some(true))
-        {
-            return Err(ConfigError::Invalid(format!(
-                "namespace {name:?}: presence needs broker = \"memory\" for now; presence shared by several \
-                 nodes through Redis is not built yet"
-            )));
-        }
         crate::auth::validate(&self.auth()).map_err(ConfigError::Invalid)?;
         crate::webhooks::validate(&self.webhooks()).map_err(ConfigError::Invalid)?;
         crate::conn::tls::validate(&self.tls()).map_err(ConfigError::Invalid)?;

@@ -116,27 +116,21 @@ fn entry(client: &Arc<str>, identity: &Identity, kind: Kind) -> PresenceEntry {
 
 impl Drop for PresenceHold {
     fn drop(&mut self) {
-        // The memory broker answers at once; a broker that must wait gets a task of its own.
-        if let Some(left) = self
-            .broker
-            .presence_leave(&self.channel, &self.client, self.announce)
-            .now_or_never()
-        {
-            if let Ok(Some((entry, transition))) = left {
-                self.webhooks.presence(&self.channel, &entry.user, false, transition);
-            }
-            return;
-        }
         let (broker, channel, client) = (Arc::clone(&self.broker), self.channel.clone(), Arc::clone(&self.client));
         let (announce, webhooks) = (self.announce, Arc::clone(&self.webhooks));
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                match broker.presence_leave(&channel, &client, announce).await {
-                    Ok(Some((entry, transition))) => webhooks.presence(&channel, &entry.user, false, transition),
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(%channel, error = %e, "presence leave failed"),
-                }
-            });
+        let mut leave = Box::pin(async move {
+            match broker.presence_leave(&channel, &client, announce).await {
+                Ok(Some((entry, transition))) => webhooks.presence(&channel, &entry.user, false, transition),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(%channel, error = %e, "presence leave failed; the entry expires"),
+            }
+        });
+        // The memory broker answers at once; a broker that must wait (Redis) goes on in a task
+        // of its own, with the same future: its first poll may already have sent the leave.
+        if leave.as_mut().now_or_never().is_none()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(leave);
         }
     }
 }
@@ -182,11 +176,17 @@ pub(crate) async fn poll_member(
     }
     let user: Arc<str> = Arc::from(identity.subject().unwrap_or(""));
     let ttl = std::time::Duration::from_secs(state.config.presence_ttl_secs) + hold_for;
-    let Some(id) = asked.filter(|id| state.leases.owned_by(id, &user)) else {
+    let owned = match asked {
+        Some(id) => state.leases.owned_by(id, &user) || issued_elsewhere(state, id, &user).await?,
+        None => false,
+    };
+    let Some(id) = asked.filter(|_| owned) else {
         let id = crate::client_id::next();
-        state.leases.issue(Arc::clone(&id), user, ttl);
+        state.leases.issue(Arc::clone(&id), Arc::clone(&user), ttl);
+        share_poller(state, &id, &user, ttl).await?;
         return Ok(Some(id));
     };
+    share_poller(state, id, &user, ttl).await?;
     let mut client: Option<Arc<str>> = Some(Arc::from(id));
     for channel in channels {
         if let Some(id) = &client
@@ -203,6 +203,36 @@ pub(crate) async fn poll_member(
         }
     }
     Ok(client)
+}
+
+/// The key of a poller's id in the broker's shared store.
+fn poller_key(id: &str) -> String {
+    format!("poller:{id}")
+}
+
+/// Whether the id `id` was given to `user` by another node of the cluster (the broker's shared
+/// store says so), so that a poller behind a load balancer stays one client on every node.
+/// Only ids of our form (`<16 hex digits>-<counter>`) are looked up.
+async fn issued_elsewhere(state: &AppState, id: &str, user: &str) -> Result<bool, ApiError> {
+    let Some(store) = state.broker.shared_store() else {
+        return Ok(false);
+    };
+    let ours = id.len() <= 40
+        && id.split_once('-').is_some_and(|(node, n)| {
+            node.len() == 16 && node.bytes().all(|b| b.is_ascii_hexdigit()) && n.bytes().all(|b| b.is_ascii_digit())
+        });
+    if !ours {
+        return Ok(false);
+    }
+    Ok(store.get(&poller_key(id)).await?.as_deref() == Some(user.as_bytes()))
+}
+
+/// Tells every node that `id` is `user`'s for `ttl` more (nothing without a shared store).
+async fn share_poller(state: &AppState, id: &str, user: &str, ttl: std::time::Duration) -> Result<(), ApiError> {
+    if let Some(store) = state.broker.shared_store() {
+        store.set(&poller_key(id), user.as_bytes().to_vec(), ttl).await?;
+    }
+    Ok(())
 }
 
 /// `400 presence_off` for a channel whose namespace does not track presence.
