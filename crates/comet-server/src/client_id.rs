@@ -15,6 +15,18 @@ pub(crate) fn next() -> Arc<str> {
     Arc::from(format!("{node:016x}-{n}"))
 }
 
+/// Whether `id` has the form of the ids [`next`] makes (`<16 hex digits>-<digits>`), on any
+/// node.
+pub(crate) fn is_ours(id: &str) -> bool {
+    id.len() <= 40
+        && id.split_once('-').is_some_and(|(node, n)| {
+            node.len() == 16
+                && node.bytes().all(|b| b.is_ascii_hexdigit())
+                && !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -23,5 +35,15 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.split_once('-').unwrap().0, b.split_once('-').unwrap().0);
         assert_eq!(a.split_once('-').unwrap().0.len(), 16);
+        assert!(super::is_ours(&a));
+        for bad in [
+            "",
+            "made-up-7",
+            "0123456789abcdef-",
+            "0123456789abcdeg-1",
+            "0123456789abcdef-1x",
+        ] {
+            assert!(!super::is_ours(bad), "{bad}");
+        }
     }
 }

@@ -46,6 +46,7 @@ mod client_id;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod hooks;
 pub mod http;
 mod io;
 mod kind;

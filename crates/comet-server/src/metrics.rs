@@ -25,6 +25,19 @@ struct LimitLabel {
     limit: &'static str,
 }
 
+/// Label set `hook="connect"`, `outcome="allowed"` etc.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct HookLabel {
+    hook: &'static str,
+    outcome: &'static str,
+}
+
+/// Label set `hook="connect"` etc.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct HookNameLabel {
+    hook: &'static str,
+}
+
 /// The server's metrics. Cheap to update from any task.
 #[derive(Debug)]
 pub struct Metrics {
@@ -33,6 +46,8 @@ pub struct Metrics {
     opened: Family<TransportLabel, Counter>,
     publish_seconds: Histogram,
     limit_refusals: Family<LimitLabel, Counter>,
+    hook_calls: Family<HookLabel, Counter>,
+    hook_seconds: Family<HookNameLabel, Histogram, fn() -> Histogram>,
     /// Connections accepted and still open (all transports, plus plain HTTP requests).
     pub(crate) connections: Arc<AtomicI64>,
     /// Accepts refused because the process ran out of file descriptors or hit `max_connections`.
@@ -136,6 +151,24 @@ impl Metrics {
             "Requests, connections, subscriptions and publishes refused by a limit (the setting's name).",
             limit_refusals.clone(),
         );
+        let hook_calls = Family::<HookLabel, Counter>::default();
+        registry.register(
+            "comet_hook_calls",
+            "Back-end hook calls by hook and outcome: allowed, refused (the back-end said no), failed (down, slow or a bad answer: the client got 503).",
+            hook_calls.clone(),
+        );
+        let hook_seconds = Family::<HookNameLabel, Histogram>::new_with_constructor(
+            (|| {
+                Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                    0.000_1, 2.0, 16,
+                ))
+            }) as fn() -> Histogram,
+        );
+        registry.register(
+            "comet_hook_duration_seconds",
+            "Time a back-end hook took to answer (or to fail).",
+            hook_seconds.clone(),
+        );
         let webhook = |registry: &mut Registry, name: &str, help: &str| {
             let counter = Counter::default();
             registry.register(name, help, counter.clone());
@@ -174,6 +207,8 @@ impl Metrics {
             opened,
             publish_seconds,
             limit_refusals,
+            hook_calls,
+            hook_seconds,
             connections,
             refused,
             webhook_events,
@@ -206,6 +241,18 @@ impl Metrics {
         self.limit_refusals
             .get_or_create(&LimitLabel { limit: limit.name() })
             .get()
+    }
+
+    /// Counts one call of `hook` with `outcome` (`allowed`, `refused`, `failed`).
+    pub(crate) fn hook_call(&self, hook: &'static str, outcome: &'static str) {
+        self.hook_calls.get_or_create(&HookLabel { hook, outcome }).inc();
+    }
+
+    /// Records one call of `hook` that took `seconds`.
+    pub(crate) fn observe_hook(&self, hook: &'static str, seconds: f64) {
+        self.hook_seconds
+            .get_or_create(&HookNameLabel { hook })
+            .observe(seconds);
     }
 
     /// Records one publish that took `seconds`.

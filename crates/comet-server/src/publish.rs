@@ -12,13 +12,15 @@ use crate::auth::{Action, Identity};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Who publishes: the credential, the client's address (for the anonymous rate limit), and
-/// whether over a WebSocket (then the namespace's `client_publish` rule applies).
+/// Who publishes: the credential, the client's address (for the anonymous rate limit),
+/// whether over a WebSocket (then the namespace's `client_publish` rule applies), and the
+/// client id the publish hook is told (a new one when `None`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Publisher<'a> {
     pub(crate) identity: &'a Identity,
     pub(crate) client: Option<IpAddr>,
     pub(crate) websocket: bool,
+    pub(crate) client_id: Option<&'a str>,
 }
 
 /// A publish's outcome: its cursor, and whether its idempotency key had been seen (so nothing
@@ -34,8 +36,9 @@ pub(crate) struct Outcome {
 ///
 /// # Errors
 /// `bad_channel`/`bad_event` for names, `bad_idempotency_key`, `unauthorized`/`forbidden`
-/// (auth), `rate_limited` (`publishes_per_sec`, with `retry_after`), `too_large` (the
-/// namespace's `max_message_size`), `not_utf8`, or the broker's error.
+/// (auth), `rate_limited` (`publishes_per_sec`, with `retry_after`), the publish hook's
+/// refusal or `hook_unavailable`, `too_large` (the namespace's `max_message_size`), `not_utf8`,
+/// or the broker's error.
 pub(crate) async fn publish_one(
     state: &AppState,
     by: Publisher<'_>,
@@ -46,11 +49,24 @@ pub(crate) async fn publish_one(
 ) -> Result<Outcome, ApiError> {
     let channel = ChannelName::new(channel)?;
     let identity = by.identity;
-    identity.authorize(state.auth.config(), Action::Publish, &channel, by.websocket)?;
+    let config = state.auth.config();
+    let hooked = state.hooks.publish_on(config, &channel, identity);
+    // What the publish hook allows is allowed, whatever the namespace says (docs/protocol.md
+    // "Hooks"); it is asked after the rate limit, so a flood does not reach the back-end.
+    if !hooked {
+        identity.authorize(config, Action::Publish, &channel, by.websocket)?;
+    }
     state
         .limits
         .publish(crate::limits::Account::of(identity, by.client).as_ref())?;
     let event = event.map(EventName::new).transpose()?;
+    let data = if hooked {
+        let id = by.client_id.map_or_else(crate::client_id::next, std::sync::Arc::from);
+        let event = event.as_ref().map(EventName::as_str);
+        state.hooks.publish(&id, identity, &channel, event, data).await?
+    } else {
+        data
+    };
     let max = crate::auth::policy::max_message_size(state.auth.config(), &channel);
     if data.len() > max {
         return Err(ApiError::too_large("message", data.len(), max));

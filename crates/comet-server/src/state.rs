@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::hooks::Hooks;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::webhooks::Webhooks;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The occupancy webhooks (`webhook_url`), off when no URL is set.
     pub webhooks: Arc<Webhooks>,
+    /// The back-end hooks (`connect_hook_url`, …; docs/protocol.md "Hooks").
+    pub hooks: Arc<Hooks>,
     /// What pollers keep between their requests (their presence entries).
     pub(crate) leases: Arc<crate::io::lease::Leases>,
     /// Per-client connection, long-poll and rate limits, and what each client holds.
@@ -56,6 +59,7 @@ impl AppState {
             limits: Arc::new(Limits::new(&config.limits(), Arc::clone(&metrics))),
             auth: Auth::new(config.auth()),
             webhooks,
+            hooks: Arc::new(Hooks::new(config.hooks(), Arc::clone(&metrics))),
             leases: Arc::default(),
             metrics,
             broker,

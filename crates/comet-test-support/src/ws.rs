@@ -51,3 +51,20 @@ pub async fn until(ws: &mut Ws, what: &str, done: impl Fn(&Value) -> bool) -> Va
     }
     panic!("no {what} within 50 frames");
 }
+
+/// Opens `url` (`ws://…`) with extra request `headers` (a cookie, an `Origin`); panics if the
+/// handshake fails or takes longer than [`SOON`].
+pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("a WebSocket URL");
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+            value.parse().expect("a header value"),
+        );
+    }
+    recv_timeout(SOON, tokio_tungstenite::connect_async(request))
+        .await
+        .unwrap_or_else(|e| panic!("WebSocket handshake with {url}: {e}"))
+        .0
+}

@@ -17,21 +17,23 @@
 mod config;
 pub mod error;
 mod glob;
+mod identity;
 pub(crate) mod origin;
 pub mod policy;
 pub(crate) mod tickets;
 pub(crate) mod token;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::Query;
-use comet_core::ChannelName;
 use http::request::Parts;
 use serde::Deserialize;
 
 pub use self::config::AuthConfig;
 pub use self::error::{Action, AuthError};
+pub use self::identity::Identity;
+use self::identity::Principal;
 pub use self::policy::NamespaceRules;
 use self::tickets::Tickets;
 use self::token::Verifier;
@@ -86,140 +88,6 @@ pub struct Grants {
 
 /// The largest `comet.info` object a token may carry, in bytes of JSON.
 pub const MAX_INFO: usize = 1024;
-
-/// Who is asking.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Principal {
-    /// No credential: the namespace rules decide.
-    Anonymous,
-    /// The publish API key: a back-end, allowed everything.
-    Backend,
-    /// A verified token (or a ticket issued for one).
-    User(Arc<Grants>),
-}
-
-/// The caller of a request or WebSocket session: anonymous, the back-end (publish API key), or
-/// a token holder with its grants and expiry. Extracted from the request by axum; a bad
-/// credential rejects the request with `401`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    principal: Principal,
-    /// When the credential stops being valid, in seconds since the Unix epoch (`exp` plus
-    /// `jwt_leeway_secs`); `None` for anonymous and back-end callers.
-    expires_at: Option<u64>,
-}
-
-impl Identity {
-    /// No credential.
-    pub const ANONYMOUS: Identity = Identity {
-        principal: Principal::Anonymous,
-        expires_at: None,
-    };
-
-    fn user(grants: Arc<Grants>, expires_at: u64) -> Self {
-        Self {
-            principal: Principal::User(grants),
-            expires_at: Some(expires_at),
-        }
-    }
-
-    /// Whether no credential was given.
-    pub fn is_anonymous(&self) -> bool {
-        self.principal == Principal::Anonymous
-    }
-
-    /// The token's subject (`sub`), if this is a token holder.
-    pub fn subject(&self) -> Option<&str> {
-        match &self.principal {
-            Principal::User(grants) => Some(&grants.sub),
-            _ => None,
-        }
-    }
-
-    /// The token's `comet.info` object as JSON text, if it has one.
-    pub fn info(&self) -> Option<&Arc<str>> {
-        match &self.principal {
-            Principal::User(grants) => grants.info.as_ref(),
-            _ => None,
-        }
-    }
-
-    /// When the credential expires, in seconds since the Unix epoch.
-    pub fn expires_at(&self) -> Option<u64> {
-        self.expires_at
-    }
-
-    /// How long until the credential expires (zero if it has); `None` if it never does, or not
-    /// within [`FOREVER`] (a signed `exp` of `u64::MAX` is valid, and no clock reaches it).
-    pub fn remaining(&self) -> Option<Duration> {
-        let at = UNIX_EPOCH.checked_add(Duration::from_secs(self.expires_at?))?;
-        let left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
-        (left < FOREVER).then_some(left)
-    }
-
-    /// Whether the caller may do `action` on `channel`, through WebSocket if `websocket`.
-    ///
-    /// # Errors
-    /// [`AuthError::NeedsToken`] (401) for an anonymous caller the namespace turns away,
-    /// [`AuthError::Forbidden`] (403) for a token outside its grant or a namespace that
-    /// forbids WebSocket publishing.
-    pub fn authorize(
-        &self,
-        config: &AuthConfig,
-        action: Action,
-        channel: &ChannelName,
-        websocket: bool,
-    ) -> Result<(), AuthError> {
-        let forbidden = |why| AuthError::Forbidden {
-            action,
-            channel: channel.to_string(),
-            why,
-        };
-        if self.principal == Principal::Backend {
-            return Ok(());
-        }
-        if action == Action::Publish && websocket && !policy::client_publish(config, channel) {
-            return Err(forbidden("this namespace does not allow publishing over WebSocket"));
-        }
-        let open = match action {
-            Action::Subscribe => policy::anonymous_subscribe(config, channel),
-            Action::Publish => policy::anonymous_publish(config, channel),
-        };
-        match &self.principal {
-            _ if open => Ok(()),
-            Principal::User(grants) => {
-                let patterns = match action {
-                    Action::Subscribe => &grants.subscribe,
-                    Action::Publish => &grants.publish,
-                };
-                if glob::any_matches(patterns, channel.as_str()) {
-                    Ok(())
-                } else {
-                    Err(forbidden("outside the token's grant"))
-                }
-            }
-            _ => Err(AuthError::NeedsToken {
-                action,
-                channel: channel.to_string(),
-            }),
-        }
-    }
-
-    /// [`authorize`](Self::authorize) for every channel of a subscription.
-    ///
-    /// # Errors
-    /// The first refusal.
-    pub fn authorize_all(
-        &self,
-        config: &AuthConfig,
-        channels: &[ChannelName],
-        websocket: bool,
-    ) -> Result<(), AuthError> {
-        channels
-            .iter()
-            .try_for_each(|c| self.authorize(config, Action::Subscribe, c, websocket))
-    }
-}
 
 /// Where the credential of a request came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -414,6 +282,8 @@ pub(crate) fn validate(config: &AuthConfig) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
     use super::*;
 
     fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {

@@ -40,12 +40,27 @@ pub struct NamespaceRules {
     /// Whether joins and leaves are also pushed to the channel's subscribers (`comet.join` /
     /// `comet.leave`); needs `presence = true`. Defaults to false.
     pub join_leave: Option<bool>,
+    /// Whether subscribing goes through `subscribe_hook_url` (when it is set; docs/protocol.md
+    /// "Hooks"). Defaults to true.
+    pub subscribe_hook: Option<bool>,
+    /// Whether publishing goes through `publish_hook_url` (when it is set). Defaults to true.
+    pub publish_hook: Option<bool>,
 }
 
 /// The rules that apply to `channel`.
 pub(crate) fn rules<'a>(config: &'a AuthConfig, channel: &ChannelName) -> Option<&'a NamespaceRules> {
     let ns = channel.namespace().unwrap_or("");
     config.namespaces.get(ns).or_else(|| config.namespaces.get(""))
+}
+
+/// Whether subscribing to `channel` goes through the subscribe hook, when one is set.
+pub(crate) fn subscribe_hook(config: &AuthConfig, channel: &ChannelName) -> bool {
+    rules(config, channel).and_then(|r| r.subscribe_hook).unwrap_or(true)
+}
+
+/// Whether publishing to `channel` goes through the publish hook, when one is set.
+pub(crate) fn publish_hook(config: &AuthConfig, channel: &ChannelName) -> bool {
+    rules(config, channel).and_then(|r| r.publish_hook).unwrap_or(true)
 }
 
 /// Whether a JWT verification key is configured.

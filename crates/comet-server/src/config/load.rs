@@ -70,6 +70,9 @@ impl Config {
         "ws_echo",
         "webhook_url",
         "webhook_secret",
+        "connect_hook_url",
+        "subscribe_hook_url",
+        "publish_hook_url",
     ];
 
     /// The setting names, as in TOML.
@@ -124,6 +127,12 @@ impl Config {
         "presence_ttl_secs",
         "webhook_url",
         "webhook_secret",
+        "connect_hook_url",
+        "subscribe_hook_url",
+        "publish_hook_url",
+        "hook_timeout_ms",
+        "hook_forward_headers",
+        "hook_cache_secs",
         "namespace",
     ];
 }

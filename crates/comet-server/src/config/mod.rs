@@ -22,6 +22,7 @@ use serde::Deserialize;
 pub use crate::auth::AuthConfig;
 use crate::auth::{NamespaceRules, Secret};
 pub use crate::conn::tls::TlsConfig;
+pub use crate::hooks::HookConfig;
 pub use crate::limits::LimitsConfig;
 pub use crate::transport::sse::SseConfig;
 pub use crate::transport::websocket::WsConfig;
@@ -203,6 +204,27 @@ pub struct Config {
     /// The key of the webhooks' `X-Comet-Signature` (HMAC-SHA256); needed with `webhook_url`.
     /// Never logged.
     pub webhook_secret: Secret,
+    /// Where Comet asks the application whether a client may connect (docs/protocol.md
+    /// "Hooks"): an `http://` URL, POSTed once per WebSocket, per request of the other
+    /// transports and per HTTP publish. Defaults to empty: no connect hook.
+    pub connect_hook_url: String,
+    /// Where Comet asks whether a client may subscribe to a channel: an `http://` URL, POSTed
+    /// per channel subscribed (skipped in namespaces with `subscribe_hook = false`). Defaults to
+    /// empty: no subscribe hook.
+    pub subscribe_hook_url: String,
+    /// Where Comet asks whether a client may publish a message (and the back-end may rewrite
+    /// it): an `http://` URL, POSTed per message (skipped in namespaces with `publish_hook =
+    /// false`). Defaults to empty: no publish hook.
+    pub publish_hook_url: String,
+    /// How long a hook may take to answer, in milliseconds; past it the client is refused with
+    /// `503 hook_unavailable`. Defaults to 1,000.
+    pub hook_timeout_ms: u64,
+    /// The request headers the connect hook is shown (a cookie only from same-site pages and
+    /// `allowed_origins`). Defaults to `["Cookie", "Authorization"]`.
+    pub hook_forward_headers: Vec<String>,
+    /// How long the hooks' answers to polling transports (poll, long poll) are kept, by the
+    /// forwarded headers, user and channel, in seconds. Defaults to 0: every request asks.
+    pub hook_cache_secs: u64,
     /// Rules per namespace, as `[namespace."chat"]` tables (see [`NamespaceRules`]); the table
     /// `[namespace.""]` is for channels without `:` and for namespaces without a table.
     /// Defaults to none: anonymous clients may do what the auth settings above leave open.
@@ -262,6 +284,12 @@ impl Default for Config {
             presence_ttl_secs: 30,
             webhook_url: String::new(),
             webhook_secret: Secret::default(),
+            connect_hook_url: String::new(),
+            subscribe_hook_url: String::new(),
+            publish_hook_url: String::new(),
+            hook_timeout_ms: 1000,
+            hook_forward_headers: vec!["Cookie".to_owned(), "Authorization".to_owned()],
+            hook_cache_secs: 0,
             namespace: BTreeMap::new(),
         }
     }
@@ -319,6 +347,18 @@ impl Config {
             ticket_ttl: Duration::from_secs(self.ticket_ttl_secs),
             max_message_size: self.max_message_size,
             namespaces: self.namespace.clone(),
+        }
+    }
+
+    /// The hooks section (docs/protocol.md "Hooks"): empty URLs become `None`.
+    pub fn hooks(&self) -> HookConfig {
+        HookConfig {
+            connect_url: non_empty(&self.connect_hook_url),
+            subscribe_url: non_empty(&self.subscribe_hook_url),
+            publish_url: non_empty(&self.publish_hook_url),
+            timeout: Duration::from_millis(self.hook_timeout_ms),
+            forward_headers: self.hook_forward_headers.clone(),
+            cache: Duration::from_secs(self.hook_cache_secs),
         }
     }
 

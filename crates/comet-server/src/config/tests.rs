@@ -119,11 +119,14 @@ fn every_key_is_listed() {
                 "ws_echo",
                 "webhook_url",
                 "webhook_secret",
+                "connect_hook_url",
+                "subscribe_hook_url",
+                "publish_hook_url",
             ]
             .contains(key)
         {
             "\"x\"".to_owned()
-        } else if *key == "allowed_origins" {
+        } else if *key == "allowed_origins" || *key == "hook_forward_headers" {
             "[\"https://example.com\"]".to_owned()
         } else if *key == "namespace" {
             "{ chat = { anonymous_subscribe = false } }".to_owned()

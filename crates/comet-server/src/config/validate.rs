@@ -106,6 +106,7 @@ impl Config {
         }
         crate::auth::validate(&self.auth()).map_err(ConfigError::Invalid)?;
         crate::webhooks::validate(&self.webhooks()).map_err(ConfigError::Invalid)?;
+        crate::hooks::validate(&self.hooks()).map_err(ConfigError::Invalid)?;
         crate::conn::tls::validate(&self.tls()).map_err(ConfigError::Invalid)?;
         Ok(())
     }

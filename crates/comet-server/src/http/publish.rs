@@ -2,12 +2,14 @@
 //! "Publish"). Each message goes through [`publish_one`], as a WebSocket `publish` does.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::ConnectInfo;
+use axum::extract::FromRequestParts;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use bytes::Bytes;
 use http::StatusCode;
 use serde::Deserialize;
@@ -15,6 +17,7 @@ use serde_json::json;
 
 use crate::auth::Identity;
 use crate::error::ApiError;
+use crate::hooks::Caller;
 use crate::publish::{Outcome, Publisher, publish_one};
 use crate::state::AppState;
 
@@ -67,6 +70,49 @@ fn read_body(body: Result<Bytes, BytesRejection>, what: &str, max: usize) -> Res
     })
 }
 
+/// What a publish request shows of itself: its headers (the `Idempotency-Key`, those the
+/// connect hook is shown), its URI and the client's address.
+pub(crate) struct Head {
+    headers: http::HeaderMap,
+    uri: http::Uri,
+    remote: Option<SocketAddr>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Head {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            headers: parts.headers.clone(),
+            uri: parts.uri.clone(),
+            remote: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0),
+        })
+    }
+}
+
+/// The connect hook for an HTTP publish (docs/protocol.md "Hooks"; transport `http`): the
+/// identity to publish as, and the client id the hooks are told (where any hook is set).
+async fn connected(
+    state: &AppState,
+    identity: Identity,
+    head: &Head,
+) -> Result<(Identity, Option<Arc<str>>), ApiError> {
+    if !state.hooks.on() {
+        return Ok((identity, None));
+    }
+    let id = crate::client_id::next();
+    let caller = Caller {
+        client: &id,
+        transport: "http",
+        remote_addr: head.remote,
+        headers: &head.headers,
+        uri: &head.uri,
+        cacheable: false,
+    };
+    let identity = state.hooks.connect(state.auth.config(), &caller, identity).await?;
+    Ok((identity, Some(id)))
+}
+
 /// `POST /pub/{channel}[?event=]`: the body is the message → `201 {"channel","id"}`. With an
 /// `Idempotency-Key` header, a repeat within `idempotency_window_secs` answers the same `201`
 /// with the first cursor, `"duplicate":true` and `Idempotent-Replayed: true`.
@@ -74,21 +120,22 @@ pub(crate) async fn publish(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<PubQuery>, QueryRejection>,
-    headers: http::HeaderMap,
+    head: Head,
     identity: Identity,
-    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let largest = crate::auth::policy::largest_message_size(state.auth.config());
     let body = read_body(body, "message", largest)?;
     let Path(channel) = path.map_err(|e| ApiError::bad_request("bad_channel", e.body_text()))?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("bad_request", e.body_text()))?;
+    let (identity, client_id) = connected(&state, identity, &head).await?;
     let by = Publisher {
         identity: &identity,
-        client: client.map(|Extension(ConnectInfo(addr))| addr.ip()),
+        client: head.remote.map(|addr| addr.ip()),
         websocket: false,
+        client_id: client_id.as_deref(),
     };
-    let key = idempotency_header(&headers)?;
+    let key = idempotency_header(&head.headers)?;
     let outcome = publish_one(&state, by, &channel, query.event.as_deref(), body, key).await?;
     let mut res = (StatusCode::CREATED, Json(result_json(&channel, outcome))).into_response();
     if outcome.duplicate {
@@ -112,15 +159,17 @@ struct BatchItem {
 /// channel).
 pub(crate) async fn publish_batch(
     State(state): State<AppState>,
+    head: Head,
     identity: Identity,
-    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = read_body(body, "batch", state.config.max_batch_body)?;
+    let (identity, client_id) = connected(&state, identity, &head).await?;
     let by = Publisher {
         identity: &identity,
-        client: client.map(|Extension(ConnectInfo(addr))| addr.ip()),
+        client: head.remote.map(|addr| addr.ip()),
         websocket: false,
+        client_id: client_id.as_deref(),
     };
     let items: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(

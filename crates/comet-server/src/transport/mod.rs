@@ -10,6 +10,7 @@
 #[doc(hidden)]
 pub mod encoders;
 pub(crate) mod envelope;
+pub(crate) mod hooked;
 pub mod iframe;
 pub mod long_poll;
 pub mod poll;
@@ -70,21 +71,27 @@ pub(crate) async fn subscribe(
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<SubQuery>, QueryRejection>,
     identity: Identity,
-    mut req: Request,
+    req: Request,
 ) -> Response {
-    let result = (|| {
+    let hooks_on = state.hooks.on();
+    // In parts while the checks run: the body is not `Sync`, so a future holding `&Request`
+    // across the hooks' awaits would not be `Send`.
+    let (parts, body) = req.into_parts();
+    let result = async {
         let Path(list) = path.map_err(|e| ApiError::bad_request("bad_channel", e.body_text()))?;
         let Query(query) = query.map_err(|e| ApiError::bad_request("bad_request", e.body_text()))?;
         let channels = parse_channels(&list, state.config.max_channels_per_connection)?;
-        identity.authorize_all(state.auth.config(), &channels, false)?;
-        let kind = choose(req.method(), req.headers(), query.transport.as_deref())?;
+        if !hooks_on {
+            identity.authorize_all(state.auth.config(), &channels, false)?;
+        }
+        let kind = choose(&parts.method, &parts.headers, query.transport.as_deref())?;
         // Checked before the subscription joins presence: a refused request was never a member.
         if kind == Kind::Iframe {
             iframe::validate_callback(query.callback.as_deref().unwrap_or("comet"))?;
         }
-        let cursor = cursor_text(req.headers(), &query)?;
+        let cursor = cursor_text(&parts.headers, &query)?;
         let since = Position::resolve_at_most(cursor, &channels, state.config.max_channels_per_connection)?;
-        let client = crate::limits::client_ip(req.extensions());
+        let client = crate::limits::client_ip(&parts.extensions);
         // A poll with a cursor continues a subscription; anything else starts one, and so
         // does a poll of a channel this node does not hold (it may create state for it).
         if cursor.is_none()
@@ -93,6 +100,30 @@ pub(crate) async fn subscribe(
         {
             state.limits.subscribe(client)?;
         }
+        // The back-end's hooks, after the limits (a flood does not reach the back-end).
+        let mut hooked = None;
+        let identity = if hooks_on {
+            let id = hooked::client_for(kind, query.client.as_deref());
+            let identity = match hooked::connect(
+                &state,
+                (&parts.headers, &parts.uri, &parts.extensions),
+                identity,
+                &id,
+                kind,
+            )
+            .await
+            {
+                Ok(identity) => identity,
+                Err(e) => return Err(Refused::Connect(kind, e)),
+            };
+            for channel in &channels {
+                hooked::may_subscribe(&state, &identity, &id, channel, kind).await?;
+            }
+            hooked = Some(id);
+            identity
+        } else {
+            identity
+        };
         // A connection that stays open counts for its token's subject (a poll does not).
         let user_hold = if kind == Kind::Poll {
             None
@@ -106,12 +137,18 @@ pub(crate) async fn subscribe(
             client,
             expires: expiry(&identity),
             poller: None,
+            hooked,
         };
-        Ok::<_, ApiError>((kind, sub, user_hold.map(UserHold::new)))
-    })();
-    let (kind, mut sub, user_hold) = match result {
+        Ok::<_, Refused>((kind, sub, user_hold.map(UserHold::new), identity))
+    };
+    let outcome = result.await;
+    let mut req = Request::from_parts(parts, body);
+    let (kind, mut sub, user_hold, identity) = match outcome {
         Ok(ok) => ok,
-        Err(e) => return e.into_response(),
+        // A WebSocket the connect hook refuses is closed with 4403 (1013 when the hook
+        // failed), so that a browser sees why (it is not shown an HTTP status).
+        Err(Refused::Connect(Kind::WebSocket, e)) => return websocket::refuse(state, req, &e).await,
+        Err(Refused::Connect(_, e) | Refused::Other(e)) => return e.into_response(),
     };
     // A poller is a member of presence channels while its requests keep coming.
     if matches!(kind, Kind::Poll | Kind::LongPoll) {
@@ -128,7 +165,7 @@ pub(crate) async fn subscribe(
     // A stream is in the presence of its channels that track it for as long as its body lasts
     // (a WebSocket session keeps its own; polls are not counted yet).
     let presence = if kind.is_streaming() {
-        match presence::join_all(&state, &sub.channels, &mut None, &identity, kind).await {
+        match presence::join_all(&state, &sub.channels, &mut sub.hooked.clone(), &identity, kind).await {
             Ok(holds) => holds,
             Err(e) => return e.into_response(),
         }
@@ -163,6 +200,19 @@ pub(crate) async fn subscribe(
     }
 }
 
+/// Why a subscribe request was refused: by the connect hook (a WebSocket is then closed
+/// rather than answered), or anything else.
+enum Refused {
+    Connect(Kind, ApiError),
+    Other(ApiError),
+}
+
+impl<E: Into<ApiError>> From<E> for Refused {
+    fn from(e: E) -> Self {
+        Refused::Other(e.into())
+    }
+}
+
 /// When `identity`'s credential expires, as a deadline (`None` if it does not).
 fn expiry(identity: &Identity) -> Option<tokio::time::Instant> {
     identity.remaining().map(|left| tokio::time::Instant::now() + left)
@@ -183,6 +233,27 @@ pub(crate) async fn ws_bare(
     if let Err(e) = state.limits.subscribe(client) {
         return e.into_response();
     }
+    let mut hooked = None;
+    let identity = if state.hooks.connect_on(&identity) {
+        let id = crate::client_id::next();
+        match hooked::connect(
+            &state,
+            (req.headers(), req.uri(), req.extensions()),
+            identity,
+            &id,
+            Kind::WebSocket,
+        )
+        .await
+        {
+            Ok(identity) => {
+                hooked = Some(id);
+                identity
+            }
+            Err(e) => return websocket::refuse(state, req, &e).await,
+        }
+    } else {
+        identity
+    };
     match state.limits.user_connection(&identity) {
         Ok(Some(held)) => {
             req.extensions_mut().insert(UserHold::new(held));
@@ -197,6 +268,7 @@ pub(crate) async fn ws_bare(
         client,
         expires: expiry(&identity),
         poller: None,
+        hooked,
     };
     websocket::handle(state, sub, identity, req).await
 }

@@ -44,6 +44,9 @@ pub(crate) struct SubRequest {
     pub(crate) expires: Option<tokio::time::Instant>,
     /// A poller's client id in presence channels, told in the answer (`"client"`).
     pub(crate) poller: Option<std::sync::Arc<str>>,
+    /// The client id the back-end's hooks were told, if they were asked: the connection keeps
+    /// it (presence lists it, the WebSocket's later hook calls name it).
+    pub(crate) hooked: Option<std::sync::Arc<str>>,
 }
 
 /// Splits and validates `a,b,c`: at least one, at most `max`, no repeats.

@@ -13,6 +13,7 @@ use crate::error::ApiError;
 use crate::io::hold::UserHold;
 use crate::kind::Kind;
 use crate::publish::{Publisher, publish_one};
+use crate::transport::hooked;
 use crate::transport::presence::{self, PresenceHold};
 
 /// A session's client id (made when first needed) and its entries in the presence of the
@@ -31,6 +32,18 @@ impl SessionPresence {
 }
 
 impl Session {
+    /// The session's client id for the back-end's hooks (made when first needed), where any
+    /// hook is set.
+    fn hook_client(&mut self) -> Option<std::sync::Arc<str>> {
+        if !self.state.hooks.on() {
+            return None;
+        }
+        let presence = self.presence.get_or_insert_with(Box::default);
+        Some(std::sync::Arc::clone(
+            presence.client.get_or_insert_with(crate::client_id::next),
+        ))
+    }
+
     /// Runs one text message; a bad one is answered with an error and the socket stays open,
     /// except for a bad `auth` token, which ends the connection as returned.
     pub(super) async fn command(&mut self, text: Bytes) -> Option<Ending> {
@@ -56,26 +69,30 @@ impl Session {
                 event,
                 data,
                 idempotency_key,
-            } => publish_one(
-                &self.state,
-                Publisher {
-                    identity: &self.identity,
-                    client: self.client,
-                    websocket: true,
-                },
-                &channel,
-                event.as_deref(),
-                Bytes::from(data),
-                idempotency_key.as_deref(),
-            )
-            .await
-            .map(|outcome| {
-                self.reply(&Reply::Ack {
-                    reference,
-                    id: outcome.cursor.to_string(),
-                    duplicate: outcome.duplicate,
-                });
-            }),
+            } => {
+                let client_id = self.hook_client();
+                publish_one(
+                    &self.state,
+                    Publisher {
+                        identity: &self.identity,
+                        client: self.client,
+                        websocket: true,
+                        client_id: client_id.as_deref(),
+                    },
+                    &channel,
+                    event.as_deref(),
+                    Bytes::from(data),
+                    idempotency_key.as_deref(),
+                )
+                .await
+                .map(|outcome| {
+                    self.reply(&Reply::Ack {
+                        reference,
+                        id: outcome.cursor.to_string(),
+                        duplicate: outcome.duplicate,
+                    });
+                })
+            }
             Command::Ping => {
                 self.reply(&Reply::Pong { reference });
                 Ok(())
@@ -92,7 +109,7 @@ impl Session {
                             Ok(held) => self.user = held.map(UserHold::new),
                             Err(e) => {
                                 self.error(reference, e.code, &e.message);
-                                return Some(Ending::Close(POLICY, "max_connections_per_user"));
+                                return Some(Ending::Close(POLICY, "max_connections_per_user".into()));
                             }
                         }
                     }
@@ -102,7 +119,7 @@ impl Session {
                 Err(e) => {
                     tracing::debug!(reason = %e, "websocket auth refused");
                     self.error(reference, e.code(), &e.to_string());
-                    return Some(Ending::Close(POLICY, e.close_reason()));
+                    return Some(Ending::Close(POLICY, e.close_reason().into()));
                 }
             },
         };
@@ -122,6 +139,10 @@ impl Session {
             .iter()
             .filter_map(|sub| {
                 let channel = sub.channel();
+                // A channel the subscribe hook allowed stays: the hook is not asked again.
+                if self.state.hooks.subscribe_on(auth.config(), channel, &identity) {
+                    return None;
+                }
                 let refused = identity
                     .authorize(auth.config(), Action::Subscribe, channel, true)
                     .err()?;
@@ -194,8 +215,8 @@ impl Session {
     /// Subscribes to `channel` from `since`, replacing a subscription to it.
     async fn subscribe(&mut self, channel: &str, since: Option<&str>) -> Result<(), ApiError> {
         let channel = ChannelName::new(channel)?;
-        self.identity
-            .authorize(self.state.auth.config(), Action::Subscribe, &channel, true)?;
+        let id = self.hook_client().unwrap_or_else(|| std::sync::Arc::from(""));
+        hooked::may_subscribe(&self.state, &self.identity, &id, &channel, Kind::WebSocket).await?;
         let since = Position::resolve_at_most(
             since,
             std::slice::from_ref(&channel),

@@ -53,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 use self::commands::SessionPresence;
 use self::handshake::Handshake;
 use self::session::Session;
-use self::socket::{Ending, GOING_AWAY, Incoming, SLOW_CONSUMER};
+use self::socket::{Ending, GOING_AWAY, HOOK_REFUSED, Incoming, SLOW_CONSUMER, TRY_AGAIN_LATER};
 use super::request::SubRequest;
 use crate::auth::Identity;
 use crate::error::ApiError;
@@ -75,7 +75,10 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
     let accepted = async {
         let handshake = Handshake::from_parts(&mut parts, &state.config.ws()).await?;
         // In the presence of the URL's channels that track it before the `101`, as subscribed.
-        let mut presence = SessionPresence::default();
+        let mut presence = SessionPresence {
+            client: req.hooked.clone(),
+            ..SessionPresence::default()
+        };
         presence.holds =
             super::presence::join_all(&state, &req.channels, &mut presence.client, &identity, Kind::WebSocket).await?;
         let mut subs = Vec::with_capacity(req.channels.len());
@@ -134,6 +137,59 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
         // session twice (the argument and its local), 800 bytes more per idle socket.
         let ending = session.run(subs).await;
         Box::pin(session.finish(ending)).await;
+    });
+    response
+}
+
+/// Answers a WebSocket upgrade that the connect hook refused (docs/protocol.md "Hooks"): the
+/// handshake completes and the socket is closed at once, with 4403 and the back-end's message
+/// for a refusal, or 1013 (try again later, RFC 6455 §7.4.1) when the hook failed, so a
+/// browser learns why. A request that is no valid upgrade gets the HTTP error instead.
+pub(crate) async fn refuse(state: AppState, request: Request, refusal: &ApiError) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    if preflight(&parts).is_err() {
+        return refusal.clone().into_response();
+    }
+    let subprotocol = offers_subprotocol(&parts.headers);
+    let accepted = async {
+        let handshake = Handshake::from_parts(&mut parts, &state.config.ws()).await?;
+        handshake.accept(&state.config.ws())
+    };
+    let Ok((mut response, accepted)) = accepted.await else {
+        return refusal.clone().into_response();
+    };
+    if subprotocol {
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
+    }
+    let code = if refusal.status == StatusCode::SERVICE_UNAVAILABLE {
+        TRY_AGAIN_LATER
+    } else {
+        HOOK_REFUSED
+    };
+    // A close frame's reason is at most 123 bytes (RFC 6455 §5.5.1).
+    let mut reason = refusal.message.clone();
+    if reason.len() > 123 {
+        let mut end = 120;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push('…');
+        while reason.len() > 123 {
+            reason.pop();
+        }
+    }
+    let pong_timeout = state.config.ws().pong_timeout;
+    tokio::spawn(async move {
+        let _hold = (
+            parts.extensions.get::<ConnectionHold>().cloned(),
+            parts.extensions.get::<StreamHold>().cloned(),
+        );
+        if let Some(socket) = accepted.open().await {
+            socket.finish(Ending::Close(code, reason.into()), pong_timeout).await;
+        }
     });
     response
 }
@@ -215,14 +271,14 @@ pub(crate) async fn echo(State(state): State<AppState>, request: Request) -> Res
             if socket.has_queued() {
                 tokio::select! {
                     biased;
-                    () = token.cancelled() => break Ending::Close(GOING_AWAY, "server going away"),
+                    () = token.cancelled() => break Ending::Close(GOING_AWAY, "server going away".into()),
                     written = socket.flush() => if written.is_err() { break Ending::Answered },
-                    () = tokio::time::sleep(stall) => break Ending::Close(SLOW_CONSUMER, "slow consumer"),
+                    () = tokio::time::sleep(stall) => break Ending::Close(SLOW_CONSUMER, "slow consumer".into()),
                 }
             }
             tokio::select! {
                 biased;
-                () = token.cancelled() => break Ending::Close(GOING_AWAY, "server going away"),
+                () = token.cancelled() => break Ending::Close(GOING_AWAY, "server going away".into()),
                 incoming = socket.recv() => match incoming {
                     Incoming::Text(text) => socket.queue_text(text),
                     Incoming::Binary(data) => socket.queue_binary(data),

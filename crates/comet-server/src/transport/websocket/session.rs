@@ -185,17 +185,17 @@ impl Session {
             let text = tokio::select! {
                 biased;
                 rare = rare => match rare {
-                    SessionWake::Cancelled => break Ending::Close(GOING_AWAY, "server going away"),
+                    SessionWake::Cancelled => break Ending::Close(GOING_AWAY, "server going away".into()),
                     SessionWake::Timer => {
                         if expires.is_some_and(|at| at <= due) {
-                            break Ending::Close(POLICY, AuthError::Expired.close_reason());
+                            break Ending::Close(POLICY, AuthError::Expired.close_reason().into());
                         }
                         if auth_due.is_some_and(|at| at <= due) {
-                            break Ending::Close(POLICY, "no auth within ws_auth_timeout_secs");
+                            break Ending::Close(POLICY, "no auth within ws_auth_timeout_secs".into());
                         }
                         if self.keepalive.deadline() <= due {
                             if self.keepalive.expired(Instant::now()) {
-                                break Ending::Close(NO_PONG, "no pong within ws_pong_timeout");
+                                break Ending::Close(NO_PONG, "no pong within ws_pong_timeout".into());
                             }
                             self.socket.queue_ping();
                         }
@@ -267,9 +267,9 @@ impl Session {
         Box::pin(async move {
             tokio::select! {
                 biased;
-                () = token.cancelled() => Err(Ending::Close(GOING_AWAY, "server going away")),
+                () = token.cancelled() => Err(Ending::Close(GOING_AWAY, "server going away".into())),
                 written = write => written.map_err(|_| Ending::Answered),
-                () = tokio::time::sleep(stall) => Err(Ending::Close(SLOW_CONSUMER, "slow consumer")),
+                () = tokio::time::sleep(stall) => Err(Ending::Close(SLOW_CONSUMER, "slow consumer".into())),
             }
         })
         .await

@@ -51,6 +51,12 @@ pub(super) const GOING_AWAY: u16 = 1001;
 pub(super) const POLICY: u16 = 1008;
 pub(super) const SLOW_CONSUMER: u16 = 4000;
 pub(super) const NO_PONG: u16 = 4001;
+/// The connect hook refused the client (docs/protocol.md "Hooks"); the reason is the
+/// back-end's message.
+pub(super) const HOOK_REFUSED: u16 = 4403;
+/// The connect hook failed (down, slow, a bad answer): try again later (RFC 6455 §7.4.1,
+/// IANA's registry).
+pub(super) const TRY_AGAIN_LATER: u16 = 1013;
 
 /// The upgrade, answered; completes once the connection has been handed over.
 #[derive(Debug)]
@@ -163,11 +169,11 @@ pub(super) enum Incoming {
 }
 
 /// How a connection ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Ending {
     /// Send a close frame with this code (RFC 6455 §7.4.1) and reason, then wait for the
     /// peer's close.
-    Close(u16, &'static str),
+    Close(u16, std::borrow::Cow<'static, str>),
     /// The close is already decided by the library: the peer closed (its close is echoed), the
     /// peer broke the protocol (yawc queued a close with the RFC's code), or the connection
     /// was lost. Only what yawc queued is sent.
@@ -362,7 +368,7 @@ impl Socket {
             with_inner!(&mut self.inner, s => {
                 match ending {
                     Ending::Close(code, reason) => {
-                        s.send(Frame::close(CloseCode::from(code), reason)).await?;
+                        s.send(Frame::close(CloseCode::from(code), reason.as_bytes())).await?;
                         // §7.1.1: after its close the server reads (and discards) until the peer's close.
                         while let Ok(frame) = s.next_frame().await {
                             if frame.opcode() == OpCode::Close {
@@ -386,5 +392,5 @@ impl Socket {
 }
 
 fn fail(code: u16, reason: &'static str) -> Incoming {
-    Incoming::End(Ending::Close(code, reason))
+    Incoming::End(Ending::Close(code, reason.into()))
 }
