@@ -699,6 +699,7 @@ impl Hub {
             epoch,
             position,
             notice_at,
+            own_client: None,
             pending_gap: None,
             lagging: false,
             stats: Arc::clone(&self.stats),
@@ -860,6 +861,9 @@ pub struct ChannelSubscription {
     position: u64,
     /// The number of the last presence notice delivered (or made before it subscribed).
     notice_at: u64,
+    /// The subscriber's own client id in the channel's presence: its own joins and leaves are
+    /// not delivered to it (docs/protocol.md "Presence").
+    own_client: Option<Arc<str>>,
     pending_gap: Option<Gap>,
     lagging: bool,
     stats: Arc<BrokerStats>,
@@ -890,6 +894,13 @@ impl ChannelSubscription {
     /// The cursor to resume from: the last message delivered (or the live edge it started at).
     pub fn cursor(&self) -> Cursor {
         Cursor::new(self.epoch, self.position)
+    }
+
+    /// Makes `client` the subscriber's own id in presence: the joins and leaves of that
+    /// client are not delivered to this subscription (a client never hears of itself, even
+    /// when its join reaches this node after its subscription, as through another node).
+    pub fn ignore_notices_of(&mut self, client: Arc<str>) {
+        self.own_client = Some(client);
     }
 
     /// Whether the subscription starts with a gap notice not yet read.
@@ -975,7 +986,9 @@ impl ChannelSubscription {
             if state.notice_seq > self.notice_at {
                 for (seq, notice) in &state.notices {
                     if *seq > self.notice_at && out.len() < limit {
-                        out.push(Event::Presence(Arc::clone(notice)));
+                        if self.own_client.as_deref() != Some(&*notice.entry.client) {
+                            out.push(Event::Presence(Arc::clone(notice)));
+                        }
                         self.notice_at = *seq;
                     }
                 }

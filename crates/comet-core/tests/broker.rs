@@ -604,3 +604,21 @@ async fn presence_notices_reach_current_subscribers_only_and_are_not_history() {
     events.clear();
     assert_eq!(early.try_read(&mut events, 1000), 0, "and nothing is read twice");
 }
+
+/// A subscription told its own client id does not get that client's joins and leaves, even
+/// when they are made after it subscribed (as when its join reaches its node late, through
+/// another node); the others' still reach it.
+#[tokio::test]
+async fn a_subscriber_never_gets_its_own_join_or_leave() {
+    let b = small(8);
+    let room = ChannelName::new("room:own").unwrap();
+    let mut own = b.subscribe(room.clone(), Since::Live).await.unwrap();
+    own.ignore_notices_of("me".into());
+    b.presence_join(&room, member("me"), true).await.unwrap();
+    b.presence_join(&room, member("other"), true).await.unwrap();
+    b.presence_leave(&room, "me", true).await.unwrap();
+    publish(&b, &room, "m1");
+    let mut events = Vec::new();
+    own.try_read(&mut events, 64);
+    assert_eq!(data_of(&events), ["JOIN:other", "m1"]);
+}

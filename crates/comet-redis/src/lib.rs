@@ -248,13 +248,13 @@ impl RedisBroker {
         .await
         .map_err(|e| unavailable(&e))?;
         tokio::spawn(reader.run(request_rx));
-        let presence = Arc::new(presence::RedisPresence::new(
+        let presence = presence::RedisPresence::new(
             &config.prefix,
             &shared.node,
             config.presence_ttl,
             Arc::clone(&hub),
             data.clone(),
-        ));
+        );
         tokio::spawn(presence::maintain_every_third(
             Arc::downgrade(&presence),
             config.presence_ttl,
@@ -359,16 +359,32 @@ impl RedisBroker {
             (Some(e), Some(o)) if o > 0 => Some(Cursor::new(e, o)),
             _ => None,
         };
-        // This node's count now, the others' as they last wrote them (and not expired).
+        // This node's count now, the others' as they last wrote them (and not expired). The
+        // fields of nodes that stopped writing (dead, restarted under a new id) are removed.
         let now = now_millis();
-        let others: usize = counts
-            .iter()
-            .filter(|(node, _)| *node != self.shared.node)
-            .filter_map(|(_, value)| {
-                let (count, deadline) = value.split_once(' ')?;
-                (deadline.parse::<u64>().ok()? > now).then(|| count.parse::<usize>().ok())?
-            })
-            .sum();
+        let mut others = 0;
+        let mut dead = Vec::new();
+        for (node, value) in &counts {
+            if *node == self.shared.node {
+                continue;
+            }
+            let parsed = value
+                .split_once(' ')
+                .and_then(|(count, deadline)| Some((count.parse::<usize>().ok()?, deadline.parse::<u64>().ok()?)));
+            match parsed {
+                Some((count, deadline)) if deadline > now => others += count,
+                _ => dead.push(node.as_str()),
+            }
+        }
+        if !dead.is_empty() {
+            let forget = redis::cmd("HDEL")
+                .arg(Keys::counts(&self.config.prefix, &channel))
+                .arg(&dead)
+                .to_owned();
+            if let Err(e) = forget.query_async::<()>(&mut con).await {
+                tracing::debug!(%channel, error = %e, "dead nodes' counts not removed; they are ignored");
+            }
+        }
         Ok(ChannelInfo {
             subscribers: self.hub.subscribers(&channel) + others,
             channel,

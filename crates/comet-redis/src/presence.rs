@@ -27,7 +27,7 @@
 //! them with their leave notices and webhooks.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use comet_core::{
@@ -137,16 +137,48 @@ end
 return {changes, members, redis.call('HLEN', P), missing}
 ";
 
-/// Removes `channel` from the index if nobody renewed it since `threshold` (a join in between
-/// keeps it). KEYS[1] = the index; ARGV = channel, threshold (ms).
-const UNINDEX: &str = r"
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score and tonumber(score) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
-return 0
+/// The index of channels with entries, on Redis's clock (so nodes' clocks do not matter).
+/// KEYS[1] = the index; ARGV[1] = the operation:
+/// - `touch CHANNEL…`: renewed now;
+/// - `stale TTL BATCH`: at most BATCH channels nobody renewed for TTL ms;
+/// - `settle TTL (CHANNEL COUNT)…`: after a sweep, a channel still stale leaves the index if
+///   it has no entry left, or is looked at again a TTL later if it has (entries a partitioned
+///   node may still renew), so it never blocks the others;
+/// - `empty CHANNEL`: its last entry left.
+const INDEX: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local op = ARGV[1]
+if op == 'touch' then
+  for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now, ARGV[i]) end
+elseif op == 'stale' then
+  return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]), 'LIMIT', 0, tonumber(ARGV[3]))
+elseif op == 'settle' then
+  local ttl = tonumber(ARGV[2])
+  for i = 3, #ARGV, 2 do
+    local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+    if score and tonumber(score) <= now - ttl then
+      if tonumber(ARGV[i + 1]) == 0 then
+        redis.call('ZREM', KEYS[1], ARGV[i])
+      else
+        redis.call('ZADD', KEYS[1], now, ARGV[i])
+      end
+    end
+  end
+elseif op == 'empty' then
+  redis.call('ZREM', KEYS[1], ARGV[2])
+end
+return {}
 ";
 
-/// Channels whose renewals stopped, visited per maintenance round, at most.
+/// Channels whose renewals stopped, visited per batch.
 const STALE_BATCH: usize = 256;
+/// Batches per maintenance round, at most (so a round is bounded; the next goes on).
+const STALE_BATCHES: usize = 16;
+/// Renewals in one script call, at most.
+const RENEW_BATCH: usize = 1000;
+/// A maintenance round stops after this many channels failed in a row (Redis is down).
+const FAILURES_IN_A_ROW: usize = 3;
 
 /// One entry this node holds: its JSON as stored, and its user (for renewals).
 #[derive(Debug, Clone)]
@@ -170,6 +202,8 @@ struct Answer {
 
 /// Presence over Redis, for one node.
 pub(crate) struct RedisPresence {
+    /// Itself, for the tasks it spawns (a release after a join that was cut short).
+    me: Weak<RedisPresence>,
     prefix: String,
     /// This broker's id among the nodes (`Shared::node`).
     node: String,
@@ -177,7 +211,7 @@ pub(crate) struct RedisPresence {
     hub: Arc<Hub>,
     data: DataLink,
     script: redis::Script,
-    unindex: redis::Script,
+    index_script: redis::Script,
     /// A `std` mutex: held only to read or change the map, never across an `.await`.
     local: Mutex<Local>,
     sink: Mutex<Option<PresenceSink>>,
@@ -192,19 +226,49 @@ impl std::fmt::Debug for RedisPresence {
     }
 }
 
+/// Releases this node's hold of a client in a channel when dropped armed: a join whose script
+/// may have run but whose caller never learnt it (its answer was lost, or the request was
+/// dropped meanwhile) leaves no ghost. Releasing a hold that is not there does nothing.
+struct Release {
+    presence: Weak<RedisPresence>,
+    channel: ChannelName,
+    client: Arc<str>,
+    armed: bool,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // the hold expires with its TTL
+        };
+        let (presence, channel, client) = (self.presence.clone(), self.channel.clone(), Arc::clone(&self.client));
+        runtime.spawn(async move {
+            if let Some(presence) = presence.upgrade()
+                && let Err(e) = presence.run(&channel, &["l", &client], Some((&client, false))).await
+            {
+                tracing::debug!(%channel, error = %e, "release after a cut-short join failed; the hold expires");
+            }
+        });
+    }
+}
+
 impl RedisPresence {
-    pub(crate) fn new(prefix: &str, node: &str, ttl: Duration, hub: Arc<Hub>, data: DataLink) -> Self {
-        Self {
+    pub(crate) fn new(prefix: &str, node: &str, ttl: Duration, hub: Arc<Hub>, data: DataLink) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             prefix: prefix.to_owned(),
             node: node.to_owned(),
             ttl: ttl.max(Duration::from_secs(1)),
             hub,
             data,
             script: redis::Script::new(SCRIPT),
-            unindex: redis::Script::new(UNINDEX),
+            index_script: redis::Script::new(INDEX),
             local: Mutex::default(),
             sink: Mutex::default(),
-        }
+        })
     }
 
     fn local(&self) -> std::sync::MutexGuard<'_, Local> {
@@ -215,14 +279,19 @@ impl RedisPresence {
         *self.sink.lock().unwrap_or_else(PoisonError::into_inner) = Some(sink);
     }
 
-    fn index(&self) -> String {
-        format!("{}:presence", self.prefix)
+    fn ttl_ms(&self) -> u64 {
+        self.ttl.as_millis() as u64
     }
 
     /// Runs the script on `channel` with `ops`. Every join and leave it made is pushed to this
-    /// node's subscribers (the other nodes get it through pub/sub); the changes for clients
-    /// other than `asked` (the one the caller acts for, who reports its own) go to the sink.
-    async fn run(&self, channel: &ChannelName, ops: &[&str], asked: Option<&str>) -> Result<Answer, BrokerError> {
+    /// node's subscribers (the other nodes get it through pub/sub); every change goes to the
+    /// sink except `asked` (the client, and whether joined), which the caller reports itself.
+    async fn run(
+        &self,
+        channel: &ChannelName,
+        ops: &[&str],
+        asked: Option<(&str, bool)>,
+    ) -> Result<Answer, BrokerError> {
         let p = &self.prefix;
         let mut invocation = self.script.prepare_invoke();
         invocation
@@ -231,7 +300,7 @@ impl RedisPresence {
             .key(format!("{p}:{{{channel}}}:pu"))
             .key(format!("{p}:{{{channel}}}:ph"))
             .arg(format!("{p}:{{{channel}}}"))
-            .arg(self.ttl.as_millis() as u64)
+            .arg(self.ttl_ms())
             .arg(&self.node);
         for op in ops {
             invocation.arg(*op);
@@ -247,6 +316,7 @@ impl RedisPresence {
         let answer = parse_answer(&value)
             .ok_or_else(|| BrokerError::Internal(format!("redis: unexpected presence answer {value:?}")))?;
         let sink = self.sink.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut skipped = false;
         for (joined, entry, transition, announced) in &answer.changes {
             if *announced && transition.client {
                 self.hub.announce(PresenceNotice {
@@ -255,9 +325,11 @@ impl RedisPresence {
                     entry: entry.clone(),
                 });
             }
-            if let Some(sink) = &sink
-                && Some(entry.client.as_ref()) != asked
-            {
+            if !skipped && asked == Some((&*entry.client, *joined)) {
+                skipped = true;
+                continue;
+            }
+            if let Some(sink) = &sink {
                 sink(PresenceChange {
                     channel: channel.clone(),
                     entry: entry.clone(),
@@ -269,19 +341,28 @@ impl RedisPresence {
         Ok(answer)
     }
 
-    async fn touch_index(&self, channels: &[ChannelName]) {
-        if channels.is_empty() {
-            return;
-        }
-        let now = comet_core::now_millis();
-        let mut pipe = redis::pipe();
-        for channel in channels {
-            pipe.zadd(self.index(), channel.as_str(), now).ignore();
+    /// Runs the index script with `args`.
+    async fn index(&self, args: &[&str]) -> Result<Value, BrokerError> {
+        let mut invocation = self.index_script.prepare_invoke();
+        invocation.key(format!("{}:presence", self.prefix));
+        for arg in args {
+            invocation.arg(*arg);
         }
         let mut con = self.data.get();
-        if let Err(e) = pipe.query_async::<()>(&mut con).await {
-            self.data.note(&e);
-            tracing::debug!(error = %e, "presence index not updated; the next renewal tries again");
+        tokio::time::timeout(RESPONSE_TIMEOUT, invocation.invoke_async(&mut con))
+            .await
+            .map_err(|_| BrokerError::Unavailable("redis: the presence index timed out".into()))?
+            .map_err(|e| self.data.failed(&e))
+    }
+
+    async fn touch_index(&self, channels: &[ChannelName]) {
+        for chunk in channels.chunks(STALE_BATCH) {
+            let mut args = vec!["touch"];
+            args.extend(chunk.iter().map(ChannelName::as_str));
+            if let Err(e) = self.index(&args).await {
+                tracing::debug!(error = %e, "presence index not updated; the next renewal tries again");
+                return;
+            }
         }
     }
 
@@ -292,8 +373,20 @@ impl RedisPresence {
         announce: bool,
     ) -> Result<Transition, BrokerError> {
         let json = encode(&entry, announce);
+        let renewal = self.local().get(channel).is_some_and(|m| m.contains_key(&entry.client));
+        // Until this node holds it in `local`, a join cut short is released again.
+        let mut release = Release {
+            presence: self.me.clone(),
+            channel: channel.clone(),
+            client: Arc::clone(&entry.client),
+            armed: !renewal,
+        };
         let answer = self
-            .run(channel, &["j", &entry.client, &entry.user, &json], Some(&entry.client))
+            .run(
+                channel,
+                &["j", &entry.client, &entry.user, &json],
+                Some((&entry.client, true)),
+            )
             .await?;
         self.local().entry(channel.clone()).or_default().insert(
             Arc::clone(&entry.client),
@@ -302,11 +395,19 @@ impl RedisPresence {
                 user: Arc::clone(&entry.user),
             },
         );
-        self.touch_index(std::slice::from_ref(channel)).await;
+        release.armed = false;
+        // In the background: the caller may be gone before it is done, and the next renewal
+        // touches it anyway.
+        let (me, indexed) = (self.me.clone(), channel.clone());
+        tokio::spawn(async move {
+            if let Some(presence) = me.upgrade() {
+                presence.touch_index(std::slice::from_ref(&indexed)).await;
+            }
+        });
         Ok(answer
             .changes
             .into_iter()
-            .find(|(_, e, _, _)| e.client == entry.client)
+            .find(|(joined, e, _, _)| *joined && e.client == entry.client)
             .map(|(_, _, t, _)| t)
             .unwrap_or_default())
     }
@@ -325,7 +426,12 @@ impl RedisPresence {
                 }
             }
         }
-        let answer = self.run(channel, &["l", client], Some(client)).await?;
+        let answer = self.run(channel, &["l", client], Some((client, false))).await?;
+        if answer.count == 0
+            && let Err(e) = self.index(&["empty", channel.as_str()]).await
+        {
+            tracing::debug!(%channel, error = %e, "presence index not updated; the sweep will");
+        }
         Ok(answer
             .changes
             .into_iter()
@@ -340,20 +446,35 @@ impl RedisPresence {
     }
 
     /// One maintenance round: renews this node's entries (adding back any Redis lost), then
-    /// removes the expired entries of channels nobody renewed for a TTL (a dead node's).
+    /// removes the expired entries of channels nobody renewed for a TTL (a dead node's). A
+    /// channel that fails does not keep the others from being renewed (they are visited from a
+    /// random place each round); several failing in a row (Redis down) end the round.
     pub(crate) async fn maintain(&self) {
-        let channels: Vec<(ChannelName, Vec<Arc<str>>)> = self
+        let mut channels: Vec<(ChannelName, Vec<Arc<str>>)> = self
             .local()
             .iter()
             .map(|(c, m)| (c.clone(), m.keys().cloned().collect()))
             .collect();
+        if !channels.is_empty() {
+            let start = rand::random_range(0..channels.len());
+            channels.rotate_left(start);
+        }
         let mut renewed = Vec::with_capacity(channels.len());
+        let mut failures = 0;
         for (channel, clients) in channels {
-            if let Err(e) = self.renew(&channel, &clients).await {
-                tracing::warn!(%channel, error = %e, "presence renewal failed; trying again next round");
-                return;
+            match self.renew(&channel, &clients).await {
+                Ok(()) => {
+                    failures = 0;
+                    renewed.push(channel);
+                }
+                Err(e) => {
+                    tracing::warn!(%channel, error = %e, "presence renewal failed; trying again next round");
+                    failures += 1;
+                    if failures >= FAILURES_IN_A_ROW {
+                        break;
+                    }
+                }
             }
-            renewed.push(channel);
         }
         self.touch_index(&renewed).await;
         if let Err(e) = self.sweep_stale().await {
@@ -364,11 +485,14 @@ impl RedisPresence {
     /// Renews `clients` in `channel`, and adds back those Redis no longer has (it restarted
     /// empty, or a partition outlasted the TTL) that this node still holds, as joins.
     async fn renew(&self, channel: &ChannelName, clients: &[Arc<str>]) -> Result<(), BrokerError> {
-        let mut ops: Vec<&str> = Vec::with_capacity(clients.len() * 2);
-        for client in clients {
-            ops.extend(["r", client]);
+        let mut missing = Vec::new();
+        for chunk in clients.chunks(RENEW_BATCH) {
+            let mut ops: Vec<&str> = Vec::with_capacity(chunk.len() * 2);
+            for client in chunk {
+                ops.extend(["r", client]);
+            }
+            missing.extend(self.run(channel, &ops, None).await?.missing);
         }
-        let missing = self.run(channel, &ops, None).await?.missing;
         if missing.is_empty() {
             return Ok(());
         }
@@ -380,11 +504,13 @@ impl RedisPresence {
                 .filter_map(|c| Some((c.clone(), members?.get(c.as_str())?.clone())))
                 .collect()
         };
-        let mut ops: Vec<&str> = Vec::with_capacity(held.len() * 4);
-        for (client, h) in &held {
-            ops.extend(["j", client, &h.user, &h.json]);
+        for chunk in held.chunks(RENEW_BATCH) {
+            let mut ops: Vec<&str> = Vec::with_capacity(chunk.len() * 4);
+            for (client, h) in chunk {
+                ops.extend(["j", client, &h.user, &h.json]);
+            }
+            self.run(channel, &ops, None).await?;
         }
-        self.run(channel, &ops, None).await?;
         // A client that left while it was being added back (its leave ran first) is removed
         // again, so no entry outlives its connection.
         let gone: Vec<String> = {
@@ -401,32 +527,34 @@ impl RedisPresence {
         Ok(())
     }
 
+    /// Visits the channels nobody renewed for a TTL: the script removes their expired entries
+    /// (with leave notices and webhooks, by whichever node gets there first), then the index
+    /// forgets the empty ones and puts the others back a TTL later.
     async fn sweep_stale(&self) -> Result<(), BrokerError> {
-        let threshold = comet_core::now_millis().saturating_sub(self.ttl.as_millis() as u64);
-        let mut con = self.data.get();
-        let stale: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.index())
-            .arg("-inf")
-            .arg(threshold)
-            .arg("LIMIT")
-            .arg(0)
-            .arg(STALE_BATCH)
-            .query_async(&mut con)
-            .await
-            .map_err(|e| self.data.failed(&e))?;
-        for name in stale {
-            let Ok(channel) = ChannelName::new(&name) else {
-                continue;
+        let ttl = self.ttl_ms().to_string();
+        let batch = STALE_BATCH.to_string();
+        for _ in 0..STALE_BATCHES {
+            let stale = self.index(&["stale", &ttl, &batch]).await?;
+            let Value::Array(names) = stale else {
+                return Ok(());
             };
-            let answer = self.run(&channel, &[], None).await?;
-            if answer.count == 0 {
-                self.unindex
-                    .key(self.index())
-                    .arg(channel.as_str())
-                    .arg(threshold)
-                    .invoke_async::<()>(&mut con)
-                    .await
-                    .map_err(|e| self.data.failed(&e))?;
+            let mut settled: Vec<(String, String)> = Vec::with_capacity(names.len());
+            for name in &names {
+                let Value::BulkString(name) = name else { continue };
+                let name = String::from_utf8_lossy(name).into_owned();
+                let count = match ChannelName::new(&name) {
+                    Ok(channel) => self.run(&channel, &[], None).await?.count,
+                    Err(_) => 0, // not a channel of ours: forgotten
+                };
+                settled.push((name, count.to_string()));
+            }
+            let mut args = vec!["settle", ttl.as_str()];
+            for (name, count) in &settled {
+                args.extend([name.as_str(), count.as_str()]);
+            }
+            self.index(&args).await?;
+            if names.len() < STALE_BATCH {
+                return Ok(());
             }
         }
         Ok(())
@@ -434,7 +562,7 @@ impl RedisPresence {
 }
 
 /// Renewals every third of the TTL, until the presence is dropped.
-pub(crate) async fn maintain_every_third(presence: std::sync::Weak<RedisPresence>, ttl: Duration) {
+pub(crate) async fn maintain_every_third(presence: Weak<RedisPresence>, ttl: Duration) {
     let every = (ttl / 3).max(Duration::from_millis(200));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -137,6 +137,7 @@ pub(crate) async fn subscribe(
             client,
             expires: expiry(&identity),
             poller: None,
+            member: None,
             hooked,
         };
         Ok::<_, Refused>((kind, sub, user_hold.map(UserHold::new), identity))
@@ -158,14 +159,18 @@ pub(crate) async fn subscribe(
         };
         let asked = sub.query.client.as_deref();
         match presence::poll_member(&state, &sub.channels, asked, &identity, kind, hold_for).await {
-            Ok(poller) => sub.poller = poller,
+            Ok(poller) => {
+                sub.member.clone_from(&poller);
+                sub.poller = poller;
+            }
             Err(e) => return e.into_response(),
         }
     }
     // A stream is in the presence of its channels that track it for as long as its body lasts
     // (a WebSocket session keeps its own; polls are not counted yet).
     let presence = if kind.is_streaming() {
-        match presence::join_all(&state, &sub.channels, &mut sub.hooked.clone(), &identity, kind).await {
+        sub.member.clone_from(&sub.hooked);
+        match presence::join_all(&state, &sub.channels, &mut sub.member, &identity, kind).await {
             Ok(holds) => holds,
             Err(e) => return e.into_response(),
         }
@@ -268,6 +273,7 @@ pub(crate) async fn ws_bare(
         client,
         expires: expiry(&identity),
         poller: None,
+        member: None,
         hooked,
     };
     websocket::handle(state, sub, identity, req).await

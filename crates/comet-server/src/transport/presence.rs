@@ -116,6 +116,11 @@ fn entry(client: &Arc<str>, identity: &Identity, kind: Kind) -> PresenceEntry {
 
 impl Drop for PresenceHold {
     fn drop(&mut self) {
+        // Outside a runtime (a test's teardown) nothing can run: the entry expires (Redis) or
+        // goes with the broker (memory).
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let (broker, channel, client) = (Arc::clone(&self.broker), self.channel.clone(), Arc::clone(&self.client));
         let (announce, webhooks) = (self.announce, Arc::clone(&self.webhooks));
         let mut leave = Box::pin(async move {
@@ -127,9 +132,7 @@ impl Drop for PresenceHold {
         });
         // The memory broker answers at once; a broker that must wait (Redis) goes on in a task
         // of its own, with the same future: its first poll may already have sent the leave.
-        if leave.as_mut().now_or_never().is_none()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
+        if leave.as_mut().now_or_never().is_none() {
             runtime.spawn(leave);
         }
     }

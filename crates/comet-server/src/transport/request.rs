@@ -47,6 +47,9 @@ pub(crate) struct SubRequest {
     /// The client id the back-end's hooks were told, if they were asked: the connection keeps
     /// it (presence lists it, the WebSocket's later hook calls name it).
     pub(crate) hooked: Option<std::sync::Arc<str>>,
+    /// The client id this request is in presence under (a stream's, or a poller's): its
+    /// subscriptions do not deliver its own joins and leaves.
+    pub(crate) member: Option<std::sync::Arc<str>>,
 }
 
 /// Splits and validates `a,b,c`: at least one, at most `max`, no repeats.
@@ -94,7 +97,11 @@ pub(crate) fn cursor_text<'a>(headers: &'a HeaderMap, query: &'a SubQuery) -> Re
 pub(crate) async fn open(state: &AppState, req: &SubRequest) -> Result<SubscriptionSet, ApiError> {
     let mut set = SubscriptionSet::new();
     for (channel, since) in req.channels.iter().zip(&req.since) {
-        set.insert(state.broker.subscribe(channel.clone(), *since).await?);
+        let mut sub = state.broker.subscribe(channel.clone(), *since).await?;
+        if let Some(member) = &req.member {
+            sub.ignore_notices_of(std::sync::Arc::clone(member));
+        }
+        set.insert(sub);
     }
     Ok(set)
 }

@@ -232,7 +232,7 @@ impl Session {
         self.state.limits.subscribe(self.client)?;
         // Joined first, so the session does not get its own join.
         self.join_presence(&channel).await?;
-        let sub = match self.state.broker.subscribe(channel.clone(), since[0]).await {
+        let mut sub = match self.state.broker.subscribe(channel.clone(), since[0]).await {
             Ok(sub) => sub,
             Err(e) => {
                 // Not subscribed: not a member either (unless it was subscribed before).
@@ -244,6 +244,9 @@ impl Session {
                 return Err(e.into());
             }
         };
+        if let Some(client) = self.presence.as_ref().and_then(|p| p.client.as_ref()) {
+            sub.ignore_notices_of(std::sync::Arc::clone(client));
+        }
         self.add(sub);
         Ok(())
     }

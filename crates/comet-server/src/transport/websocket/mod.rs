@@ -83,7 +83,11 @@ pub(crate) async fn handle(state: AppState, req: SubRequest, identity: Identity,
             super::presence::join_all(&state, &req.channels, &mut presence.client, &identity, Kind::WebSocket).await?;
         let mut subs = Vec::with_capacity(req.channels.len());
         for (channel, since) in req.channels.into_iter().zip(req.since) {
-            subs.push(state.broker.subscribe(channel, since).await?);
+            let mut sub = state.broker.subscribe(channel, since).await?;
+            if let Some(client) = &presence.client {
+                sub.ignore_notices_of(std::sync::Arc::clone(client));
+            }
+            subs.push(sub);
         }
         let (response, accepted) = handshake.accept(&state.config.ws())?;
         Ok::<_, ApiError>((response, accepted, subs, presence))
