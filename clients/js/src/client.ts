@@ -83,6 +83,13 @@ export class Subscription {
     if (this.active && this.options.onGap) safeCall(this.options.onGap, info);
   }
 
+  /** @internal The server ended it. */
+  ended(reason: string): void {
+    if (!this.active) return;
+    this.active = false;
+    if (this.options.onUnsubscribe) safeCall(this.options.onUnsubscribe, { channel: this.channel, reason });
+  }
+
   /** @internal */
   presence(joined: boolean, event: PresenceEvent): void {
     const call = joined ? this.options.onJoin : this.options.onLeave;
@@ -239,12 +246,27 @@ export class Client extends Emitter<ClientEvents> {
 
   /** Ends every subscription and the connection, for good. */
   close(): void {
+    this.shut();
+  }
+
+  private shut(reason?: string): void {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.timer);
     this.stopTransport();
     for (const off of this.unlisten.splice(0)) off();
-    this.setState({ state: 'closed', transport: null });
+    this.setState(reason ? { state: 'closed', transport: null, reason } : { state: 'closed', transport: null });
+  }
+
+  /** The server ended `channel`'s subscriptions: they are over, and the channel is left. */
+  private serverUnsubscribed(channel: string): void {
+    const ch = this.channels.get(channel);
+    if (!ch) return;
+    for (const sub of [...ch.subs]) sub.ended('unsubscribed by the server');
+    this.channels.delete(channel);
+    this.book.delete(channel);
+    this.repairing.delete(channel);
+    this.queueSync();
   }
 
   // ------------------------------------------------------------------ channels
@@ -338,6 +360,12 @@ export class Client extends Emitter<ClientEvents> {
       position: (text) => live() && this.book.advance(parsePosition(text, channels)),
       frame: (direction, text) => live() && this.frame(name, direction, text),
       error: (e) => live() && this.emit('error', e),
+      disconnected: (reconnect) => {
+        if (!live()) return;
+        // `reconnect: false`: the application asked this client to stop (the server API).
+        if (!reconnect) this.shut('disconnected by the server');
+      },
+      unsubscribed: (channel) => live() && this.serverUnsubscribed(channel),
       ended: (why, info = {}) => {
         if (!live()) return;
         done = true;

@@ -69,6 +69,8 @@ export interface PollAnswer {
   presence: (PresenceEvent & { type: string })[];
   /** The poller's id in presence channels, to send back as `?client=`. */
   client?: string;
+  /** The server API disconnected this user (docs/protocol.md "Server API"). */
+  disconnect?: { reconnect?: boolean };
   /** The raw body, for the frame log. */
   raw: string;
 }
@@ -100,6 +102,7 @@ export async function pollOnce(
     gaps?: string[];
     presence?: (PresenceEvent & { type: string })[];
     client?: string;
+    disconnect?: { reconnect?: boolean };
   };
   try {
     body = JSON.parse(raw);
@@ -115,6 +118,7 @@ export async function pollOnce(
     gaps: body.gap ? (body.gaps ?? []) : [],
     presence: Array.isArray(body.presence) ? body.presence : [],
     ...(typeof body.client === 'string' ? { client: body.client } : {}),
+    ...(body.disconnect && typeof body.disconnect === 'object' ? { disconnect: body.disconnect } : {}),
     raw,
   };
 }

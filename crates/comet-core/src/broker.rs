@@ -78,6 +78,10 @@ pub struct PresenceChange {
 /// Where a broker reports its [`PresenceChange`]s (the server's occupancy webhooks).
 pub type PresenceSink = Arc<dyn Fn(PresenceChange) + Send + Sync>;
 
+/// Where a broker hands the [`Broker::broadcast`]s of other nodes (the server's orders to a
+/// user's connections).
+pub type BroadcastSink = Arc<dyn Fn(Bytes) + Send + Sync>;
+
 /// Short-lived values every node of a cluster can read: the `/tickets` tickets, set on one node
 /// and taken (read and removed at once) on any; the client ids given to pollers, set and read.
 pub trait SharedStore: Send + Sync + fmt::Debug {
@@ -197,10 +201,43 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         Box::pin(std::future::ready(Err(BrokerError::Unsupported("presence"))))
     }
 
+    /// The channels with subscribers (on every node, for a broker shared by several) whose
+    /// names start with `prefix` and sort after `after`, in name order, at most `limit`, each
+    /// with its subscriber count (`GET /channels`). Defaults to `Unsupported`.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the store is down.
+    fn channels<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(ChannelName, usize)>, BrokerError>> {
+        let _ = (prefix, after, limit);
+        Box::pin(std::future::ready(Err(BrokerError::Unsupported("channel listing"))))
+    }
+
     /// Reports to `sink` the presence transitions this broker makes on its own (see
     /// [`PresenceChange`]); a later call replaces the sink. A broker of one node makes none, and
     /// by default the sink is dropped.
     fn on_presence_change(&self, sink: PresenceSink) {
+        let _ = sink;
+    }
+
+    /// Sends `payload` to every other node of the cluster, each of which hands it to its
+    /// [`on_broadcast`](Self::on_broadcast) sink (at most once, while its link is up). A
+    /// broker of one node has no other: the default does nothing.
+    ///
+    /// # Errors
+    /// [`BrokerError::Unavailable`] when the store is down.
+    fn broadcast(&self, payload: Bytes) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let _ = payload;
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Where this node's broker hands the other nodes' broadcasts; a later call replaces it.
+    /// The default drops it (no other node).
+    fn on_broadcast(&self, sink: BroadcastSink) {
         let _ = sink;
     }
 

@@ -809,6 +809,25 @@ impl Hub {
             .sum()
     }
 
+    /// The channels with subscribers on this node whose names start with `prefix` and sort
+    /// after `after`, in name order, at most `limit`, each with its subscriber count.
+    pub fn active_channels(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<(ChannelName, usize)> {
+        let mut out: Vec<(ChannelName, usize)> = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            out.extend(shard.logs.iter().filter_map(|(name, log)| {
+                let subscribers = log.subscribers.load(Ordering::Relaxed);
+                let wanted = subscribers > 0
+                    && name.as_str().starts_with(prefix)
+                    && after.is_none_or(|after| name.as_str() > after);
+                wanted.then(|| (name.clone(), subscribers))
+            }));
+        }
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out.truncate(limit);
+        out
+    }
+
     /// How many channels this node holds.
     pub fn channel_count(&self) -> usize {
         self.shards

@@ -26,7 +26,9 @@ mod name;
 mod presence;
 mod stats;
 
-pub use broker::{BoxFuture, Broker, BrokerError, ChannelInfo, PresenceChange, PresenceSink, Publish, SharedStore};
+pub use broker::{
+    BoxFuture, BroadcastSink, Broker, BrokerError, ChannelInfo, PresenceChange, PresenceSink, Publish, SharedStore,
+};
 pub use cursor::{Cursor, CursorError, Position, Since};
 pub use history::{History, HistoryLimits};
 pub use hub::{

@@ -116,6 +116,15 @@ impl Broker for MemoryBroker {
         Box::pin(std::future::ready(Ok(self.presence.members(channel))))
     }
 
+    fn channels<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(ChannelName, usize)>, BrokerError>> {
+        Box::pin(std::future::ready(Ok(self.hub.active_channels(prefix, after, limit))))
+    }
+
     fn holds(&self, channel: &ChannelName) -> bool {
         self.hub.holds(channel)
     }

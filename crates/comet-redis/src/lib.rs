@@ -161,7 +161,7 @@ pub(crate) enum Request {
 }
 
 /// What the reader task shares with the broker.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Shared {
     /// Whether the pub/sub link answered its last `PING` (and is subscribed): `/readyz`.
     pub(crate) link_up: AtomicBool,
@@ -171,8 +171,26 @@ pub(crate) struct Shared {
     /// The broker follows a master that Sentinel names.
     pub(crate) sentinel: bool,
     /// This broker's id among the nodes: 16 random hex digits, drawn at connection. Names its
-    /// subscriber counts (`Keys::counts`) and the presence notices it publishes.
+    /// subscriber counts (`Keys::counts`), the presence notices and the broadcasts it publishes.
     pub(crate) node: String,
+    /// Where the other nodes' broadcasts go (`Broker::on_broadcast`).
+    pub(crate) broadcasts: std::sync::Mutex<Option<comet_core::BroadcastSink>>,
+}
+
+/// The pub/sub channel of broadcasts between nodes: `<node> <payload>`.
+pub(crate) fn control_channel(prefix: &str) -> String {
+    format!("{prefix}:control")
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("link_up", &self.link_up)
+            .field("durable", &self.durable)
+            .field("sentinel", &self.sentinel)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
@@ -411,6 +429,66 @@ impl RedisBroker {
     }
 }
 
+/// Channel names a `GET /channels` looks at, at most, per call.
+const MAX_LISTED: usize = 100_000;
+
+impl RedisBroker {
+    async fn channels_now(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(ChannelName, usize)>, BrokerError> {
+        let p = &self.config.prefix;
+        let pattern = format!("{p}:{{{prefix}*}}:n");
+        let mut names: std::collections::BTreeSet<ChannelName> = self
+            .hub
+            .active_channels(prefix, after, usize::MAX)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        let mut con = self.data.get();
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut con)
+                .await
+                .map_err(|e| self.data.failed(&e))?;
+            for key in keys {
+                let name = key
+                    .strip_prefix(p.as_str())
+                    .and_then(|k| k.strip_prefix(":{"))
+                    .and_then(|k| k.strip_suffix("}:n"));
+                if let Some(channel) = name.and_then(|n| ChannelName::new(n).ok())
+                    && after.is_none_or(|after| channel.as_str() > after)
+                {
+                    names.insert(channel);
+                }
+            }
+            cursor = next;
+            if cursor == 0 || names.len() >= MAX_LISTED {
+                break;
+            }
+        }
+        let mut out = Vec::with_capacity(limit.min(names.len()));
+        for channel in names {
+            if out.len() >= limit {
+                break;
+            }
+            let subscribers = self.info_now(channel.clone()).await?.subscribers;
+            if subscribers > 0 {
+                out.push((channel, subscribers));
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// A key of our own for a publish without one: 128 random bits.
 fn own_key() -> Idempotency {
     let key = format!("comet.{:032x}", rand::random::<u128>());
@@ -464,6 +542,17 @@ impl Broker for RedisBroker {
         self.hub.holds(channel)
     }
 
+    /// This node's channels, and those whose count hashes (`Keys::counts`) other nodes keep
+    /// (a `SCAN`, at most [`MAX_LISTED`] names), with the counts of every node.
+    fn channels<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(ChannelName, usize)>, BrokerError>> {
+        Box::pin(self.channels_now(prefix, after, limit))
+    }
+
     fn presence_join(
         &self,
         channel: &ChannelName,
@@ -493,6 +582,32 @@ impl Broker for RedisBroker {
 
     fn on_presence_change(&self, sink: PresenceSink) {
         self.presence.set_sink(sink);
+    }
+
+    /// `PUBLISH <prefix>:control "<node> <payload>"`: every node's reader gets it, and all but
+    /// this one hand it on.
+    fn broadcast(&self, payload: bytes::Bytes) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let mut message = Vec::with_capacity(self.shared.node.len() + 1 + payload.len());
+            message.extend_from_slice(self.shared.node.as_bytes());
+            message.push(b' ');
+            message.extend_from_slice(&payload);
+            let mut con = self.data.get();
+            redis::cmd("PUBLISH")
+                .arg(control_channel(&self.config.prefix))
+                .arg(message)
+                .query_async::<()>(&mut con)
+                .await
+                .map_err(|e| self.data.failed(&e))
+        })
+    }
+
+    fn on_broadcast(&self, sink: comet_core::BroadcastSink) {
+        *self
+            .shared
+            .broadcasts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sink);
     }
 
     /// Both links answer: the command connection a `PING` within 1 s, and the pub/sub

@@ -77,7 +77,8 @@ impl Reader {
         config: RedisConfig,
         shared: Arc<Shared>,
     ) -> Result<Self, RedisError> {
-        let (pubsub, pushes) = pubsub_connect(&pubsub_source).await?;
+        let (mut pubsub, pushes) = pubsub_connect(&pubsub_source).await?;
+        pubsub.subscribe(crate::control_channel(&config.prefix)).await?;
         shared.link_up.store(true, Ordering::Relaxed);
         Ok(Self {
             hub,
@@ -210,6 +211,9 @@ impl Reader {
         };
         self.pubsub = pubsub;
         self.pushes = pushes;
+        if !self.subscribe_control().await {
+            return;
+        }
         for channel in self.channels.keys() {
             let keys = Keys::new(&self.config.prefix, channel);
             let subscribe = tokio::time::timeout(RESPONSE_TIMEOUT, self.pubsub.subscribe(&keys.notify));
@@ -380,8 +384,41 @@ impl Reader {
         )))
     }
 
+    /// Subscribes the pub/sub connection to the nodes' broadcasts; `false` if it did not answer.
+    async fn subscribe_control(&mut self) -> bool {
+        let control = crate::control_channel(&self.config.prefix);
+        let subscribe = tokio::time::timeout(RESPONSE_TIMEOUT, self.pubsub.subscribe(&control));
+        matches!(subscribe.await, Ok(Ok(())))
+    }
+
+    /// Hands another node's broadcast (`<node> <payload>`) to the sink.
+    fn on_broadcast(&self, data: &[Value]) -> bool {
+        let [Value::BulkString(name), Value::BulkString(message)] = data else {
+            return false;
+        };
+        if name.as_slice() != crate::control_channel(&self.config.prefix).as_bytes() {
+            return false;
+        }
+        let Some(space) = message.iter().position(|&b| b == b' ') else {
+            return true;
+        };
+        if &message[..space] != self.shared.node.as_bytes() {
+            let sink = self
+                .shared
+                .broadcasts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            if let Some(sink) = sink {
+                sink(bytes::Bytes::copy_from_slice(&message[space + 1..]));
+            }
+        }
+        true
+    }
+
     async fn on_push(&mut self, push: PushInfo) {
         match push.kind {
+            PushKind::Message if self.on_broadcast(&push.data) => {}
             PushKind::Message => {
                 if let Some((channel, mine, joined, entry)) = self.parse_presence_notice(&push.data) {
                     // The notices of this node's scripts were pushed when they ran.
@@ -475,6 +512,9 @@ impl Reader {
         let cmd = redis::cmd("PING");
         let ping = cmd.query_async::<Value>(&mut self.pubsub);
         if !matches!(tokio::time::timeout(RESPONSE_TIMEOUT, ping).await, Ok(Ok(_))) {
+            return;
+        }
+        if !self.subscribe_control().await {
             return;
         }
         let channels: Vec<ChannelName> = self.channels.keys().cloned().collect();

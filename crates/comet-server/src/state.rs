@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::hooks::Hooks;
+use crate::io::orders::{Order, Orders};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::webhooks::Webhooks;
@@ -30,6 +31,10 @@ pub struct AppState {
     pub hooks: Arc<Hooks>,
     /// What pollers keep between their requests (their presence entries).
     pub(crate) leases: Arc<crate::io::lease::Leases>,
+    /// The mailboxes of users' connections, for the server API's orders.
+    pub(crate) orders: Arc<Orders>,
+    /// Where `internal_listen` was bound, once it is.
+    internal: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
     /// Per-client connection, long-poll and rate limits, and what each client holds.
     pub limits: Arc<Limits>,
     /// Cancelled when the server shuts down: every long-lived body (SSE, stream, iframe, held
@@ -55,7 +60,22 @@ impl AppState {
                 webhooks.presence(&change.channel, &change.entry.user, change.joined, change.transition);
             }
         }));
+        // Other nodes' orders to users' connections (the server API, through the broker).
+        let orders = Arc::new(Orders::default());
+        let local = Arc::clone(&orders);
+        broker.on_broadcast(Arc::new(move |payload: bytes::Bytes| {
+            match serde_json::from_slice::<Broadcast>(&payload) {
+                Ok(broadcast) => {
+                    if let Some((user, order)) = broadcast.order() {
+                        local.send(&user, &order);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "ignoring a malformed broadcast from another node"),
+            }
+        }));
         Self {
+            internal: Arc::default(),
+            orders,
             limits: Arc::new(Limits::new(&config.limits(), Arc::clone(&metrics))),
             auth: Auth::new(config.auth()),
             webhooks,
@@ -78,6 +98,28 @@ impl AppState {
             .clone()
     }
 
+    /// The address `internal_listen` is bound to, once the server serves it.
+    pub fn internal_addr(&self) -> Option<std::net::SocketAddr> {
+        self.internal.get().copied()
+    }
+
+    pub(crate) fn set_internal_addr(&self, addr: std::net::SocketAddr) {
+        let _ = self.internal.set(addr);
+    }
+
+    /// Sends `order` to every connection of `user`: on this node, and through the broker on
+    /// every other (docs/protocol.md "Server API"). Returns how many connections here got it.
+    ///
+    /// # Errors
+    /// The broker's, when the other nodes cannot be told (this node's connections got it).
+    pub(crate) async fn order_user(&self, user: &str, order: Order) -> Result<usize, comet_core::BrokerError> {
+        let here = self.orders.send(user, &order);
+        let broadcast = Broadcast::of(user, &order);
+        let payload = serde_json::to_vec(&broadcast).unwrap_or_default();
+        self.broker.broadcast(bytes::Bytes::from(payload)).await?;
+        Ok(here)
+    }
+
     /// Ends every open subscriber connection the way shutdown does (clients get their reconnect
     /// hint and resume by cursor), while the server keeps running and accepting. Backs
     /// `POST /admin/disconnect` (for tests and for operators moving clients to other nodes).
@@ -88,5 +130,44 @@ impl AppState {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         generation.cancel();
         *generation = self.shutdown.child_token();
+    }
+}
+
+/// An order as it travels between nodes: `{"user","disconnect":{"reconnect"}}` or
+/// `{"user","unsubscribe":"<channel>"}`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Broadcast {
+    user: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disconnect: Option<Reconnect>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unsubscribe: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Reconnect {
+    reconnect: bool,
+}
+
+impl Broadcast {
+    fn of(user: &str, order: &Order) -> Self {
+        let (disconnect, unsubscribe) = match order {
+            Order::Disconnect { reconnect } => (Some(Reconnect { reconnect: *reconnect }), None),
+            Order::Unsubscribe(channel) => (None, Some(channel.to_string())),
+        };
+        Self {
+            user: user.to_owned(),
+            disconnect,
+            unsubscribe,
+        }
+    }
+
+    fn order(self) -> Option<(String, Order)> {
+        let order = match (self.disconnect, self.unsubscribe) {
+            (Some(Reconnect { reconnect }), None) => Order::Disconnect { reconnect },
+            (None, Some(channel)) => Order::Unsubscribe(comet_core::ChannelName::new(&channel).ok()?),
+            _ => return None,
+        };
+        Some((self.user, order))
     }
 }

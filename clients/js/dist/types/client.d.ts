@@ -72,6 +72,9 @@ export declare class Client extends Emitter<ClientEvents> {
     }): Promise<PublishResult>;
     /** Ends every subscription and the connection, for good. */
     close(): void;
+    private shut;
+    /** The server ended `channel`'s subscriptions: they are over, and the channel is left. */
+    private serverUnsubscribed;
     private remove;
     private queueSync;
     /** Brings the connection to the current channel set. */

@@ -28,6 +28,10 @@ export interface PollAnswer {
     })[];
     /** The poller's id in presence channels, to send back as `?client=`. */
     client?: string;
+    /** The server API disconnected this user (docs/protocol.md "Server API"). */
+    disconnect?: {
+        reconnect?: boolean;
+    };
     /** The raw body, for the frame log. */
     raw: string;
 }

@@ -60,6 +60,13 @@ export interface SubscribeOptions {
     onJoin?: (event: PresenceEvent) => void;
     /** Called when a client leaves the channel (as `onJoin`). */
     onLeave?: (event: PresenceEvent) => void;
+    /** Called when the server ends this subscription (the server API's
+     *  `POST /admin/users/{user}/unsubscribe/{channel}`, or a refreshed token that no longer grants
+     *  the channel); the subscription is then over, as after `unsubscribe()`. */
+    onUnsubscribe?: (info: {
+        channel: string;
+        reason: string;
+    }) => void;
     /** Event names used on this channel. Only needed by the `sse` transport, whose `EventSource`
      *  delivers a named event only to a listener of that name (see README, "Named events"). */
     events?: string[];
@@ -143,6 +150,11 @@ export interface Sink {
     frame(direction: 'in' | 'out', text: string): void;
     /** An error that ends nothing (a WebSocket `error` frame without a `ref`). */
     error(e: Error): void;
+    /** The server disconnected this client's user (docs/protocol.md "Server API"); with
+     *  `reconnect: false` the client stops for good. */
+    disconnected(reconnect: boolean): void;
+    /** The server stopped delivering `channel` to this connection. */
+    unsubscribed(channel: string): void;
     /** The connection is over. `retry`: the server's reconnection hint, ms. `badCursor`: the server
      *  rejected the position (the client then restarts its channels at the live edge). */
     ended(reason: string, info?: {

@@ -96,9 +96,11 @@ class Iframe implements Transport {
     const { sink } = this.ctx;
     this.markOpen();
     sink.frame('in', JSON.stringify(obj));
-    const o = obj as Envelope & { type?: string; cursor?: string; retry?: number };
+    const o = obj as Envelope & { type?: string; cursor?: string; retry?: number; reconnect?: boolean };
     if (o.type === 'gap') sink.gap(o.channel);
     else if (o.type === 'join' || o.type === 'leave') sink.presence(o.type === 'join', o as unknown as PresenceEvent);
+    else if (o.type === 'disconnect') sink.disconnected(o.reconnect !== false);
+    else if (o.type === 'unsubscribed') sink.unsubscribed(o.channel);
     else if (o.type === 'reconnect') {
       if (o.cursor) sink.position(o.cursor);
       this.asked = true;

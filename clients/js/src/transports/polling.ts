@@ -61,6 +61,12 @@ class Polling implements Transport {
       ctx.sink.opened();
     }
     if (answer.client) this.client = answer.client;
+    if (answer.disconnect) {
+      // The server API disconnected this user: stop, or reconnect as after any end.
+      ctx.sink.disconnected(answer.disconnect.reconnect !== false);
+      if (!this.stopped) ctx.sink.ended('disconnected by the server');
+      return;
+    }
     for (const ch of answer.gaps) ctx.sink.gap(ch);
     for (const p of answer.presence) if (typeof p.channel === 'string') ctx.sink.presence(p.type === 'join', p);
     for (const m of answer.messages) {

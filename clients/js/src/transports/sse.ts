@@ -52,6 +52,28 @@ class Sse implements Transport {
         }
       });
     }
+    // The server API's orders: no id, not history.
+    es.addEventListener('comet.disconnect', (e) => {
+      const ev = e as MessageEvent;
+      ctx.sink.frame('in', `event: comet.disconnect\ndata: ${ev.data}`);
+      let reconnect = true;
+      try {
+        reconnect = (JSON.parse(String(ev.data)) as { reconnect?: boolean }).reconnect !== false;
+      } catch {
+        // not JSON: reconnect as usual
+      }
+      ctx.sink.disconnected(reconnect);
+    });
+    es.addEventListener('comet.unsubscribed', (e) => {
+      const ev = e as MessageEvent;
+      ctx.sink.frame('in', `event: comet.unsubscribed\ndata: ${ev.data}`);
+      try {
+        const { channel } = JSON.parse(String(ev.data)) as { channel?: string };
+        if (typeof channel === 'string') ctx.sink.unsubscribed(channel);
+      } catch {
+        // not JSON: not from a Comet server
+      }
+    });
     es.addEventListener('comet.gap', (e) => {
       const ev = e as MessageEvent;
       ctx.sink.frame('in', `event: comet.gap\nid: ${ev.lastEventId}\ndata: ${ev.data}`);

@@ -86,7 +86,7 @@ class Stream implements Transport {
   private line(line: string): void {
     const { sink } = this.ctx;
     sink.frame('in', line);
-    let obj: Envelope & { type?: string; cursor?: string; retry?: number };
+    let obj: Envelope & { type?: string; cursor?: string; retry?: number; reconnect?: boolean };
     try {
       obj = JSON.parse(line);
     } catch {
@@ -94,6 +94,8 @@ class Stream implements Transport {
     }
     if (obj.type === 'gap') sink.gap(obj.channel);
     else if (obj.type === 'join' || obj.type === 'leave') sink.presence(obj.type === 'join', obj as unknown as PresenceEvent);
+    else if (obj.type === 'disconnect') sink.disconnected(obj.reconnect !== false);
+    else if (obj.type === 'unsubscribed') sink.unsubscribed(obj.channel);
     else if (obj.type === 'reconnect') {
       if (obj.cursor) sink.position(obj.cursor);
       this.end('server asked to reconnect', typeof obj.retry === 'number' ? obj.retry : undefined);

@@ -17,6 +17,7 @@ interface Frame extends Partial<Envelope> {
   recovered?: boolean;
   code?: string;
   message?: string;
+  reconnect?: boolean;
 }
 
 class Ws implements Transport {
@@ -25,6 +26,9 @@ class Ws implements Transport {
   private open = false;
   private ref = 0;
   private readonly pending = new Map<string, Pending>();
+  /** Channels this client asked to leave: their `unsubscribed` answers are expected; any other
+   *  is the server ending a subscription. */
+  private readonly leaving = new Set<string>();
   /** `ref` of each subscribe command → its channel, so an `error` answer names the channel. */
   private readonly subscribing = new Map<string, string>();
   private pinger: ReturnType<typeof setInterval> | undefined;
@@ -99,7 +103,10 @@ class Ws implements Transport {
 
   update(added: readonly string[], removed: readonly string[]): boolean {
     if (!this.open) return false;
-    for (const channel of removed) this.send({ type: 'unsubscribe', channel });
+    for (const channel of removed) {
+      this.leaving.add(channel);
+      this.send({ type: 'unsubscribe', channel });
+    }
     this.subscribe(added);
     return true;
   }
@@ -155,8 +162,17 @@ class Ws implements Transport {
         } else sink.error(err);
         break;
       }
+      case 'unsubscribed':
+        if (typeof f.channel !== 'string') break;
+        if (this.leaving.delete(f.channel)) break; // the answer to our own `unsubscribe`
+        sink.unsubscribed(f.channel);
+        break;
+      case 'disconnect':
+        // The close (4010) follows; with `reconnect: false` the client stops first.
+        sink.disconnected(f.reconnect !== false);
+        break;
       default:
-        break; // pong, unsubscribed
+        break; // pong
     }
   }
 }

@@ -3,7 +3,9 @@
 // like a network outage), and Debian's Chromium driven by playwright-core. Every process started
 // here is stopped by its PID; every wait is bounded.
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import http from 'node:http';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -67,6 +69,23 @@ export async function startComet(args = []) {
       await within(10000, 'comet to exit', exited).catch(() => process.kill(child.pid, 'SIGKILL'));
     },
   };
+}
+
+/** [`startComet`] with the settings `toml` in a config file of its own, removed by `stop`. */
+export async function startCometWith(toml, args = []) {
+  const dir = mkdtempSync(join(tmpdir(), 'comet-browser-'));
+  const config = join(dir, 'comet.toml');
+  writeFileSync(config, toml);
+  const comet = await startComet(['--config', config, ...args]).catch((e) => {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  });
+  const stop = comet.stop;
+  comet.stop = async () => {
+    await stop();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return comet;
 }
 
 const TEST_PAGE = '<!doctype html><meta charset="utf-8"><title>comet.js test</title><link rel="icon" href="data:,"><script src="/comet.js"></script><body></body>';

@@ -3,19 +3,13 @@
 // each sees the others join and leave through onJoin/onLeave, and client.presence() lists who is
 // there.
 import { strict as assert } from 'node:assert';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { launch, openPage, startComet, startProxy, waitIn } from './harness.mjs';
+import { launch, openPage, startCometWith, startProxy, waitIn } from './harness.mjs';
 
-let comet, proxy, browser, dir;
+let comet, proxy, browser;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'comet-presence-'));
-  const config = join(dir, 'comet.toml');
-  writeFileSync(config, '[namespace."lobby"]\npresence = true\njoin_leave = true\n');
-  comet = await startComet(['--config', config]);
+  comet = await startCometWith('[namespace."lobby"]\npresence = true\njoin_leave = true\n');
   proxy = await startProxy(comet.url);
   browser = await launch();
 });
@@ -24,7 +18,6 @@ after(async () => {
   await browser?.close();
   await proxy?.stop();
   await comet?.stop();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 /** A page whose client, on `transport`, is subscribed to `channel` and records joins and leaves. */

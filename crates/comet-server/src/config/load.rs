@@ -73,6 +73,8 @@ impl Config {
         "connect_hook_url",
         "subscribe_hook_url",
         "publish_hook_url",
+        "admin_api_key",
+        "internal_listen",
     ];
 
     /// The setting names, as in TOML.
@@ -133,6 +135,9 @@ impl Config {
         "hook_timeout_ms",
         "hook_forward_headers",
         "hook_cache_secs",
+        "admin_api_key",
+        "internal_listen",
+        "max_history_page",
         "namespace",
     ];
 }

@@ -144,7 +144,8 @@ pub struct Config {
     /// Start the built-in demo publishers (stock ticker, progress job). Defaults to false.
     pub demo: bool,
     /// Serve `POST /admin/disconnect`, which ends every subscriber connection (they resume by
-    /// cursor). For tests and for draining a node; unauthenticated, so off by default.
+    /// cursor). For tests and for draining a node; unauthenticated, so off by default. Ignored
+    /// once `admin_api_key` is set: then every `/admin/*` route needs the key.
     pub admin_api: bool,
     /// A path (such as `/echo`) at which to serve a WebSocket that echoes every message, for
     /// conformance suites (the Autobahn fuzzing client); `comet serve --ws-echo /echo`. It uses
@@ -225,6 +226,19 @@ pub struct Config {
     /// How long the hooks' answers to polling transports (poll, long poll) are kept, by the
     /// forwarded headers, user and channel, in seconds. Defaults to 0: every request asks.
     pub hook_cache_secs: u64,
+    /// The key of the server API (docs/protocol.md "Server API"): callers send
+    /// `Authorization: Bearer <key>`. Empty (the default): the server API is off, and
+    /// `POST /admin/disconnect` is served unauthenticated only with `admin_api = true`; once
+    /// a key is set, every `/admin/*` route needs it. Never logged.
+    pub admin_api_key: Secret,
+    /// A second address (such as `127.0.0.1:9090`) that alone serves `/metrics`, `/admin/*`,
+    /// the server API and `GET /channels…` (but `GET /channels/{channel}/presence`, which
+    /// clients use), so the public listener exposes only the client surface. Plain HTTP, for a
+    /// private network. Defaults to empty: everything on `listen`.
+    pub internal_listen: String,
+    /// Most messages or channels in one page of the server API (`limit` is capped to it).
+    /// Defaults to 1,000.
+    pub max_history_page: usize,
     /// Rules per namespace, as `[namespace."chat"]` tables (see [`NamespaceRules`]); the table
     /// `[namespace.""]` is for channels without `:` and for namespaces without a table.
     /// Defaults to none: anonymous clients may do what the auth settings above leave open.
@@ -290,6 +304,9 @@ impl Default for Config {
             hook_timeout_ms: 1000,
             hook_forward_headers: vec!["Cookie".to_owned(), "Authorization".to_owned()],
             hook_cache_secs: 0,
+            admin_api_key: Secret::default(),
+            internal_listen: String::new(),
+            max_history_page: 1000,
             namespace: BTreeMap::new(),
         }
     }

@@ -106,7 +106,7 @@ fn the_example_file_shows_the_defaults() {
 #[test]
 fn every_key_is_listed() {
     for key in Config::KEYS {
-        let value = if *key == "listen" || *key == "broker" {
+        let value = if *key == "listen" || *key == "broker" || *key == "internal_listen" {
             "\"127.0.0.1:1\"".to_owned()
         } else if ["demo", "ws_compression", "admin_api"].contains(key) {
             "true".to_owned()
@@ -122,6 +122,7 @@ fn every_key_is_listed() {
                 "connect_hook_url",
                 "subscribe_hook_url",
                 "publish_hook_url",
+                "admin_api_key",
             ]
             .contains(key)
         {

@@ -1,6 +1,8 @@
 //! [`Config::validate`]: ranges, the broker URL, the paths, and each subsystem's own checks of
 //! its section (auth settings and key files, TLS files).
 
+use std::net::SocketAddr;
+
 use super::{Config, ConfigError};
 
 /// Paths (and the prefixes of paths) the router serves, which `ws_echo` may not take.
@@ -107,6 +109,15 @@ impl Config {
         crate::auth::validate(&self.auth()).map_err(ConfigError::Invalid)?;
         crate::webhooks::validate(&self.webhooks()).map_err(ConfigError::Invalid)?;
         crate::hooks::validate(&self.hooks()).map_err(ConfigError::Invalid)?;
+        if !self.internal_listen.is_empty() && self.internal_listen.parse::<SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "internal_listen {:?} is not an address (host:port, such as 127.0.0.1:9090)",
+                self.internal_listen
+            )));
+        }
+        if self.max_history_page == 0 {
+            return Err(ConfigError::Invalid("max_history_page must be at least 1".into()));
+        }
         crate::conn::tls::validate(&self.tls()).map_err(ConfigError::Invalid)?;
         Ok(())
     }

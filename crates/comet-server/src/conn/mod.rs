@@ -89,6 +89,32 @@ pub async fn serve(listener: TcpListener, state: AppState) -> io::Result<()> {
     serve_with_tls(listener, state, tls).await
 }
 
+/// Binds `internal_listen` and serves the internal router there (plain HTTP, axum's own
+/// server: a private listener for operators), until shutdown; its address goes to
+/// [`AppState::internal_addr`].
+async fn serve_internal(state: &AppState) -> io::Result<()> {
+    let addr: std::net::SocketAddr = state
+        .config
+        .internal_listen
+        .parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("internal_listen: {e}")))?;
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    state.set_internal_addr(bound);
+    tracing::info!(addr = %bound, "internal listener (metrics, server API) on http://{bound}/");
+    let router = crate::http::internal_app(state.clone());
+    let shutdown = state.shutdown.clone();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the internal listener failed");
+        }
+    });
+    Ok(())
+}
+
 /// [`serve`] with the TLS given: `Some` serves HTTPS (ALPN `h2`, `http/1.1`) with `tls`, whose
 /// [`Tls::reload`] then changes the certificate of new connections; `None` serves plain TCP.
 /// The configuration's `tls_*` settings are not read here.
@@ -97,6 +123,9 @@ pub async fn serve(listener: TcpListener, state: AppState) -> io::Result<()> {
 /// None today; accept errors are logged and survived.
 pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<Tls>) -> io::Result<()> {
     let config = Arc::clone(&state.config);
+    if !config.internal_listen.is_empty() {
+        serve_internal(&state).await?;
+    }
     let head_timeout = Duration::from_secs(config.header_read_timeout_secs);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

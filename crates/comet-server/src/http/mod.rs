@@ -7,6 +7,7 @@
 //! `takeover` tells the connection layer which requests the router takes on a connection of
 //! their own, written without hyper (conn/h1.rs).
 
+mod admin;
 mod cors;
 pub mod demo;
 mod identity;
@@ -33,7 +34,7 @@ pub fn app(state: AppState) -> Router {
     // message rather than axum's plain-text one; the batch route has its own bound.
     let message_limit = crate::auth::policy::largest_message_size(state.auth.config()).saturating_add(1);
     let batch_limit = state.config.max_batch_body;
-    let admin = state.config.admin_api;
+    let internal_apart = !state.config.internal_listen.is_empty();
     let router = Router::new()
         .route(
             "/pub/{channel}",
@@ -50,11 +51,9 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/ws", get(transport::ws_bare).connect(transport::ws_bare))
         .route("/tickets", post(tickets::issue))
-        .route("/channels/{channel}", get(channel_info))
         .route("/channels/{channel}/presence", get(presence))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/", get(demo::index))
         .route("/demo/demo.js", get(demo::script))
         .route("/demo/demo.css", get(demo::style))
@@ -62,10 +61,11 @@ pub fn app(state: AppState) -> Router {
         .route("/comet.js", get(demo::client_iife))
         .route("/comet.mjs", get(demo::client_esm))
         .fallback(|| async { ApiError::not_found("no such route; see docs/protocol.md") });
-    let router = if admin {
-        router.route("/admin/disconnect", post(disconnect))
-    } else {
+    // With `internal_listen`, the operators' routes are served there only.
+    let router = if internal_apart {
         router
+    } else {
+        router.merge(operator_routes(&state))
     };
     let router = match state.config.ws_echo.as_str() {
         "" => router,
@@ -81,6 +81,28 @@ pub fn app(state: AppState) -> Router {
         .layer(tower::util::MapRequestLayer::new(move |req: axum::extract::Request| {
             req.map(|body| crate::io::body::with_deadline(body, body_limit))
         }))
+}
+
+/// The operators' routes: `/metrics`, `GET /channels/{channel}`, and the server API
+/// (admin.rs, behind `admin_api_key`).
+fn operator_routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/channels/{channel}", get(channel_info))
+        .merge(admin::routes(state))
+}
+
+/// The router of `internal_listen` (docs/protocol.md "Server API"): the operators' routes, the
+/// health checks, and presence.
+pub fn internal_app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/channels/{channel}/presence", get(presence))
+        .merge(operator_routes(&state))
+        .fallback(|| async { ApiError::not_found("no such route on the internal listener; see docs/protocol.md") })
+        .with_state(state)
+        .layer(redact::trace_layer())
 }
 
 /// A request the router takes on a connection of its own (conn/h1.rs), when it is the first
@@ -108,12 +130,6 @@ pub(crate) fn takeover<B>(req: &http::Request<B>) -> Option<Takeover> {
     let named = query.split('&').find_map(|kv| kv.strip_prefix("transport="));
     let kind = transport::choose(req.method(), req.headers(), named).ok()?;
     kind.is_streaming().then_some(Takeover::Stream)
-}
-
-/// `POST /admin/disconnect` (only with `admin_api = true`): ends every subscriber connection.
-async fn disconnect(State(state): State<AppState>) -> Response {
-    state.disconnect_all();
-    (http::StatusCode::ACCEPTED, axum::Json(json!({"disconnected": true}))).into_response()
 }
 
 async fn channel_info(

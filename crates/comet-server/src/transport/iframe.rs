@@ -126,6 +126,10 @@ impl Framer for IframeFramer {
         Some(Bytes::from(out))
     }
 
+    fn notice(&mut self, name: &'static str, fields: &serde_json::Value) -> Bytes {
+        script(&super::ordered::notice_object(name, fields))
+    }
+
     fn exhausted(&self) -> bool {
         self.sent >= self.budget
     }
@@ -140,7 +144,15 @@ pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response,
         sent: 0,
         budget: state.config.iframe_budget,
     };
-    let body = streaming_body(&state, Kind::Iframe, set, framer, Some(prelude(callback)), req.expires);
+    let body = streaming_body(
+        &state,
+        Kind::Iframe,
+        set,
+        framer,
+        Some(prelude(callback)),
+        req.expires,
+        req.user.as_deref(),
+    );
     Ok(streaming_response("text/html; charset=utf-8", body))
 }
 

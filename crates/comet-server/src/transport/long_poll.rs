@@ -6,9 +6,11 @@
 use axum::response::Response;
 use comet_core::Event;
 
+use super::ordered::Ordered;
 use super::poll::json_answer;
 use super::request::{SubRequest, longpoll_timeout, open};
 use crate::error::ApiError;
+use crate::io::orders::Order;
 use crate::kind::Kind;
 use crate::state::AppState;
 
@@ -28,13 +30,44 @@ pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response,
     let _guard = state.metrics.subscriber(Kind::LongPoll);
     let max = state.config.max_batch;
     let token = state.connection_token();
+    let mut ordered = Ordered::register(&state, req.user.as_deref());
     let mut events: Vec<Event> = Vec::new();
     if set.try_read(&mut events, max) == 0 && !timeout.is_zero() {
+        let orders = async {
+            match &mut ordered {
+                Some(ordered) => ordered.next().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = set.recv(&mut events, max) => {}
             () = tokio::time::sleep(timeout) => {}
             () = token.cancelled() => {}
+            // An unsubscribe answers at once too: the next poll is checked again.
+            orders = orders => {
+                let disconnect = orders.iter().find_map(|order| match order {
+                    Order::Disconnect { reconnect } => Some(*reconnect),
+                    Order::Unsubscribe(_) => None,
+                });
+                if let Some(reconnect) = disconnect {
+                    return Ok(disconnected(&set, reconnect, req.poller.as_deref()));
+                }
+            }
         }
     }
     Ok(json_answer(&events, &set, max, req.poller.as_deref()))
+}
+
+/// The answer of a held long poll whose user the server API disconnected: nothing, its
+/// cursor, and `"disconnect":{"reconnect":…}` (docs/protocol.md "Server API").
+fn disconnected(set: &comet_core::SubscriptionSet, reconnect: bool, client: Option<&str>) -> Response {
+    let mut body = serde_json::json!({
+        "messages": [],
+        "cursor": super::request::position_text(set),
+        "disconnect": {"reconnect": reconnect},
+    });
+    if let Some(client) = client {
+        body["client"] = client.into();
+    }
+    axum::response::IntoResponse::into_response(axum::Json(body))
 }

@@ -13,6 +13,7 @@ pub(crate) mod envelope;
 pub(crate) mod hooked;
 pub mod iframe;
 pub mod long_poll;
+pub(crate) mod ordered;
 pub mod poll;
 pub(crate) mod presence;
 pub(crate) mod request;
@@ -138,6 +139,7 @@ pub(crate) async fn subscribe(
             expires: expiry(&identity),
             poller: None,
             member: None,
+            user: identity.subject().map(std::sync::Arc::from),
             hooked,
         };
         Ok::<_, Refused>((kind, sub, user_hold.map(UserHold::new), identity))
@@ -274,6 +276,7 @@ pub(crate) async fn ws_bare(
         expires: expiry(&identity),
         poller: None,
         member: None,
+        user: identity.subject().map(std::sync::Arc::from),
         hooked,
     };
     websocket::handle(state, sub, identity, req).await

@@ -50,6 +50,9 @@ pub(crate) struct SubRequest {
     /// The client id this request is in presence under (a stream's, or a poller's): its
     /// subscriptions do not deliver its own joins and leaves.
     pub(crate) member: Option<std::sync::Arc<str>>,
+    /// The caller's user (a token's `sub`, or the connect hook's), to whom the server API's
+    /// orders go.
+    pub(crate) user: Option<std::sync::Arc<str>>,
 }
 
 /// Splits and validates `a,b,c`: at least one, at most `max`, no repeats.

@@ -156,6 +156,11 @@ impl Framer for SseFramer {
         Bytes::from_static(b": heartbeat\n\n")
     }
 
+    /// `event: comet.<name>` with the fields as `data:`, and no `id:` (not history).
+    fn notice(&mut self, name: &'static str, fields: &serde_json::Value) -> Bytes {
+        Bytes::from(format!("event: comet.{name}\ndata: {fields}\n\n"))
+    }
+
     fn closing(&mut self, _set: &SubscriptionSet) -> Option<Bytes> {
         Some(Bytes::from(format!(
             ": server shutting down\nretry: {}\n\n",
@@ -184,7 +189,15 @@ pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response,
         envelope: multi || super::request::SubQuery::flag(req.query.envelope.as_ref()),
         retry_ms,
     };
-    let body = streaming_body(&state, Kind::Sse, set, framer, Some(first), req.expires);
+    let body = streaming_body(
+        &state,
+        Kind::Sse,
+        set,
+        framer,
+        Some(first),
+        req.expires,
+        req.user.as_deref(),
+    );
     Ok(streaming_response("text/event-stream; charset=utf-8", body))
 }
 

@@ -48,6 +48,12 @@ impl Framer for NdjsonFramer {
         Bytes::from_static(b"\n")
     }
 
+    fn notice(&mut self, name: &'static str, fields: &serde_json::Value) -> Bytes {
+        let mut line = super::ordered::notice_object(name, fields);
+        line.push(b'\n');
+        Bytes::from(line)
+    }
+
     fn closing(&mut self, set: &SubscriptionSet) -> Option<Bytes> {
         let mut out = b"{\"type\":\"reconnect\",\"cursor\":".to_vec();
         super::envelope::write_json_str(&mut out, &position_text(set));
@@ -66,6 +72,14 @@ pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response,
     } else {
         None
     };
-    let body = streaming_body(&state, Kind::Stream, set, NdjsonFramer, first, req.expires);
+    let body = streaming_body(
+        &state,
+        Kind::Stream,
+        set,
+        NdjsonFramer,
+        first,
+        req.expires,
+        req.user.as_deref(),
+    );
     Ok(streaming_response("application/x-ndjson", body))
 }

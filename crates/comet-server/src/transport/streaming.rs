@@ -16,7 +16,9 @@ use comet_core::{Event, SubscriptionSet};
 use http_body::Frame;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
+use super::ordered::Ordered;
 use crate::io::gate::ReadGate;
+use crate::io::orders::Order;
 use crate::kind::Kind;
 use crate::metrics::SubscriberGuard;
 use crate::state::AppState;
@@ -33,6 +35,11 @@ pub(crate) trait Framer: Send + Unpin + 'static {
     fn exhausted(&self) -> bool {
         false
     }
+
+    /// The bytes of a server notice (docs/protocol.md "Server API"): `name` (`disconnect`,
+    /// `unsubscribed`) with the JSON object `fields` (SSE: `event: comet.<name>`; the others an
+    /// object with `"type": name` and the fields).
+    fn notice(&mut self, name: &'static str, fields: &serde_json::Value) -> Bytes;
 }
 
 /// Pieces up to this size are copied together, so a batch of small messages goes out in one
@@ -145,6 +152,8 @@ struct Streaming<F> {
     /// `heartbeat` and `cancelled` are polled only after one of them woke the task (gate.rs):
     /// the task wakes for every message, and they almost never have anything.
     rare: ReadGate,
+    /// The server API's orders to the caller's connections (boxed: anonymous callers have none).
+    orders: Option<Box<Ordered>>,
     /// When the caller's credential expires (`exp` plus `jwt_leeway_secs`), if it does: the
     /// body then ends between two chunks, and the client reconnects, needing a valid credential
     /// (an `EventSource` given a non-200 answer then stops reconnecting: HTML Standard §9.2.3).
@@ -164,6 +173,7 @@ pub(crate) fn streaming_body<F: Framer>(
     framer: F,
     first: Option<Bytes>,
     expires: Option<tokio::time::Instant>,
+    user: Option<&str>,
 ) -> Body {
     let period = state.config.heartbeat();
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -180,6 +190,7 @@ pub(crate) fn streaming_body<F: Framer>(
         wrote: false,
         cancelled: Box::pin(state.connection_token().cancelled_owned()),
         rare: ReadGate::new(),
+        orders: Ordered::register(state, user),
         expires: expires.map(|at| Box::pin(tokio::time::sleep_until(at))),
         done: false,
         _guard: state.metrics.subscriber(kind),
@@ -192,6 +203,7 @@ enum StreamWake {
     Cancelled,
     Expired,
     Heartbeat,
+    Ordered(Vec<Order>),
 }
 
 impl<F: Framer> Streaming<F> {
@@ -212,9 +224,15 @@ impl<F: Framer> Streaming<F> {
         loop {
             // The seldom-ready branches first, as a biased `select!` would.
             let (cancelled, expires, heartbeat) = (&mut self.cancelled, &mut self.expires, &mut self.heartbeat);
+            let orders = &mut self.orders;
             let rare = self.rare.poll(cx, |cx| {
                 if cancelled.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(StreamWake::Cancelled);
+                }
+                if let Some(orders) = orders
+                    && let Poll::Ready(taken) = orders.poll_orders(cx)
+                {
+                    return Poll::Ready(StreamWake::Ordered(taken));
                 }
                 if expires.as_mut().is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready()) {
                     return Poll::Ready(StreamWake::Expired);
@@ -236,6 +254,18 @@ impl<F: Framer> Streaming<F> {
                     }
                     continue;
                 }
+                Poll::Ready(StreamWake::Ordered(taken)) => {
+                    self.obey(taken);
+                    coalesce(&mut self.chunks, &mut self.pending);
+                    if let Some(piece) = self.pending.pop_front() {
+                        self.wrote = true;
+                        return Poll::Ready(Some(piece));
+                    }
+                    if self.done {
+                        return Poll::Ready(None);
+                    }
+                    continue;
+                }
                 Poll::Pending => {}
             }
             if self.set.poll_recv(cx, &mut self.events, max).is_pending() {
@@ -251,6 +281,34 @@ impl<F: Framer> Streaming<F> {
             if let Some(piece) = self.pending.pop_front() {
                 self.wrote = true;
                 return Poll::Ready(Some(piece));
+            }
+        }
+    }
+}
+
+impl<F: Framer> Streaming<F> {
+    /// Carries out the server API's orders: a disconnect ends the response after its notice;
+    /// an unsubscribe drops the channel (after its notice), and ends the response when it was
+    /// the last.
+    fn obey(&mut self, orders: Vec<Order>) {
+        for order in orders {
+            match order {
+                Order::Disconnect { reconnect } => {
+                    let fields = serde_json::json!({"reconnect": reconnect});
+                    self.chunks.push(self.framer.notice("disconnect", &fields));
+                    self.done = true;
+                    return;
+                }
+                Order::Unsubscribe(channel) if self.set.contains(&channel) => {
+                    self.set.remove(&channel);
+                    let fields = serde_json::json!({"channel": channel.as_str()});
+                    self.chunks.push(self.framer.notice("unsubscribed", &fields));
+                    if self.set.is_empty() {
+                        self.done = true;
+                        return;
+                    }
+                }
+                Order::Unsubscribe(_) => {}
             }
         }
     }
@@ -304,6 +362,10 @@ mod tests {
             Bytes::from_static(b"\n")
         }
 
+        fn notice(&mut self, name: &'static str, _fields: &serde_json::Value) -> Bytes {
+            Bytes::from(name)
+        }
+
         fn closing(&mut self, _set: &SubscriptionSet) -> Option<Bytes> {
             Some(Bytes::from_static(b"bye"))
         }
@@ -321,6 +383,7 @@ mod tests {
             Data,
             Some(Bytes::from_static(b"first")),
             expires,
+            None,
         )
     }
 

@@ -273,7 +273,7 @@ impl Session {
         self.set.insert(sub);
     }
 
-    fn reply(&mut self, reply: &Reply<'_>) {
+    pub(super) fn reply(&mut self, reply: &Reply<'_>) {
         self.socket.queue_text(reply.encode());
     }
 

@@ -13,13 +13,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::commands::SessionPresence;
 use super::protocol::{gap_text, message_frame, message_text};
-use super::socket::{Ending, GOING_AWAY, Incoming, NO_PONG, POLICY, SLOW_CONSUMER, Socket};
+use super::socket::{DISCONNECTED, Ending, GOING_AWAY, Incoming, NO_PONG, POLICY, SLOW_CONSUMER, Socket};
 use crate::auth::{AuthError, Identity};
 use crate::io::gate::ReadGate;
 use crate::io::hold::UserHold;
+use crate::io::orders::Order;
 use crate::kind::Kind;
 use crate::metrics::SubscriberGuard;
 use crate::state::AppState;
+use crate::transport::ordered::Ordered;
 
 /// The server's pings (RFC 6455 §5.5.2) and the deadline of their pongs.
 #[derive(Debug)]
@@ -68,6 +70,7 @@ enum SessionWake {
     /// The keepalive's deadline or the credential's expiry, whichever is sooner.
     Timer,
     Incoming(Incoming),
+    Ordered(Vec<Order>),
 }
 
 /// When `identity`'s credential expires (with the leeway), if it does.
@@ -93,6 +96,8 @@ pub(super) struct Session {
     pub(super) client: Option<std::net::IpAddr>,
     /// The session's client id and entries in presence (boxed: most sessions have none).
     pub(super) presence: Option<Box<SessionPresence>>,
+    /// The server API's orders to the peer's user (boxed: anonymous sessions have none).
+    pub(super) orders: Option<Box<Ordered>>,
     /// Counts the socket in `comet_subscribers_open{transport="ws"}` while it lives.
     pub(super) _guard: SubscriberGuard,
 }
@@ -115,6 +120,7 @@ impl Session {
     ) -> Self {
         let config = state.config.ws();
         let keepalive = Keepalive::new(config.ping_interval, config.pong_timeout);
+        let orders = Ordered::register(&state, identity.subject());
         Self {
             _guard: state.metrics.subscriber(Kind::WebSocket),
             state,
@@ -125,6 +131,7 @@ impl Session {
             keepalive,
             identity,
             user: None,
+            orders,
             client,
             presence: None,
         }
@@ -164,12 +171,18 @@ impl Session {
                 timer.as_mut().reset(due);
             }
             let socket = &mut self.socket;
+            let orders = &mut self.orders;
             let rare = async {
                 let mut recv = pin!(socket.recv());
                 poll_fn(|cx| {
                     rare_gate.poll(cx, |cx| {
                         if cancelled.as_mut().poll(cx).is_ready() {
                             return Poll::Ready(SessionWake::Cancelled);
+                        }
+                        if let Some(orders) = orders
+                            && let Poll::Ready(taken) = orders.poll_orders(cx)
+                        {
+                            return Poll::Ready(SessionWake::Ordered(taken));
                         }
                         if timer.as_mut().poll(cx).is_ready() {
                             return Poll::Ready(SessionWake::Timer);
@@ -211,6 +224,14 @@ impl Session {
                         continue;
                     }
                     SessionWake::Incoming(Incoming::End(ending)) => break ending,
+                    SessionWake::Ordered(taken) => match self.obey(taken) {
+                        Some(ending) => {
+                            // The `disconnect` frame saying why goes out before the close.
+                            let _ = self.flush().await;
+                            break ending;
+                        }
+                        None => continue,
+                    },
                 },
                 _ = self.set.recv(&mut self.events, max) => {
                     for event in self.events.drain(..) {
@@ -226,14 +247,46 @@ impl Session {
                 let _ = self.flush().await;
                 break ending;
             }
-            // An `auth` command may have replaced the identity and its expiry.
+            // An `auth` command may have replaced the identity and its expiry, and its user.
             expires = expiry_instant(&self.identity);
+            if self.orders.as_ref().map(|o| o.user()) != self.identity.subject().map(Some) {
+                self.orders = Ordered::register(&self.state, self.identity.subject());
+            }
             if auth_due.is_some() && !self.needs_auth() {
                 auth_due = None;
             }
         };
         tracing::debug!(?ending, "websocket closing");
+        // Closing: no more orders (the close handshake may still take a while).
+        self.orders = None;
         ending
+    }
+
+    /// Carries out the server API's orders (docs/protocol.md "Server API"): a disconnect sends
+    /// `{"type":"disconnect","reconnect"}` and ends the session with 4010; an unsubscribe drops
+    /// the channel (and its presence entry) with an `unsubscribed` frame.
+    fn obey(&mut self, orders: Vec<Order>) -> Option<Ending> {
+        for order in orders {
+            match order {
+                Order::Disconnect { reconnect } => {
+                    let fields = serde_json::json!({"reconnect": reconnect});
+                    let frame = crate::transport::ordered::notice_object("disconnect", &fields);
+                    self.socket.queue_text(bytes::Bytes::from(frame));
+                    return Some(Ending::Close(DISCONNECTED, "disconnected by the server".into()));
+                }
+                Order::Unsubscribe(channel) if self.set.contains(&channel) => {
+                    self.set.remove(&channel);
+                    if let Some(presence) = &mut self.presence {
+                        presence.holds.retain(|hold| hold.channel() != &channel);
+                    }
+                    self.reply(&super::protocol::Reply::Unsubscribed {
+                        channel: channel.as_str(),
+                    });
+                }
+                Order::Unsubscribe(_) => {}
+            }
+        }
+        None
     }
 
     /// Whether the peer is anonymous and subscribed to nothing (see `ws_auth_timeout_secs`).

@@ -54,6 +54,9 @@ pub(super) const NO_PONG: u16 = 4001;
 /// The connect hook refused the client (docs/protocol.md "Hooks"); the reason is the
 /// back-end's message.
 pub(super) const HOOK_REFUSED: u16 = 4403;
+/// The server API disconnected the peer's user (docs/protocol.md "Server API"); a
+/// `disconnect` frame before it says whether to reconnect.
+pub(super) const DISCONNECTED: u16 = 4010;
 /// The connect hook failed (down, slow, a bad answer): try again later (RFC 6455 §7.4.1,
 /// IANA's registry).
 pub(super) const TRY_AGAIN_LATER: u16 = 1013;
