@@ -71,6 +71,8 @@ export interface PollAnswer {
   client?: string;
   /** The server API disconnected this user (docs/protocol.md "Server API"). */
   disconnect?: { reconnect?: boolean };
+  /** Channels the server API unsubscribed this user from. */
+  unsubscribed?: string[];
   /** The raw body, for the frame log. */
   raw: string;
 }
@@ -103,6 +105,7 @@ export async function pollOnce(
     presence?: (PresenceEvent & { type: string })[];
     client?: string;
     disconnect?: { reconnect?: boolean };
+    unsubscribed?: string[];
   };
   try {
     body = JSON.parse(raw);
@@ -119,6 +122,7 @@ export async function pollOnce(
     presence: Array.isArray(body.presence) ? body.presence : [],
     ...(typeof body.client === 'string' ? { client: body.client } : {}),
     ...(body.disconnect && typeof body.disconnect === 'object' ? { disconnect: body.disconnect } : {}),
+    ...(Array.isArray(body.unsubscribed) ? { unsubscribed: body.unsubscribed.filter((c) => typeof c === 'string') } : {}),
     raw,
   };
 }

@@ -440,7 +440,16 @@ impl RedisBroker {
         limit: usize,
     ) -> Result<Vec<(ChannelName, usize)>, BrokerError> {
         let p = &self.config.prefix;
-        let pattern = format!("{p}:{{{prefix}*}}:n");
+        // The prefix is the client's: its glob characters are escaped, and every name is
+        // checked against it again.
+        let escaped: String = prefix
+            .chars()
+            .flat_map(|c| {
+                let escape = matches!(c, '*' | '?' | '[' | ']' | '\\').then_some('\\');
+                escape.into_iter().chain([c])
+            })
+            .collect();
+        let pattern = format!("{p}:{{{escaped}*}}:n");
         let mut names: std::collections::BTreeSet<ChannelName> = self
             .hub
             .active_channels(prefix, after, usize::MAX)
@@ -465,6 +474,7 @@ impl RedisBroker {
                     .and_then(|k| k.strip_prefix(":{"))
                     .and_then(|k| k.strip_suffix("}:n"));
                 if let Some(channel) = name.and_then(|n| ChannelName::new(n).ok())
+                    && channel.as_str().starts_with(prefix)
                     && after.is_none_or(|after| channel.as_str() > after)
                 {
                     names.insert(channel);

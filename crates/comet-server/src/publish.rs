@@ -53,7 +53,17 @@ pub(crate) async fn publish_one(
     let hooked = state.hooks.publish_on(config, &channel, identity);
     // What the publish hook allows is allowed, whatever the namespace says (docs/protocol.md
     // "Hooks"); it is asked after the rate limit, so a flood does not reach the back-end.
-    if !hooked {
+    if hooked {
+        // The namespace's `client_publish = false` still holds over WebSocket.
+        if by.websocket && !identity.is_backend() && !crate::auth::policy::client_publish(config, &channel) {
+            return Err(crate::auth::AuthError::Forbidden {
+                action: Action::Publish,
+                channel: channel.to_string(),
+                why: "this namespace does not allow publishing over WebSocket",
+            }
+            .into());
+        }
+    } else {
         identity.authorize(config, Action::Publish, &channel, by.websocket)?;
     }
     state
@@ -63,7 +73,12 @@ pub(crate) async fn publish_one(
     let data = if hooked {
         let id = by.client_id.map_or_else(crate::client_id::next, std::sync::Arc::from);
         let event = event.as_ref().map(EventName::as_str);
-        state.hooks.publish(&id, identity, &channel, event, data).await?
+        let transport = if by.websocket { "ws" } else { "http" };
+        let max = crate::auth::policy::max_message_size(config, &channel);
+        state
+            .hooks
+            .publish(&id, identity, &channel, (transport, event), data, max)
+            .await?
     } else {
         data
     };

@@ -229,6 +229,15 @@ async fn refusals_carry_the_back_ends_status_and_message() {
     let res = publish(&server, "room:1", "hello", &[]).await;
     expect_error(res, 401, "unauthorized", "a publish without a session").await;
 
+    // Presence is read as a subscribe: the hooks decide who may see who is there.
+    let res = get(&server, "/channels/secret:1/presence", &ALICE).await;
+    assert_eq!(
+        expect_error(res, 403, "forbidden", "presence of a refused room").await,
+        "not your room"
+    );
+    let res = get(&server, "/channels/room:1/presence", &[]).await;
+    expect_error(res, 401, "unauthorized", "presence without a session").await;
+
     // A WebSocket the connect hook refuses is closed with 4403 and the back-end's message.
     let mut refused = ws::connect_with(&server.ws_url("/ws"), &[]).await;
     assert_eq!(

@@ -31,6 +31,7 @@ const LAYERS: &[(&str, u8)] = &[
 const CONFIG_MAY_IMPORT: &[&str] = &[
     "auth::AuthConfig",
     "auth::{NamespaceRules",
+    "auth::NamespaceRules",
     "auth::validate(",
     "conn::tls::TlsConfig",
     "conn::tls::validate(",

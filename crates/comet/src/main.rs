@@ -4,9 +4,12 @@
 //! - `comet publish CHANNEL DATA`: publish one message.
 //! - `comet subscribe CHANNELS [--transport T] [--since CURSOR]`: print messages as JSON lines.
 //! - `comet bench [--server S] [--transport T] [-n N] [--rate R|max]`: the load generator.
+//! - `comet config default` / `comet config check FILE`: the commented default configuration;
+//!   a file's problems, each with its line.
 
 mod bench_cmd;
 mod client_cmd;
+mod config_cmd;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -29,10 +32,16 @@ enum Command {
     Subscribe(client_cmd::SubscribeArgs),
     /// Load-test a server (Comet, Nchan, Pushpin) and report throughput, latency and resources.
     Bench(bench_cmd::BenchArgs),
+    /// The configuration: print the commented defaults, or check a file.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Config(command) = cli.command {
+        return config_cmd::run(command);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
@@ -40,6 +49,7 @@ fn main() -> anyhow::Result<()> {
             Command::Publish(args) => client_cmd::publish(args).await,
             Command::Subscribe(args) => client_cmd::subscribe(args).await,
             Command::Bench(args) => bench_cmd::run(args).await,
+            Command::Config(_) => unreachable!("handled before the runtime starts"),
         }
     })
 }

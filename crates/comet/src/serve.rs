@@ -45,7 +45,22 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init();
     }
 
-    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    let mut config = match Config::load(args.config.as_deref(), std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            // The file's problems, each with its line (as `comet config check` prints them).
+            if let Some(file) = &args.config
+                && let Ok(text) = std::fs::read_to_string(file)
+            {
+                let problems = comet_server::config::check_text(&text);
+                if !problems.is_empty() {
+                    let lines: Vec<String> = problems.iter().map(|p| crate::config_cmd::located(file, p)).collect();
+                    anyhow::bail!("invalid configuration:\n{}", lines.join("\n"));
+                }
+            }
+            return Err(e.into());
+        }
+    };
     if let Some(listen) = args.listen {
         config.listen = listen;
     }

@@ -322,3 +322,57 @@ fn publish_retries_with_its_idempotency_key() {
     let history = http_get(&served.addr, "/sub/retry?transport=poll&since=earliest");
     assert_eq!(history.matches("\"early\"").count(), 1, "{history}");
 }
+
+/// `comet config default` prints the commented defaults (deploy/comet.toml: comet-server's
+/// config tests prove its values are the defaults and that it shows every setting); `comet
+/// config check` names each problem of a file with its line, and the nearest valid key for an
+/// unknown one; `comet serve` says the same of a file it cannot load.
+#[test]
+fn config_commands_print_the_defaults_and_check_files_line_by_line() {
+    let out = Command::new(BIN).args(["config", "default"]).output().unwrap();
+    assert!(out.status.success());
+    let shown = String::from_utf8(out.stdout).unwrap();
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/comet.toml");
+    assert_eq!(shown, std::fs::read_to_string(file).unwrap());
+
+    let dir = std::env::temp_dir().join(format!("comet-config-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, &shown).unwrap();
+    let out = Command::new(BIN).args(["config", "check"]).arg(&good).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("good.toml: ok\n"));
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "history_size = 10\nhistroy_ttl_secs = 5\nheartbeat_secs = \"often\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["config", "check"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:2: unknown setting `histroy_ttl_secs`; did you mean `history_ttl_secs`?"),
+        "{err}"
+    );
+    assert!(err.contains("bad.toml:3: heartbeat_secs: invalid type"), "{err}");
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:2: unknown setting `histroy_ttl_secs`; did you mean"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["config", "check", "/nonexistent/comet.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/comet.toml"));
+    std::fs::remove_dir_all(&dir).ok();
+}

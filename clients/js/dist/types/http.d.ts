@@ -32,6 +32,8 @@ export interface PollAnswer {
     disconnect?: {
         reconnect?: boolean;
     };
+    /** Channels the server API unsubscribed this user from. */
+    unsubscribed?: string[];
     /** The raw body, for the frame log. */
     raw: string;
 }

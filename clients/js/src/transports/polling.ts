@@ -61,6 +61,7 @@ class Polling implements Transport {
       ctx.sink.opened();
     }
     if (answer.client) this.client = answer.client;
+    for (const ch of answer.unsubscribed ?? []) ctx.sink.unsubscribed(ch);
     if (answer.disconnect) {
       // The server API disconnected this user: stop, or reconnect as after any end.
       ctx.sink.disconnected(answer.disconnect.reconnect !== false);

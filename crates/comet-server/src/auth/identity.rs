@@ -59,6 +59,8 @@ impl Identity {
     /// grants otherwise, so the subscribe and publish hooks or the namespace rules decide),
     /// with `info`; `expire_at` (seconds since the Unix epoch) ends it sooner.
     pub(crate) fn with_hook(self, user: Option<&str>, info: Option<Arc<str>>, expire_at: Option<u64>) -> Identity {
+        // An empty user names nobody: the caller stays as it was (anonymous clients are `""`).
+        let user = user.filter(|u| !u.is_empty());
         let expires_at = match (self.expires_at, expire_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -47,6 +47,22 @@ pub struct NamespaceRules {
     pub publish_hook: Option<bool>,
 }
 
+impl NamespaceRules {
+    /// The rule names, as in a `[namespace."…"]` table.
+    pub const KEYS: &'static [&'static str] = &[
+        "anonymous_subscribe",
+        "anonymous_publish",
+        "client_publish",
+        "max_message_size",
+        "history_size",
+        "history_ttl_secs",
+        "presence",
+        "join_leave",
+        "subscribe_hook",
+        "publish_hook",
+    ];
+}
+
 /// The rules that apply to `channel`.
 pub(crate) fn rules<'a>(config: &'a AuthConfig, channel: &ChannelName) -> Option<&'a NamespaceRules> {
     let ns = channel.namespace().unwrap_or("");

@@ -28,8 +28,11 @@ pub use crate::transport::sse::SseConfig;
 pub use crate::transport::websocket::WsConfig;
 pub use crate::webhooks::WebhookConfig;
 
+mod check;
 mod load;
 mod validate;
+
+pub use check::{Problem, check_text};
 
 /// The server's settings. Field names are the TOML keys; the environment variable is
 /// `COMET_` + the name in capitals.

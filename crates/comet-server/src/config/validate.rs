@@ -115,6 +115,13 @@ impl Config {
                 self.internal_listen
             )));
         }
+        let key = self.admin_api_key.expose();
+        if !key.is_empty() && key.len() < 16 {
+            return Err(ConfigError::Invalid(format!(
+                "admin_api_key is {} bytes; use at least 16 (e.g. openssl rand -base64 24)",
+                key.len()
+            )));
+        }
         if self.max_history_page == 0 {
             return Err(ConfigError::Invalid("max_history_page must be at least 1".into()));
         }

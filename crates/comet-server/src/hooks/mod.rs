@@ -142,6 +142,11 @@ impl Hooks {
         self.config.connect_url.is_some() || self.config.subscribe_url.is_some() || self.config.publish_url.is_some()
     }
 
+    /// Whether `connect_hook_url` is set.
+    pub(crate) fn connect_set(&self) -> bool {
+        self.config.connect_url.is_some()
+    }
+
     /// Whether the connect hook is on (for `identity`: the back-end skips the hooks).
     pub(crate) fn connect_on(&self, identity: &Identity) -> bool {
         self.config.connect_url.is_some() && !identity.is_backend()
@@ -177,13 +182,28 @@ impl Hooks {
             return Ok(identity);
         }
         let headers = self.forwarded(auth, caller.headers, caller.uri);
+        // By what the hook is shown that can decide its answer: the forwarded headers, the
+        // client's address, a token's user; hashed (SHA-256), so a large cookie costs no more.
         let key = caller.cacheable.then(|| {
-            let mut key = format!("c\0{}", identity.subject().unwrap_or("\0"));
+            let mut shown = Vec::new();
+            for part in [
+                identity.subject().unwrap_or("\0"),
+                &caller.remote_addr.map(|a| a.ip().to_string()).unwrap_or_default(),
+            ] {
+                shown.extend_from_slice(part.as_bytes());
+                shown.push(0);
+            }
             for (name, value) in &headers {
-                key.push('\0');
-                key.push_str(name);
-                key.push('\0');
-                key.push_str(value.as_str().unwrap_or(""));
+                shown.extend_from_slice(name.as_bytes());
+                shown.push(0);
+                shown.extend_from_slice(value.as_str().unwrap_or("").as_bytes());
+                shown.push(0);
+            }
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &shown);
+            let mut key = String::with_capacity(2 + 64);
+            key.push_str("c\0");
+            for b in digest.as_ref() {
+                key.push_str(&format!("{b:02x}"));
             }
             key
         });
@@ -245,15 +265,16 @@ impl Hooks {
     /// `channel`: the data to publish (the back-end may replace it).
     ///
     /// # Errors
-    /// The back-end's refusal (its status), `503 hook_unavailable`, or `400 bad_hook_answer`
-    /// for a replacement that is not a string.
+    /// The back-end's refusal (its status), or `503 hook_unavailable` (also for a replacement
+    /// that is not a string, or longer than `max` bytes, the namespace's message size).
     pub(crate) async fn publish(
         &self,
         client: &str,
         identity: &Identity,
         channel: &ChannelName,
-        event: Option<&str>,
+        (transport, event): (&'static str, Option<&str>),
         data: Bytes,
+        max: usize,
     ) -> Result<Bytes, ApiError> {
         let Some(url) = &self.config.publish_url else {
             return Ok(data);
@@ -263,6 +284,7 @@ impl Hooks {
             "client": client,
             "user": identity.subject().unwrap_or(""),
             "channel": channel.as_str(),
+            "transport": transport,
             "data": text,
         });
         if let Some(event) = event {
@@ -271,6 +293,13 @@ impl Hooks {
         let result = self.call(Hook::Publish, url, &body).await?;
         match result.get("data") {
             None => Ok(data),
+            Some(Value::String(replaced)) if replaced.len() > max => Err(self.failed(
+                Hook::Publish,
+                &format!(
+                    "its result's data is {} bytes; at most {max} are allowed here",
+                    replaced.len()
+                ),
+            )),
             Some(Value::String(replaced)) => Ok(Bytes::from(replaced.clone())),
             Some(other) => Err(self.failed(
                 Hook::Publish,

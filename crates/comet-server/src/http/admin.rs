@@ -197,21 +197,33 @@ async fn history(
     let (gap, page, more) = if reverse {
         // History is bounded (history_size): read it whole, then take the page before `since`.
         let before = query.since.as_deref().map(Cursor::parse).transpose()?;
-        let events = state.broker.history(channel, Since::Earliest, usize::MAX).await?;
+        let _forget = crate::transport::request::ForgetUnused(&state, std::slice::from_ref(&channel));
+        let events = state
+            .broker
+            .history(channel.clone(), Since::Earliest, usize::MAX)
+            .await?;
         let all: Vec<_> = messages(&events).collect();
         let newest_epoch = all.last().map(|m| m.cursor.epoch);
-        let gap = before.is_some_and(|b| Some(b.epoch) != newest_epoch && !all.is_empty());
+        let other_epoch = before.is_some_and(|b| Some(b.epoch) != newest_epoch && !all.is_empty());
         let end = match before {
-            Some(b) if !gap => all.partition_point(|m| m.cursor.offset < b.offset),
+            Some(b) if !other_epoch => all.partition_point(|m| m.cursor.offset < b.offset),
             _ => all.len(),
         };
+        // Messages before `since` that history no longer holds: the page cannot reach them.
+        let trimmed = before.is_some_and(|b| {
+            !other_epoch && end == 0 && b.offset > 1 && all.first().is_none_or(|m| m.cursor.offset > 1)
+        });
+        let gap = other_epoch || trimmed;
         let start = end.saturating_sub(limit);
         let page: Vec<_> = all[start..end].iter().rev().cloned().collect();
         (gap, page, start > 0)
     } else {
         let text = query.since.as_deref().unwrap_or("earliest");
         let since = Position::resolve(Some(text), std::slice::from_ref(&channel))?[0];
-        let events = state.broker.history(channel, since, limit + 1).await?;
+        let _forget = crate::transport::request::ForgetUnused(&state, std::slice::from_ref(&channel));
+        // One more than the page, to know whether there is a next one; and one more for a gap
+        // notice, which is no message.
+        let events = state.broker.history(channel.clone(), since, limit + 2).await?;
         let gap = events.iter().any(|e| matches!(e, Event::Gap(_)));
         let mut page: Vec<_> = messages(&events).collect();
         let more = page.len() > limit;

@@ -165,11 +165,15 @@ async fn channel_info(
 async fn presence(
     State(state): State<AppState>,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    head: publish::Head,
     identity: crate::auth::Identity,
 ) -> Result<Response, ApiError> {
     let Path(channel) = path.map_err(|e| ApiError::bad_request("bad_channel", e.body_text()))?;
     let channel = ChannelName::new(&channel)?;
-    identity.authorize(state.auth.config(), crate::auth::Action::Subscribe, &channel, false)?;
+    // As a subscribe would be: through the connect and subscribe hooks where they are on.
+    let (identity, client) = publish::connected(&state, identity, &head).await?;
+    let client = client.unwrap_or_else(|| std::sync::Arc::from(""));
+    transport::hooked::may_read(&state, &identity, &client, &channel, ("http", false, false)).await?;
     let clients = transport::presence::list(&state, &channel).await?;
     Ok(axum::Json(json!({"channel": channel.as_str(), "clients": clients})).into_response())
 }

@@ -90,9 +90,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Head {
     }
 }
 
-/// The connect hook for an HTTP publish (docs/protocol.md "Hooks"; transport `http`): the
-/// identity to publish as, and the client id the hooks are told (where any hook is set).
-async fn connected(
+/// The connect hook for an HTTP request that publishes or reads presence (docs/protocol.md
+/// "Hooks"; transport `http`): the identity to go on with, and the client id the hooks are
+/// told (where any hook is set).
+pub(crate) async fn connected(
     state: &AppState,
     identity: Identity,
     head: &Head,

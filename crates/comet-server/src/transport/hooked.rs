@@ -63,14 +63,36 @@ pub(crate) async fn may_subscribe(
     channel: &ChannelName,
     kind: Kind,
 ) -> Result<(), ApiError> {
+    let cacheable = matches!(kind, Kind::Poll | Kind::LongPoll);
+    may_read(
+        state,
+        identity,
+        client,
+        channel,
+        (kind.name(), kind == Kind::WebSocket, cacheable),
+    )
+    .await
+}
+
+/// [`may_subscribe`] for any reader of a channel (`transport`: `http` for `GET …/presence`),
+/// over a WebSocket or not, its answer kept (`hook_cache_secs`) or not.
+///
+/// # Errors
+/// As [`may_subscribe`].
+pub(crate) async fn may_read(
+    state: &AppState,
+    identity: &Identity,
+    client: &str,
+    channel: &ChannelName,
+    (transport, websocket, cacheable): (&'static str, bool, bool),
+) -> Result<(), ApiError> {
     let config = state.auth.config();
     if state.hooks.subscribe_on(config, channel, identity) {
-        let cacheable = matches!(kind, Kind::Poll | Kind::LongPoll);
         state
             .hooks
-            .subscribe(client, identity, channel, kind.name(), cacheable)
+            .subscribe(client, identity, channel, transport, cacheable)
             .await
     } else {
-        Ok(identity.authorize(config, Action::Subscribe, channel, kind == Kind::WebSocket)?)
+        Ok(identity.authorize(config, Action::Subscribe, channel, websocket)?)
     }
 }

@@ -33,39 +33,62 @@ pub(crate) async fn handle(state: AppState, req: SubRequest) -> Result<Response,
     let mut ordered = Ordered::register(&state, req.user.as_deref());
     let mut events: Vec<Event> = Vec::new();
     if set.try_read(&mut events, max) == 0 && !timeout.is_zero() {
-        let orders = async {
-            match &mut ordered {
-                Some(ordered) => ordered.next().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = set.recv(&mut events, max) => {}
-            () = tokio::time::sleep(timeout) => {}
-            () = token.cancelled() => {}
-            // An unsubscribe answers at once too: the next poll is checked again.
-            orders = orders => {
-                let disconnect = orders.iter().find_map(|order| match order {
-                    Order::Disconnect { reconnect } => Some(*reconnect),
-                    Order::Unsubscribe(_) => None,
-                });
-                if let Some(reconnect) = disconnect {
-                    return Ok(disconnected(&set, reconnect, req.poller.as_deref()));
+        let sleep = tokio::time::sleep(timeout);
+        tokio::pin!(sleep);
+        loop {
+            let orders = async {
+                match &mut ordered {
+                    Some(ordered) => ordered.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = set.recv(&mut events, max) => {}
+                () = &mut sleep => {}
+                () = token.cancelled() => {}
+                orders = orders => {
+                    let mine: Vec<Order> = orders
+                        .into_iter()
+                        .filter(|order| match order {
+                            Order::Disconnect { .. } => true,
+                            Order::Unsubscribe(channel) => set.contains(channel),
+                        })
+                        .collect();
+                    if mine.is_empty() {
+                        continue; // an unsubscribe of a channel this poll does not hold
+                    }
+                    return Ok(ordered_answer(&set, &mine, req.poller.as_deref()));
                 }
             }
+            break;
         }
     }
     Ok(json_answer(&events, &set, max, req.poller.as_deref()))
 }
 
-/// The answer of a held long poll whose user the server API disconnected: nothing, its
-/// cursor, and `"disconnect":{"reconnect":…}` (docs/protocol.md "Server API").
-fn disconnected(set: &comet_core::SubscriptionSet, reconnect: bool, client: Option<&str>) -> Response {
+/// The answer of a held long poll that the server API gave orders (docs/protocol.md "Server
+/// API"): nothing, its cursor, and `"disconnect":{"reconnect":…}` or `"unsubscribed":[…]`.
+fn ordered_answer(set: &comet_core::SubscriptionSet, orders: &[Order], client: Option<&str>) -> Response {
     let mut body = serde_json::json!({
         "messages": [],
         "cursor": super::request::position_text(set),
-        "disconnect": {"reconnect": reconnect},
     });
+    let reconnect = orders.iter().find_map(|order| match order {
+        Order::Disconnect { reconnect } => Some(*reconnect),
+        Order::Unsubscribe(_) => None,
+    });
+    if let Some(reconnect) = reconnect {
+        body["disconnect"] = serde_json::json!({"reconnect": reconnect});
+    } else {
+        let channels: Vec<&str> = orders
+            .iter()
+            .filter_map(|order| match order {
+                Order::Unsubscribe(channel) => Some(channel.as_str()),
+                Order::Disconnect { .. } => None,
+            })
+            .collect();
+        body["unsubscribed"] = channels.into();
+    }
     if let Some(client) = client {
         body["client"] = client.into();
     }

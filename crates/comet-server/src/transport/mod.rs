@@ -95,7 +95,9 @@ pub(crate) async fn subscribe(
         let client = crate::limits::client_ip(&parts.extensions);
         // A poll with a cursor continues a subscription; anything else starts one, and so
         // does a poll of a channel this node does not hold (it may create state for it).
-        if cursor.is_none()
+        // With hooks, every request is charged: each asks the back-end.
+        if hooks_on
+            || cursor.is_none()
             || !matches!(kind, Kind::Poll | Kind::LongPoll)
             || channels.iter().any(|c| !state.broker.holds(c))
         {

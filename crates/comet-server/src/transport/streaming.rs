@@ -288,28 +288,21 @@ impl<F: Framer> Streaming<F> {
 
 impl<F: Framer> Streaming<F> {
     /// Carries out the server API's orders: a disconnect ends the response after its notice;
-    /// an unsubscribe drops the channel (after its notice), and ends the response when it was
-    /// the last.
+    /// an unsubscribe of one of its channels too, after an `unsubscribed` notice (the response's
+    /// presence entries go with it; the client reconnects without the channel, resuming the
+    /// others by cursor).
     fn obey(&mut self, orders: Vec<Order>) {
         for order in orders {
-            match order {
-                Order::Disconnect { reconnect } => {
-                    let fields = serde_json::json!({"reconnect": reconnect});
-                    self.chunks.push(self.framer.notice("disconnect", &fields));
-                    self.done = true;
-                    return;
-                }
+            let (name, fields) = match order {
+                Order::Disconnect { reconnect } => ("disconnect", serde_json::json!({"reconnect": reconnect})),
                 Order::Unsubscribe(channel) if self.set.contains(&channel) => {
-                    self.set.remove(&channel);
-                    let fields = serde_json::json!({"channel": channel.as_str()});
-                    self.chunks.push(self.framer.notice("unsubscribed", &fields));
-                    if self.set.is_empty() {
-                        self.done = true;
-                        return;
-                    }
+                    ("unsubscribed", serde_json::json!({"channel": channel.as_str()}))
                 }
-                Order::Unsubscribe(_) => {}
-            }
+                Order::Unsubscribe(_) => continue,
+            };
+            self.chunks.push(self.framer.notice(name, &fields));
+            self.done = true;
+            return;
         }
     }
 }

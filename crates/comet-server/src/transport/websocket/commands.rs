@@ -100,6 +100,14 @@ impl Session {
             Command::Presence { channel } => self.presence(&channel, reference).await,
             // Without a JWT key tokens mean nothing (as over HTTP): say so, keep the socket.
             Command::Auth { .. } if !self.state.auth.jwt_enabled() => Err(AuthError::JwtOff.into()),
+            // Where the connect hook admits connections, it alone says who this one is (a
+            // token must not replace the user, or the expiry, it gave).
+            Command::Auth { .. } if self.state.hooks.connect_set() => Err(ApiError {
+                status: http::StatusCode::FORBIDDEN,
+                code: "forbidden",
+                message: "the connect hook decides who this connection is: auth is not taken here".into(),
+                retry_after: None,
+            }),
             Command::Auth { token } => match self.state.auth.verify(token.expose()) {
                 Ok(identity) => {
                     // A new subject takes a place in max_connections_per_user (a refresh for the
@@ -180,8 +188,9 @@ impl Session {
     /// Answers a `presence` command: the channel's entries, for a peer that may subscribe to it.
     async fn presence(&mut self, channel: &str, reference: Option<&Ref>) -> Result<(), ApiError> {
         let channel = ChannelName::new(channel)?;
-        self.identity
-            .authorize(self.state.auth.config(), Action::Subscribe, &channel, true)?;
+        // Who may subscribe may see who is there: the subscribe hook decides, where it is on.
+        let id = self.hook_client().unwrap_or_else(|| std::sync::Arc::from(""));
+        hooked::may_subscribe(&self.state, &self.identity, &id, &channel, Kind::WebSocket).await?;
         let clients = presence::list(&self.state, &channel).await?;
         self.reply(&Reply::Presence {
             reference,
@@ -215,8 +224,6 @@ impl Session {
     /// Subscribes to `channel` from `since`, replacing a subscription to it.
     async fn subscribe(&mut self, channel: &str, since: Option<&str>) -> Result<(), ApiError> {
         let channel = ChannelName::new(channel)?;
-        let id = self.hook_client().unwrap_or_else(|| std::sync::Arc::from(""));
-        hooked::may_subscribe(&self.state, &self.identity, &id, &channel, Kind::WebSocket).await?;
         let since = Position::resolve_at_most(
             since,
             std::slice::from_ref(&channel),
@@ -230,6 +237,9 @@ impl Session {
             ));
         }
         self.state.limits.subscribe(self.client)?;
+        // Asked after the rate limit, so a flood of commands does not reach the back-end.
+        let id = self.hook_client().unwrap_or_else(|| std::sync::Arc::from(""));
+        hooked::may_subscribe(&self.state, &self.identity, &id, &channel, Kind::WebSocket).await?;
         // Joined first, so the session does not get its own join.
         self.join_presence(&channel).await?;
         let mut sub = match self.state.broker.subscribe(channel.clone(), since[0]).await {
