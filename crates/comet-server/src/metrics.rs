@@ -43,6 +43,9 @@ struct HookNameLabel {
 pub struct Metrics {
     registry: Registry,
     open: Family<TransportLabel, Gauge>,
+    /// Client connections held open (short polls are not): one per WebSocket, SSE, stream or
+    /// iframe response, and per held long poll.
+    connections_open: Family<TransportLabel, Gauge>,
     opened: Family<TransportLabel, Counter>,
     publish_seconds: Histogram,
     limit_refusals: Family<LimitLabel, Counter>,
@@ -135,6 +138,12 @@ impl Metrics {
             "Open subscriber connections by transport.",
             open.clone(),
         );
+        let connections_open = Family::<TransportLabel, Gauge>::default();
+        registry.register(
+            "comet_connections_open",
+            "Client connections held open by transport: one per WebSocket, SSE, stream or iframe response, and per held long poll (short polls are not).",
+            connections_open.clone(),
+        );
         registry.register(
             "comet_subscribers_opened",
             "Subscriber connections opened by transport.",
@@ -204,6 +213,7 @@ impl Metrics {
         Self {
             registry,
             open,
+            connections_open,
             opened,
             publish_seconds,
             limit_refusals,
@@ -223,6 +233,9 @@ impl Metrics {
         let label = TransportLabel { transport: kind.name() };
         self.opened.get_or_create(&label).inc();
         self.open.get_or_create(&label).inc();
+        if kind != Kind::Poll {
+            self.connections_open.get_or_create(&label).inc();
+        }
         SubscriberGuard {
             metrics: Arc::clone(self),
             kind,
@@ -285,11 +298,12 @@ pub struct SubscriberGuard {
 
 impl Drop for SubscriberGuard {
     fn drop(&mut self) {
-        self.metrics
-            .open
-            .get_or_create(&TransportLabel {
-                transport: self.kind.name(),
-            })
-            .dec();
+        let label = TransportLabel {
+            transport: self.kind.name(),
+        };
+        self.metrics.open.get_or_create(&label).dec();
+        if self.kind != Kind::Poll {
+            self.metrics.connections_open.get_or_create(&label).dec();
+        }
     }
 }

@@ -234,6 +234,7 @@ async fn health_readiness_metrics_and_demo_pages() {
         "comet_messages_published_total 1",
         "comet_messages_delivered_total 1",
         "comet_subscribers_open{transport=\"sse\"} 1",
+        "comet_connections_open{transport=\"sse\"} 1",
         "comet_publish_duration_seconds_count 1",
         "comet_gaps_total 0",
         "comet_subscribers_lagged_total 0",
