@@ -553,7 +553,7 @@ impl Broker for RedisBroker {
     }
 
     /// This node's channels, and those whose count hashes (`Keys::counts`) other nodes keep
-    /// (a `SCAN`, at most [`MAX_LISTED`] names), with the counts of every node.
+    /// (a `SCAN`, at most 100,000 names), with the counts of every node.
     fn channels<'a>(
         &'a self,
         prefix: &'a str,
