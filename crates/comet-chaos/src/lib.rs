@@ -39,6 +39,10 @@ pub enum Scenario {
     /// One node on the memory broker with a 1 s history, so its sweep forgets channels between
     /// publishes: the sweep racing publishes, and the node killed.
     Memory,
+    /// One node on the memory broker with its history on disk (`data_dir`, `fsync = "batch"`):
+    /// the node killed and restarted on the same file loses nothing, so every resume must be
+    /// gapless.
+    Durable,
 }
 
 impl Scenario {
@@ -48,6 +52,7 @@ impl Scenario {
             Self::Redis => "redis",
             Self::Sentinel => "sentinel",
             Self::Memory => "memory",
+            Self::Durable => "durable",
         }
     }
 
@@ -57,6 +62,7 @@ impl Scenario {
             Self::Redis => 0.55,
             Self::Sentinel => 0.30,
             Self::Memory => 0.15,
+            Self::Durable => 0.15,
         }
     }
 }
@@ -68,7 +74,8 @@ impl std::str::FromStr for Scenario {
             "redis" => Ok(Self::Redis),
             "sentinel" => Ok(Self::Sentinel),
             "memory" => Ok(Self::Memory),
-            _ => Err(format!("unknown scenario {s:?}: redis, sentinel or memory")),
+            "durable" => Ok(Self::Durable),
+            _ => Err(format!("unknown scenario {s:?}: redis, sentinel, memory or durable")),
         }
     }
 }
@@ -235,10 +242,11 @@ impl Cluster {
                 cluster.replica = Some((Arc::new(Mutex::new(replica)), link));
                 cluster.sentinels = Some(sentinels);
             }
-            Scenario::Memory => brokers.push("memory".to_owned()),
+            Scenario::Memory | Scenario::Durable => brokers.push("memory".to_owned()),
         }
         let settings = match scenario {
             Scenario::Memory => format!("{NODE_SETTINGS}history_ttl_secs = 1\n"),
+            Scenario::Durable => format!("{NODE_SETTINGS}data_dir = {:?}\n", dir.join("data")),
             _ => NODE_SETTINGS.to_owned(),
         };
         for broker in brokers {
@@ -306,10 +314,11 @@ async fn inject(
         ],
         Scenario::Sentinel => &["replica promoted", "kill -9 node", "link blackholed"],
         Scenario::Memory => &["kill -9 node"],
+        Scenario::Durable => &["kill -9 node (durable history)"],
     };
     let kind = kinds[rng.random_range(0..kinds.len())];
     match kind {
-        "kill -9 node" => {
+        "kill -9 node" | "kill -9 node (durable history)" => {
             let node = Arc::clone(&cluster.nodes[rng.random_range(0..cluster.nodes.len())]);
             if scenario == Scenario::Memory {
                 data_losses.push(Instant::now()); // the memory broker's history is gone

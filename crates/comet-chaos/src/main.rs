@@ -24,7 +24,7 @@ struct Args {
     #[arg(long)]
     comet: Option<PathBuf>,
     /// Scenarios to run, in order.
-    #[arg(long, value_delimiter = ',', default_value = "redis,sentinel,memory")]
+    #[arg(long, value_delimiter = ',', default_value = "redis,sentinel,memory,durable")]
     scenarios: Vec<Scenario>,
 }
 

@@ -30,7 +30,7 @@ pub struct Publish {
 }
 
 /// Why a broker call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
     /// The data is not UTF-8 text.
     #[error(transparent)]
@@ -38,6 +38,10 @@ pub enum BrokerError {
     /// The broker's backing store cannot be reached (e.g. Redis is down). Retry later.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// The broker's store has no room left (a full disk): nothing was published. Subscribers
+    /// are still served; publishes succeed again once there is room.
+    #[error("broker storage full: {0}")]
+    Full(String),
     /// Anything else.
     #[error("broker error: {0}")]
     Internal(String),

@@ -32,6 +32,10 @@ use crate::name::{ChannelName, EventName};
 use crate::presence::PresenceEntry;
 use crate::stats::BrokerStats;
 
+mod reserve;
+
+pub use reserve::Reservation;
+
 /// Channels are spread over this many maps, each behind its own lock: a sweep holds one at a
 /// time, for a 128th of the channels (bench `sweep/320000_channels`: 54 ms in all, about
 /// 0.4 ms each).
@@ -233,6 +237,9 @@ struct LogState {
     epoch: u64,
     /// Offset of the newest message of this epoch (0: none yet).
     head: u64,
+    /// Offset of the newest cursor handed out by [`Hub::reserve`] and not yet appended; at most
+    /// `head` when none is pending.
+    reserved: u64,
     history: History,
     /// Set by [`Hub::sweep`] when it drops this log from its shard (under both the shard's lock
     /// and this one). A writer that finds it set took the log from the shard before the sweep
@@ -246,6 +253,16 @@ struct LogState {
     /// [`NOTICES_KEPT`].
     notices: VecDeque<(u64, Arc<PresenceNotice>)>,
     notice_seq: u64,
+}
+
+impl LogState {
+    /// The first cursor of `key`, if it was used within its window (expired keys are dropped
+    /// first).
+    fn repeat_of(&mut self, key: Option<&Idempotency>, now: Instant) -> Option<Cursor> {
+        let key = key?;
+        self.keys.purge(now);
+        self.keys.get(key.key())
+    }
 }
 
 /// The idempotency keys a channel remembers: each key's cursor, until it expires.
@@ -280,6 +297,13 @@ impl IdempotencyKeys {
 
     fn is_empty(&self) -> bool {
         self.cursors.is_empty()
+    }
+
+    /// Forgets the keys of cursors after `head` in `epoch` (reservations handed back).
+    fn forget_after(&mut self, epoch: u64, head: u64) {
+        self.cursors.retain(|_, c| c.epoch != epoch || c.offset <= head);
+        let cursors = &self.cursors;
+        self.expiry.retain(|(_, key)| cursors.contains_key(key));
     }
 }
 
@@ -388,7 +412,7 @@ impl Hub {
         }
     }
 
-    fn empty_epochs(&self) -> MutexGuard<'_, EmptyEpochs> {
+    fn empty_now(&self) -> MutexGuard<'_, EmptyEpochs> {
         let mut empty = self.empty.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         empty.rotate(Instant::now());
         empty
@@ -396,12 +420,12 @@ impl Hub {
 
     /// The epoch a channel created now without a tombstone starts in.
     fn current_empty_epoch(&self) -> u64 {
-        self.empty_epochs().epochs[0]
+        self.empty_now().epochs[0]
     }
 
     /// Whether `epoch` is one of the last [`EMPTY_EPOCHS`] empty epochs.
     fn is_empty_epoch(&self, epoch: u64) -> bool {
-        self.empty_epochs().epochs.contains(&epoch)
+        self.empty_now().epochs.contains(&epoch)
     }
 
     /// The hub's counters.
@@ -432,6 +456,7 @@ impl Hub {
                 state: RwLock::new(LogState {
                     epoch,
                     head,
+                    reserved: 0,
                     history: History::new(self.config.history_for(name)),
                     retired: false,
                     keys: IdempotencyKeys::default(),
@@ -512,11 +537,8 @@ impl Hub {
                 continue;
             }
             let now = Instant::now();
-            if let Some(key) = key {
-                state.keys.purge(now);
-                if let Some(first) = state.keys.get(key.key()) {
-                    return (None, first);
-                }
+            if let Some(first) = state.repeat_of(key, now) {
+                return (None, first);
             }
             let cursor = Cursor::new(state.epoch, state.head + 1);
             let msg = Arc::new(Message::from_text(channel.clone(), cursor, event, data, now_millis()));
@@ -588,6 +610,7 @@ impl Hub {
             };
             state.history.clear();
             state.epoch = epoch;
+            state.reserved = 0;
             state.head = head;
             for msg in tail {
                 state.history.push(msg);
@@ -653,7 +676,12 @@ impl Hub {
         }
         let log = Arc::clone(log);
         let mut state = log.write();
-        if state.head > 0 || !state.history.is_empty() || !state.keys.is_empty() || !self.is_empty_epoch(state.epoch) {
+        if state.head > 0
+            || state.reserved > 0
+            || !state.history.is_empty()
+            || !state.keys.is_empty()
+            || !self.is_empty_epoch(state.epoch)
+        {
             return;
         }
         // A publisher that took the log before the shard's lock finds it retired, and looks
@@ -756,7 +784,7 @@ impl Hub {
     /// other; a shard's maps are shrunk when most of their room is empty.
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
-        let empty: Vec<u64> = self.empty_epochs().epochs.iter().copied().collect();
+        let empty: Vec<u64> = self.empty_now().epochs.iter().copied().collect();
         // At least one per shard: a cap below SHARDS keeps up to SHARDS.
         let max_tombstones = (self.config.max_idle_channels / SHARDS).max(1);
         let mut remaining = 0;
@@ -769,8 +797,11 @@ impl Hub {
                 state.keys.purge(now);
                 // Subscribers are counted under the shard's lock (held here), so none joins
                 // meanwhile; a publisher that took the log before this lock finds it retired.
-                let idle =
-                    state.history.is_empty() && state.keys.is_empty() && log.subscribers.load(Ordering::Relaxed) == 0;
+                // A log with a reserved cursor is not idle: its store is committing a message.
+                let idle = state.history.is_empty()
+                    && state.keys.is_empty()
+                    && state.reserved <= state.head
+                    && log.subscribers.load(Ordering::Relaxed) == 0;
                 if idle {
                     state.retired = true;
                     if state.head > 0 || !empty.contains(&state.epoch) {

@@ -33,7 +33,7 @@ pub use cursor::{Cursor, CursorError, Position, Since};
 pub use history::{History, HistoryLimits};
 pub use hub::{
     Append, ChannelSubscription, EMPTY_EPOCH_EVERY, EMPTY_EPOCHS, Event, Gap, Hub, HubConfig, Idempotency,
-    MAX_IDEMPOTENCY_KEY_LEN, NOTICES_KEPT, PresenceNotice, Published, SubscriptionSet, TOMBSTONE_TTL,
+    MAX_IDEMPOTENCY_KEY_LEN, NOTICES_KEPT, PresenceNotice, Published, Reservation, SubscriptionSet, TOMBSTONE_TTL,
 };
 pub use memory::MemoryBroker;
 pub use message::{ENCODING_SLOTS, EncodingSlot, Message, NotUtf8, now_millis};

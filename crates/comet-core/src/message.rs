@@ -114,6 +114,26 @@ impl Message {
         }
     }
 
+    /// A message a store kept (durable history), published at `published_at` (ms since the Unix
+    /// epoch): as [`new`](Self::new), but its age for history's `max_age` counts from
+    /// `published_at` by the wall clock, not from now, so a restart does not make old messages
+    /// young again.
+    ///
+    /// # Errors
+    /// [`NotUtf8`] with the offset of the first invalid byte.
+    pub fn restored(
+        channel: ChannelName,
+        cursor: Cursor,
+        event: Option<EventName>,
+        data: &[u8],
+        published_at: u64,
+    ) -> Result<Self, NotUtf8> {
+        let mut msg = Self::new(channel, cursor, event, data, published_at)?;
+        let age = std::time::Duration::from_millis(now_millis().saturating_sub(published_at));
+        msg.appended_at = msg.appended_at.checked_sub(age).unwrap_or(msg.appended_at);
+        Ok(msg)
+    }
+
     /// The published text.
     pub fn data(&self) -> &str {
         // Checked in `new`; re-checking costs one pass over the data and happens once per

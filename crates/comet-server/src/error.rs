@@ -112,6 +112,12 @@ impl From<BrokerError> for ApiError {
         match e {
             BrokerError::NotUtf8(e) => e.into(),
             BrokerError::Unavailable(m) => Self::unavailable(m),
+            BrokerError::Full(m) => Self {
+                status: StatusCode::INSUFFICIENT_STORAGE,
+                code: "storage_full",
+                message: m,
+                retry_after: None,
+            },
             BrokerError::Internal(m) => Self {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 code: "internal",

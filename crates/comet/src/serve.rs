@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use comet_core::{Broker, MemoryBroker};
 use comet_redis::{RedisBroker, RedisConfig};
 use comet_server::{AppState, Config, Tls};
+use comet_store::{DiskBroker, Fsync, StoreConfig};
 use tracing_subscriber::EnvFilter;
 
 /// Options of `comet serve`. Flags win over `COMET_*` variables, which win over the file.
@@ -21,6 +22,9 @@ pub(crate) struct ServeArgs {
     /// `memory` or a Redis URL such as redis://127.0.0.1:6379 [default: memory; env COMET_BROKER].
     #[arg(long)]
     broker: Option<String>,
+    /// Keep the embedded broker's history on disk in this directory [env COMET_DATA_DIR].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// A TOML configuration file (see deploy/comet.toml for every setting).
     #[arg(long, env = "COMET_CONFIG")]
     config: Option<PathBuf>,
@@ -71,6 +75,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(broker) = args.broker {
         config.broker = broker;
     }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir.to_string_lossy().into_owned();
+    }
     // The demo's chats show who is online: its namespace tracks presence, with join and leave
     // events, unless the configuration has a table for it.
     if config.demo {
@@ -95,30 +102,25 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = comet_server::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let demo = config.demo;
-    let (broker, memory): (Arc<dyn Broker>, Option<Arc<MemoryBroker>>) = if config.broker == "memory" {
-        let memory = Arc::new(MemoryBroker::new(config.hub_config()));
-        (Arc::clone(&memory) as Arc<dyn Broker>, Some(memory))
-    } else {
-        let redis = RedisBroker::connect(RedisConfig {
-            presence_ttl: Duration::from_secs(config.presence_ttl_secs),
-            ..RedisConfig::new(config.broker.clone(), config.hub_config())
-        })
-        .await
-        .with_context(|| format!("cannot use the broker {}", comet_redis::redacted_url(&config.broker)))?;
-        tracing::info!(url = %comet_redis::redacted_url(&config.broker), "using the Redis broker");
-        (Arc::new(redis), None)
-    };
+    if !config.data_dir.is_empty() {
+        // A file-size limit (ulimit -f) must refuse the write (EFBIG: 507 to the publisher), not
+        // end the process: SIGXFSZ (25 on Linux) is handled, which stops its default action.
+        let mut xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25))
+            .context("cannot install the SIGXFSZ handler")?;
+        tokio::spawn(async move { while xfsz.recv().await.is_some() {} });
+    }
+    let (broker, local) = open_broker(&config).await?;
     let state = AppState::new(broker, config);
 
     // History expires by age even on channels nobody publishes to any more.
-    let sweeper = memory.map(|memory| {
+    let sweeper = local.clone().map(|local| {
         let shutdown = state.shutdown.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    _ = tick.tick() => { memory.sweep(); }
+                    _ = tick.tick() => { local.sweep(); }
                 }
             }
         })
@@ -141,8 +143,58 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(sweeper) = sweeper {
         sweeper.await.ok();
     }
+    if let Some(Local::Disk(disk)) = &local {
+        // Commits what the writer holds and marks the file closed cleanly.
+        let disk = Arc::clone(disk);
+        tokio::task::spawn_blocking(move || disk.close()).await.ok();
+    }
     tracing::info!("comet stopped");
     Ok(())
+}
+
+/// The broker of this node alone, which the server sweeps every few seconds.
+#[derive(Clone)]
+enum Local {
+    Memory(Arc<MemoryBroker>),
+    Disk(Arc<DiskBroker>),
+}
+
+impl Local {
+    fn sweep(&self) {
+        match self {
+            Self::Memory(m) => m.sweep(),
+            Self::Disk(d) => d.sweep(),
+        };
+    }
+}
+
+/// The broker `config` names: the embedded one (with its history on disk when `data_dir` is
+/// set), or Redis.
+async fn open_broker(config: &Config) -> anyhow::Result<(Arc<dyn Broker>, Option<Local>)> {
+    if config.broker == "memory" && !config.data_dir.is_empty() {
+        let fsync = Fsync::parse(&config.fsync).map_err(anyhow::Error::msg)?;
+        let store = StoreConfig {
+            fsync,
+            fsync_window: Duration::from_millis(config.fsync_window_ms),
+            ..StoreConfig::new(&config.data_dir)
+        };
+        let hub = config.hub_config();
+        let disk = tokio::task::spawn_blocking(move || DiskBroker::open(store, hub)).await??;
+        let disk = Arc::new(disk);
+        return Ok((Arc::clone(&disk) as Arc<dyn Broker>, Some(Local::Disk(disk))));
+    }
+    if config.broker == "memory" {
+        let memory = Arc::new(MemoryBroker::new(config.hub_config()));
+        return Ok((Arc::clone(&memory) as Arc<dyn Broker>, Some(Local::Memory(memory))));
+    }
+    let redis = RedisBroker::connect(RedisConfig {
+        presence_ttl: Duration::from_secs(config.presence_ttl_secs),
+        ..RedisConfig::new(config.broker.clone(), config.hub_config())
+    })
+    .await
+    .with_context(|| format!("cannot use the broker {}", comet_redis::redacted_url(&config.broker)))?;
+    tracing::info!(url = %comet_redis::redacted_url(&config.broker), "using the Redis broker");
+    Ok((Arc::new(redis), None))
 }
 
 /// Re-reads the TLS certificate and key on each SIGHUP (`hup`) until `shutdown`: new connections

@@ -13,7 +13,7 @@ async fn the_delivery_promise_holds_under_a_minute_of_faults() {
         seconds: env("COMET_CHAOS_SECONDS", 60),
         seed: env("COMET_CHAOS_SEED", 1),
         comet: env!("CARGO_BIN_EXE_comet").into(),
-        scenarios: vec![Scenario::Redis, Scenario::Sentinel, Scenario::Memory],
+        scenarios: vec![Scenario::Redis, Scenario::Sentinel, Scenario::Memory, Scenario::Durable],
     };
     let outcomes = comet_chaos::run(&opts)
         .await

@@ -75,12 +75,17 @@ impl Config {
         "publish_hook_url",
         "admin_api_key",
         "internal_listen",
+        "data_dir",
+        "fsync",
     ];
 
     /// The setting names, as in TOML.
     pub const KEYS: &'static [&'static str] = &[
         "listen",
         "broker",
+        "data_dir",
+        "fsync",
+        "fsync_window_ms",
         "max_message_size",
         "max_batch_body",
         "max_channels_per_connection",

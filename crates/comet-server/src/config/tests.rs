@@ -123,6 +123,8 @@ fn every_key_is_listed() {
                 "subscribe_hook_url",
                 "publish_hook_url",
                 "admin_api_key",
+                "data_dir",
+                "fsync",
             ]
             .contains(key)
         {
@@ -138,4 +140,30 @@ fn every_key_is_listed() {
         let parsed: Result<Config, _> = toml::from_str(&text);
         assert!(parsed.is_ok(), "{key}: {parsed:?}");
     }
+}
+
+#[test]
+fn the_durability_settings_are_checked() {
+    let load = |pairs: &[(&str, &str)]| {
+        let env: Vec<(String, String)> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Config::load(None, env)
+    };
+    let c = load(&[("COMET_DATA_DIR", "/var/lib/comet"), ("COMET_FSYNC", "always")]).unwrap();
+    assert_eq!(c.data_dir, "/var/lib/comet");
+    assert_eq!(c.fsync, "always");
+    assert_eq!(c.fsync_window_ms, 5);
+    let err = load(&[("COMET_FSYNC", "sometimes")]).unwrap_err().to_string();
+    assert!(
+        err.contains("fsync must be \"batch\", \"always\" or \"never\""),
+        "{err}"
+    );
+    let err = load(&[("COMET_FSYNC_WINDOW_MS", "5000")]).unwrap_err().to_string();
+    assert!(err.contains("fsync_window_ms must be at most 1000"), "{err}");
+    let err = load(&[
+        ("COMET_DATA_DIR", "/var/lib/comet"),
+        ("COMET_BROKER", "redis://127.0.0.1:6379"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("data_dir keeps the embedded broker's history"), "{err}");
 }

@@ -54,6 +54,25 @@ impl Config {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
         }
+        if !matches!(self.fsync.as_str(), "batch" | "always" | "never") {
+            return Err(ConfigError::Invalid(format!(
+                "fsync must be \"batch\", \"always\" or \"never\", got {:?}",
+                self.fsync
+            )));
+        }
+        if self.fsync_window_ms > 1000 {
+            return Err(ConfigError::Invalid(format!(
+                "fsync_window_ms must be at most 1000 (a publish waits up to it), got {}",
+                self.fsync_window_ms
+            )));
+        }
+        if !self.data_dir.is_empty() && self.broker != "memory" {
+            return Err(ConfigError::Invalid(
+                "data_dir keeps the embedded broker's history; with a Redis broker history lives in Redis \
+                 (leave data_dir empty)"
+                    .into(),
+            ));
+        }
         if self.broker.starts_with("rediss://") {
             return Err(ConfigError::Invalid(
                 "broker: rediss:// (TLS to Redis) is not built into this server; use redis:// on a trusted \

@@ -1,0 +1,364 @@
+//! The writer thread: the one owner of the file. It takes publishes in order, batches them
+//! (group commit), and makes each visible and acknowledged only after its commit; every few
+//! seconds it trims history on disk and saves what else must survive a restart.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use comet_core::{
+    Append, BrokerError, ChannelName, Cursor, EventName, Hub, Idempotency, MemoryBroker, Message, Reservation,
+    TOMBSTONE_TTL, now_millis,
+};
+use redb::{Database, Durability, ReadableTable};
+use tokio::sync::oneshot;
+
+use crate::format::{CHANNELS, EMPTY_EPOCHS, KEYS, MESSAGES, META, RUNNING, encode, published_at};
+use crate::load::empty_epochs_value;
+use crate::{Fsync, StoreConfig};
+
+/// Most publishes in one commit.
+const MAX_BATCH: usize = 1024;
+/// Most message bytes in one commit (a batch stops growing past it).
+const MAX_BATCH_BYTES: usize = 8 << 20;
+/// How often, under [`Fsync::Never`], what was committed is made durable.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
+/// How often history on disk is trimmed by age and expired keys are dropped.
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+
+/// A publish handed to the writer.
+pub(crate) struct Job {
+    pub channel: ChannelName,
+    pub event: Option<EventName>,
+    /// UTF-8 text (checked by the caller).
+    pub data: Bytes,
+    pub key: Option<Idempotency>,
+    pub reply: oneshot::Sender<Result<Outcome, BrokerError>>,
+}
+
+/// What became of a publish.
+pub(crate) enum Outcome {
+    /// Published, on disk (but under [`Fsync::Never`]) and in history.
+    New(Arc<Message>),
+    /// The key was used within its window: the first publish's cursor; nothing published.
+    Repeat(Cursor),
+}
+
+/// The writer's state.
+pub(crate) struct Writer {
+    db: Option<Database>,
+    path: PathBuf,
+    config: StoreConfig,
+    broker: Arc<MemoryBroker>,
+    jobs: Receiver<Job>,
+    last_sync: Instant,
+    last_maintenance: Instant,
+    last_trim: Instant,
+    /// The empty epochs' value last saved.
+    saved_epochs: Vec<u8>,
+    /// Commits not yet durable (under [`Fsync::Never`]).
+    unsynced: bool,
+}
+
+impl Writer {
+    pub(crate) fn new(db: Database, config: StoreConfig, broker: Arc<MemoryBroker>, jobs: Receiver<Job>) -> Self {
+        let path = config.file();
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_secs(3600))
+            .unwrap_or_else(Instant::now);
+        Self {
+            db: Some(db),
+            path,
+            config,
+            broker,
+            jobs,
+            last_sync: long_ago,
+            last_maintenance: long_ago,
+            last_trim: long_ago,
+            saved_epochs: Vec::new(),
+            unsynced: false,
+        }
+    }
+
+    fn hub(&self) -> &Hub {
+        self.broker.hub()
+    }
+
+    /// Runs until every sender is dropped; then makes everything durable and marks the file
+    /// closed cleanly.
+    pub(crate) fn run(mut self) {
+        loop {
+            let wait = MAINTENANCE_EVERY.saturating_sub(self.last_maintenance.elapsed());
+            let first = match self.jobs.recv_timeout(wait) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            if self.last_maintenance.elapsed() >= MAINTENANCE_EVERY {
+                self.maintain();
+            }
+            let Some(first) = first else { continue };
+            let batch = self.gather(first);
+            self.commit(batch);
+        }
+        self.close();
+    }
+
+    /// The publishes to commit with `first`: under `batch`, what arrives until a window has
+    /// passed since the last fsync; under `never`, what is already waiting; under `always`,
+    /// none.
+    fn gather(&mut self, first: Job) -> Vec<Job> {
+        let mut bytes = first.data.len();
+        let mut batch = vec![first];
+        if self.config.fsync == Fsync::Always {
+            return batch;
+        }
+        let until = self.last_sync + self.config.fsync_window;
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            let now = Instant::now();
+            let next = if self.config.fsync == Fsync::Batch && now < until {
+                self.jobs.recv_timeout(until - now).ok()
+            } else {
+                self.jobs.try_recv().ok()
+            };
+            let Some(job) = next else { break };
+            bytes += job.data.len();
+            batch.push(job);
+        }
+        batch
+    }
+
+    /// Reserves each publish's cursor, writes them in one transaction and commits; then puts
+    /// them in history and answers. On failure, hands the cursors back and answers the error.
+    fn commit(&mut self, batch: Vec<Job>) {
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
+        let result = self.write(&batch, &mut outcomes);
+        match result {
+            Ok(()) => {
+                for outcome in &outcomes {
+                    if let Outcome::New(msg) = outcome {
+                        self.make_visible(msg);
+                    }
+                }
+                for (job, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                for job in &batch {
+                    self.hub().release(&job.channel);
+                }
+                let err = self.broker_error(&e);
+                tracing::error!(error = %e, file = %self.path.display(), "a publish could not be written");
+                for job in batch {
+                    let _ = job.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Appends `msg`, committed, to history (for subscribers).
+    fn make_visible(&self, msg: &Arc<Message>) {
+        match self.hub().append(Arc::clone(msg)) {
+            Append::Appended => {}
+            other => {
+                // Cannot happen while this thread is the only one to publish: say so loudly,
+                // and keep history honest (the channel restarts its history at this message).
+                tracing::error!(channel = %msg.channel, cursor = %msg.cursor, ?other, "a committed message did not follow history");
+                self.hub()
+                    .replace(&msg.channel, msg.cursor.epoch, msg.cursor.offset, vec![Arc::clone(msg)]);
+            }
+        }
+    }
+
+    fn write(&mut self, batch: &[Job], outcomes: &mut Vec<Outcome>) -> Result<(), redb::Error> {
+        let durable = self.config.fsync != Fsync::Never;
+        let db = self.db()?;
+        let mut txn = db.begin_write()?;
+        if !durable {
+            txn.set_durability(Durability::None)
+                .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+        }
+        {
+            let mut channels = txn.open_table(CHANNELS)?;
+            let mut messages = txn.open_table(MESSAGES)?;
+            let mut keys = txn.open_table(KEYS)?;
+            for job in batch {
+                let reservation =
+                    self.broker
+                        .hub()
+                        .reserve(&job.channel, job.event.clone(), job.data.clone(), job.key.as_ref());
+                let msg = match reservation {
+                    Reservation::Repeat(cursor) => {
+                        outcomes.push(Outcome::Repeat(cursor));
+                        continue;
+                    }
+                    Reservation::New(msg) => msg,
+                };
+                let name = msg.channel.as_str();
+                let cursor = msg.cursor;
+                let held = channels.get(name)?.map(|v| v.value());
+                if held.is_some_and(|(epoch, ..)| epoch != cursor.epoch) {
+                    // The channel was forgotten and begins a new epoch: its old messages go.
+                    messages.retain_in((name, 0)..=(name, u64::MAX), |_, _| false)?;
+                }
+                let value = encode(
+                    msg.published_at,
+                    msg.event.as_ref().map_or("", |e| e.as_str()),
+                    job.data.as_ref(),
+                );
+                messages.insert((name, cursor.offset), value.as_slice())?;
+                channels.insert(name, (cursor.epoch, cursor.offset, msg.published_at))?;
+                let keep = self.hub().config().history_for(&msg.channel).max_messages.max(1) as u64;
+                if cursor.offset > keep {
+                    messages.remove((name, cursor.offset - keep))?;
+                }
+                if let Some(key) = &job.key {
+                    let expires = msg.published_at + u64::try_from(key.window.as_millis()).unwrap_or(u64::MAX);
+                    keys.insert((name, key.key()), (cursor.epoch, cursor.offset, expires))?;
+                }
+                outcomes.push(Outcome::New(msg));
+            }
+        }
+        txn.commit()?;
+        if durable {
+            self.last_sync = Instant::now();
+        } else {
+            self.unsynced = true;
+        }
+        Ok(())
+    }
+
+    /// The open database, reopened (which repairs it) after an I/O error left it unusable.
+    fn db(&mut self) -> Result<&Database, redb::Error> {
+        if self.db.is_none() {
+            self.db = Some(Database::create(&self.path).map_err(redb::Error::from)?);
+        }
+        Ok(self.db.as_ref().expect("just set"))
+    }
+
+    /// What a publisher is told about `e`; after an I/O error, the database is dropped so that
+    /// the next write reopens it.
+    fn broker_error(&mut self, e: &redb::Error) -> BrokerError {
+        let full = matches!(e, redb::Error::Io(io) if matches!(io.raw_os_error(), Some(28 | 27 | 122)));
+        if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) {
+            self.db = None;
+        }
+        if full {
+            BrokerError::Full(format!("no room left on the disk of {}", self.path.display()))
+        } else {
+            BrokerError::Unavailable(format!(
+                "the durable history {} cannot be written: {e}",
+                self.path.display()
+            ))
+        }
+    }
+
+    /// Every second: makes earlier commits durable (under [`Fsync::Never`]); every
+    /// [`TRIM_EVERY`]: trims history on disk by size and age, drops expired keys and channels
+    /// forgotten long ago, and saves the empty epochs.
+    fn maintain(&mut self) {
+        self.last_maintenance = Instant::now();
+        let trim = self.last_trim.elapsed() >= TRIM_EVERY;
+        if !trim && !self.unsynced {
+            return;
+        }
+        if let Err(e) = self.trim(trim) {
+            tracing::warn!(error = %e, file = %self.path.display(), "the durable history could not be trimmed");
+            if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) {
+                self.db = None;
+            }
+        }
+    }
+
+    fn trim(&mut self, trim: bool) -> Result<(), redb::Error> {
+        let now = now_millis();
+        let epochs = empty_epochs_value(self.hub());
+        let save_epochs = trim && epochs != self.saved_epochs;
+        let broker = Arc::clone(&self.broker);
+        let hub = broker.hub();
+        let db = self.db()?;
+        let txn = db.begin_write()?;
+        let mut changed = save_epochs;
+        if trim {
+            let mut channels = txn.open_table(CHANNELS)?;
+            let mut messages = txn.open_table(MESSAGES)?;
+            let mut keys = txn.open_table(KEYS)?;
+            let all: Vec<(String, u64, u64)> = channels
+                .iter()?
+                .map(|e| e.map(|(k, v)| (k.value().to_owned(), v.value().1, v.value().2)))
+                .collect::<Result<_, _>>()?;
+            let forget_before = now.saturating_sub(TOMBSTONE_TTL.as_millis() as u64);
+            for (name, head, last) in all {
+                let Ok(channel) = ChannelName::new(&name) else {
+                    continue;
+                };
+                let limits = hub.config().history_for(&channel);
+                let oldest_kept = now.saturating_sub(u64::try_from(limits.max_age.as_millis()).unwrap_or(u64::MAX));
+                let keep_from = head.saturating_sub(limits.max_messages.max(1) as u64) + 1;
+                let n = name.as_str();
+                // By size: only left over when `history_size` was lowered (a publish trims).
+                messages.retain_in((n, 0)..(n, keep_from), |_, _| {
+                    changed = true;
+                    false
+                })?;
+                // By age: from the oldest, up to the first young one.
+                let mut old: Vec<u64> = Vec::new();
+                let mut left = false;
+                for m in messages.range((n, keep_from)..=(n, u64::MAX))? {
+                    let (k, v) = m?;
+                    if published_at(v.value()).is_some_and(|t| t >= oldest_kept) {
+                        left = true;
+                        break;
+                    }
+                    old.push(k.value().1);
+                }
+                for offset in old {
+                    messages.remove((n, offset))?;
+                    changed = true;
+                }
+                if !left && last < forget_before && hub.pending(&channel).is_none() && !hub.holds(&channel) {
+                    channels.remove(n)?;
+                    changed = true;
+                }
+            }
+            keys.retain(|_, (_, _, expires)| {
+                changed |= expires <= now;
+                expires > now
+            })?;
+            if save_epochs {
+                txn.open_table(META)?.insert(EMPTY_EPOCHS, epochs.as_slice())?;
+            }
+            self.last_trim = Instant::now();
+        }
+        if !changed && !self.unsynced {
+            txn.abort()?;
+            return Ok(());
+        }
+        txn.commit()?;
+        self.last_sync = Instant::now();
+        self.unsynced = false;
+        if save_epochs {
+            self.saved_epochs = epochs;
+        }
+        Ok(())
+    }
+
+    /// Saves what is left and marks the file closed cleanly.
+    fn close(mut self) {
+        self.last_trim = Instant::now().checked_sub(TRIM_EVERY).unwrap_or_else(Instant::now);
+        self.maintain();
+        let result = (|| -> Result<(), redb::Error> {
+            let txn = self.db()?.begin_write()?;
+            txn.open_table(META)?.remove(RUNNING)?;
+            txn.commit()?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => tracing::info!(file = %self.path.display(), "durable history closed"),
+            Err(e) => tracing::error!(error = %e, file = %self.path.display(), "durable history not closed cleanly"),
+        }
+    }
+}
