@@ -115,3 +115,62 @@ async fn channels_of_every_node_are_listed_and_history_is_paged_from_the_stream(
     let newest = admin(&b, reqwest::Method::GET, "/channels/x:log/history?limit=4&reverse=true").await;
     assert_eq!(data(&newest), ["m14", "m13", "m12", "m11"]);
 }
+
+/// The admin console's node list (docs/protocol.md "Admin console"): each node asked lists
+/// itself first and the other with its samples (sent through Redis every 2 seconds); a node
+/// that stops is dropped from the list once it has not been heard from for 30 seconds, and
+/// shows as not live well before that.
+#[tokio::test]
+async fn the_console_lists_every_node_with_its_numbers() {
+    let redis = Redis::start(false);
+    let (a, b) = (
+        Node::start_at(&redis.url(), config()).await,
+        Node::start_at(&redis.url(), config()).await,
+    );
+    let alice = token("alice", 600, &["*"], &[]);
+    let _on_b = stream(b.addr, "/sub/x:n?transport=sse", Some(&alice)).await;
+    let ids = |body: &Value| -> Vec<String> {
+        body["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["node"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (on_a, on_b) = loop {
+        let (on_a, on_b) = (
+            admin(&a, reqwest::Method::GET, "/admin/nodes").await,
+            admin(&b, reqwest::Method::GET, "/admin/nodes").await,
+        );
+        let seen_b = on_a["nodes"]
+            .get(1)
+            .and_then(|n| n["samples"].as_array())
+            .and_then(|s| s.last())
+            .is_some_and(|s| s["connections"]["sse"] == 1);
+        if ids(&on_a).len() == 2 && ids(&on_b).len() == 2 && seen_b {
+            break (on_a, on_b);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the nodes never saw each other:\n{on_a}\n{on_b}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(ids(&on_a)[0], on_a["node"], "the node asked comes first");
+    assert_eq!(ids(&on_b)[0], on_b["node"]);
+    assert_eq!(ids(&on_a)[1], on_b["node"]);
+    assert_eq!(ids(&on_b)[1], on_a["node"]);
+    assert_eq!(on_a["nodes"][1]["live"], true);
+    assert_eq!(on_a["nodes"][1]["version"], env!("CARGO_PKG_VERSION"));
+    drop(b);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+    loop {
+        let body = admin(&a, reqwest::Method::GET, "/admin/nodes").await;
+        if body["nodes"][1]["live"] == false {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node B stayed live: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

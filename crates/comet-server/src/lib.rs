@@ -9,10 +9,10 @@
 //! 2. [`http`]: the router, the publish API, CORS, the request trace, tickets, the demo;
 //! 3. [`transport`]: the dispatcher that chooses a transport, the streaming toolkit, the six
 //!    transports;
-//! 4. below them all: [`auth`] (identity and policy), [`limits`], [`metrics`], `publish` (one
-//!    message published for a caller), [`state`], [`config`], [`error`], `kind` (the
-//!    transports' names) and `io` (gates, stall timeouts, bodies, the holds of places in the
-//!    connection limits).
+//! 4. below them all: [`auth`] (identity and policy), [`limits`], [`metrics`], [`nodes`] (each
+//!    node's numbers for the admin console), `publish` (one message published for a caller),
+//!    [`state`], [`config`], [`error`], `kind` (the transports' names) and `io` (gates, stall
+//!    timeouts, bodies, the holds of places in the connection limits).
 //!
 //! One message, followed from `POST /pub/chat` to an SSE socket and to a WebSocket:
 //!
@@ -52,6 +52,7 @@ mod io;
 mod kind;
 pub mod limits;
 pub mod metrics;
+pub mod nodes;
 mod publish;
 pub mod state;
 pub mod transport;

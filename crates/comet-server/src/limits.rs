@@ -55,6 +55,17 @@ pub enum Limit {
 }
 
 impl Limit {
+    /// Every limit.
+    pub const ALL: [Limit; 7] = [
+        Limit::Connections,
+        Limit::ConnectionsPerIp,
+        Limit::LongPollsPerIp,
+        Limit::Subscribes,
+        Limit::Publishes,
+        Limit::ConnectionsPerUser,
+        Limit::TicketsPerUser,
+    ];
+
     /// The setting's name, used as the metric label.
     pub fn name(self) -> &'static str {
         match self {

@@ -280,6 +280,46 @@ impl Metrics {
             .get()
     }
 
+    /// Client connections held open right now (`comet_connections_open`), by transport name,
+    /// for every transport that holds one (short polls do not).
+    pub fn connections_open(&self) -> Vec<(&'static str, i64)> {
+        Kind::ALL
+            .into_iter()
+            .filter(|kind| *kind != Kind::Poll)
+            .map(|kind| {
+                let label = TransportLabel { transport: kind.name() };
+                // `get`, not `get_or_create`: reading must not add series to `/metrics`.
+                let open = self.connections_open.get(&label).map_or(0, |g| g.get());
+                (kind.name(), open)
+            })
+            .collect()
+    }
+
+    /// Open subscriber connections of every transport right now (`comet_subscribers_open`
+    /// summed).
+    pub fn subscribers_open(&self) -> i64 {
+        Kind::ALL
+            .into_iter()
+            .filter_map(|kind| {
+                self.open
+                    .get(&TransportLabel { transport: kind.name() })
+                    .map(|g| g.get())
+            })
+            .sum()
+    }
+
+    /// Refusals by every limit so far (`comet_limit_refusals` summed).
+    pub fn limit_refusals_total(&self) -> u64 {
+        crate::limits::Limit::ALL
+            .into_iter()
+            .filter_map(|limit| {
+                self.limit_refusals
+                    .get(&LimitLabel { limit: limit.name() })
+                    .map(|c| c.get())
+            })
+            .sum()
+    }
+
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -11,6 +11,7 @@ use crate::hooks::Hooks;
 use crate::io::orders::{Order, Orders};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::nodes::{NodeStatsBroadcast, Nodes};
 use crate::webhooks::Webhooks;
 
 /// Shared by every request handler. Cheap to clone.
@@ -29,6 +30,9 @@ pub struct AppState {
     pub webhooks: Arc<Webhooks>,
     /// The back-end hooks (`connect_hook_url`, …; docs/protocol.md "Hooks").
     pub hooks: Arc<Hooks>,
+    /// The nodes' samples the admin console shows: this node's, taken by
+    /// [`report_nodes`](Self::report_nodes), and those the other nodes broadcast.
+    pub nodes: Arc<Nodes>,
     /// What pollers keep between their requests (their presence entries).
     pub(crate) leases: Arc<crate::io::lease::Leases>,
     /// The mailboxes of users' connections, for the server API's orders.
@@ -60,16 +64,20 @@ impl AppState {
                 webhooks.presence(&change.channel, &change.entry.user, change.joined, change.transition);
             }
         }));
-        // Other nodes' orders to users' connections (the server API, through the broker).
+        // Other nodes' orders to users' connections (the server API, through the broker), and
+        // their numbers for the admin console.
         let orders = Arc::new(Orders::default());
+        let nodes = Arc::new(Nodes::default());
         let local = Arc::clone(&orders);
+        let seen = Arc::clone(&nodes);
         broker.on_broadcast(Arc::new(move |payload: bytes::Bytes| {
-            match serde_json::from_slice::<Broadcast>(&payload) {
-                Ok(broadcast) => {
+            match serde_json::from_slice::<Broadcasts>(&payload) {
+                Ok(Broadcasts::Order(broadcast)) => {
                     if let Some((user, order)) = broadcast.order() {
                         local.send(&user, &order);
                     }
                 }
+                Ok(Broadcasts::NodeStats(stats)) => seen.heard(stats.node_stats),
                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed broadcast from another node"),
             }
         }));
@@ -81,6 +89,7 @@ impl AppState {
             webhooks,
             hooks: Arc::new(Hooks::new(config.hooks(), Arc::clone(&metrics))),
             leases: Arc::default(),
+            nodes,
             metrics,
             broker,
             config: Arc::new(config),
@@ -120,6 +129,25 @@ impl AppState {
         Ok(here)
     }
 
+    /// Until shutdown, every [`SAMPLE_EVERY`](crate::nodes::SAMPLE_EVERY): samples this node's
+    /// numbers for the admin console and tells the other nodes (through the broker's
+    /// broadcast). Spawned by the server when `admin_api_key` is set.
+    pub async fn report_nodes(self) {
+        let mut tick = tokio::time::interval(crate::nodes::SAMPLE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let sample = crate::nodes::Sample::of(&self.metrics, &self.broker.stats().snapshot());
+            let payload = self.nodes.sample(sample);
+            if let Err(e) = self.broker.broadcast(bytes::Bytes::from(payload)).await {
+                tracing::debug!(error = %e, "could not send this node's numbers to the others");
+            }
+        }
+    }
+
     /// Ends every open subscriber connection the way shutdown does (clients get their reconnect
     /// hint and resume by cursor), while the server keeps running and accepting. Backs
     /// `POST /admin/disconnect` (for tests and for operators moving clients to other nodes).
@@ -131,6 +159,14 @@ impl AppState {
         generation.cancel();
         *generation = self.shutdown.child_token();
     }
+}
+
+/// What travels on the broker's broadcast: an order, or a node's numbers.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum Broadcasts {
+    Order(Broadcast),
+    NodeStats(NodeStatsBroadcast),
 }
 
 /// An order as it travels between nodes: `{"user","disconnect":{"reconnect"}}` or

@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("auth", 6),
     ("limits", 6),
     ("metrics", 6),
+    ("nodes", 6),
     ("webhooks", 6),
     ("hooks", 6),
     ("kind", 7),

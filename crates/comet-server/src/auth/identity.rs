@@ -37,6 +37,13 @@ impl Identity {
         expires_at: None,
     };
 
+    /// The back-end: what the publish API key proves, and what the admin console acts as
+    /// once the admin API key let it in.
+    pub(crate) const BACKEND: Identity = Identity {
+        principal: Principal::Backend,
+        expires_at: None,
+    };
+
     pub(super) fn user(grants: Arc<Grants>, expires_at: u64) -> Self {
         Self {
             principal: Principal::User(grants),

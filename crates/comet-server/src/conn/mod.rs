@@ -154,6 +154,10 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
     let nodelay_inherited =
         cfg!(target_os = "linux") && socket2::SockRef::from(&listener).tcp_nodelay().unwrap_or(false);
     let sweeper = tokio::spawn(sweep(state.clone(), spares.clone()));
+    // The admin console's numbers of this node, kept and sent to the other nodes.
+    if !config.admin_api_key.is_empty() {
+        tokio::spawn(state.clone().report_nodes());
+    }
     loop {
         let accepted = tokio::select! {
             () = state.shutdown.cancelled() => break,

@@ -22,11 +22,13 @@ use crate::state::AppState;
 /// `limit`'s default on `GET /channels` and `GET /channels/{channel}/history`.
 const DEFAULT_LIMIT: usize = 100;
 
-/// The server API's routes, each behind the key, when `admin_api_key` is set; else only
-/// `POST /admin/disconnect`, unauthenticated, where `admin_api = true` (the older mode).
+/// The server API's routes, each behind the key, and the admin console (console.rs: its page
+/// without the key, its data behind it), when `admin_api_key` is set; else only
+/// `POST /admin/disconnect`, unauthenticated, where `admin_api = true` (the older mode), and
+/// the console's paths answer `404`.
 pub(crate) fn routes(state: &AppState) -> Router<AppState> {
     if state.config.admin_api_key.is_empty() {
-        let router = Router::new();
+        let router = super::console::off();
         return if state.config.admin_api {
             router.route("/admin/disconnect", post(disconnect_all))
         } else {
@@ -39,7 +41,9 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/admin/users/{user}/unsubscribe/{channel}", post(unsubscribe_user))
         .route("/channels", get(list_channels))
         .route("/channels/{channel}/history", get(history))
+        .merge(super::console::routes(state))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_key))
+        .merge(super::console::pages())
 }
 
 /// Lets through only requests with `Authorization: Bearer <admin_api_key>` (compared in
@@ -138,6 +142,7 @@ struct ListQuery {
     prefix: Option<String>,
     limit: Option<usize>,
     after: Option<String>,
+    info: Option<String>,
 }
 
 /// `limit` as asked, `DEFAULT_LIMIT` if not, at most `max_history_page`.
@@ -150,7 +155,8 @@ fn page_limit(state: &AppState, asked: Option<usize>) -> Result<usize, ApiError>
 
 /// `GET /channels?prefix=&limit=&after=` → `{"channels":[{"channel","subscribers"}],"next"}`:
 /// the channels with subscribers on any node, in name order; `next` is the `after` of the
-/// next page (`null` on the last).
+/// next page (`null` on the last). With `info=true` each channel also has `history_len`,
+/// `last_id` and `last_time` (ms since the epoch, `null` when history holds no message).
 async fn list_channels(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -165,11 +171,47 @@ async fn list_channels(
     let more = channels.len() > limit;
     channels.truncate(limit);
     let next = more.then(|| channels.last().map(|(c, _)| c.to_string())).flatten();
-    let list: Vec<Value> = channels
+    let info = match query.info.as_deref() {
+        None | Some("false" | "0" | "no") => false,
+        Some("true" | "1" | "yes") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "bad_request",
+                format!("info must be true or false, got {other:?}"),
+            ));
+        }
+    };
+    let mut list: Vec<Value> = channels
         .iter()
         .map(|(channel, subscribers)| json!({"channel": channel.as_str(), "subscribers": subscribers}))
         .collect();
+    if info {
+        let facts = channels.iter().map(|(channel, _)| last_message(&state, channel));
+        for (row, (history_len, last_id, last_time)) in list.iter_mut().zip(futures_util::future::join_all(facts).await)
+        {
+            row["history_len"] = history_len.into();
+            row["last_id"] = last_id.into();
+            row["last_time"] = last_time.into();
+        }
+    }
     Ok(Json(json!({"channels": list, "next": next})).into_response())
+}
+
+/// `channel`'s history length, last cursor, and the time of its last message while history
+/// holds it (all `None`-ish when the broker cannot say: the listing still answers).
+async fn last_message(state: &AppState, channel: &ChannelName) -> (usize, Option<String>, Option<u64>) {
+    let Ok(info) = state.broker.channel_info(channel.clone()).await else {
+        return (0, None, None);
+    };
+    let Some(last) = info.last else {
+        return (info.history_len, None, None);
+    };
+    let before = Cursor::new(last.epoch, last.offset.saturating_sub(1));
+    let time = match state.broker.history(channel.clone(), Since::Cursor(before), 1).await {
+        Ok(events) => messages(&events).next().map(|m| m.published_at),
+        Err(_) => None,
+    };
+    (info.history_len, Some(last.to_string()), time)
 }
 
 #[derive(Debug, Deserialize)]

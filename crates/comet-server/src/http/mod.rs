@@ -8,6 +8,7 @@
 //! their own, written without hyper (conn/h1.rs).
 
 mod admin;
+mod console;
 mod cors;
 pub mod demo;
 mod identity;
