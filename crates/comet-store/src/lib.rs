@@ -8,9 +8,9 @@
 //!   then puts it in history for subscribers ([`Hub::append`](comet_core::Hub::append)) and
 //!   acknowledges it. So no subscriber ever sees a message a crash could take back, and no
 //!   cursor is handed out twice.
-//! - **fsync.** [`Fsync::Batch`] (the default) commits what arrived together, at most one fsync
-//!   per `fsync_window_ms`; [`Fsync::Always`] one commit and fsync per publish; under both a
-//!   publish is acknowledged once it is on disk. [`Fsync::Never`] acknowledges before the data
+//! - **fsync.** [`Fsync::Batch`] (the default) commits what arrived together with one fsync
+//!   (group commit, gathered for at most `fsync_window_ms`); [`Fsync::Always`] one commit and
+//!   fsync per publish; under both a publish is acknowledged once it is on disk. [`Fsync::Never`] acknowledges before the data
 //!   is on disk and makes it durable once a second: a crash, even of the process alone, may lose
 //!   that last second, so after one every channel starts a new epoch (subscribers get an honest
 //!   gap notice, never a cursor reused).
@@ -34,8 +34,8 @@ pub use broker::DiskBroker;
 /// When the writer makes a commit durable (`fsync`, docs/protocol.md "Durability").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Fsync {
-    /// Group commit: the publishes that arrive together are committed together, at most one
-    /// fsync per window; each is acknowledged once its commit is on disk. The default.
+    /// Group commit: the publishes that arrive together are committed together, with one fsync;
+    /// each is acknowledged once its commit is on disk. The default.
     #[default]
     Batch,
     /// One commit and one fsync per publish, acknowledged once on disk.
@@ -78,8 +78,8 @@ pub struct StoreConfig {
     pub dir: PathBuf,
     /// When commits are made durable.
     pub fsync: Fsync,
-    /// Under [`Fsync::Batch`], the least time between two fsyncs (`fsync_window_ms`): what
-    /// arrives meanwhile waits for the next. Defaults to 5 ms.
+    /// Under [`Fsync::Batch`], the most time a commit waits to gather more publishes
+    /// (`fsync_window_ms`): as long as the last commit took, at most this. Defaults to 5 ms.
     pub fsync_window: Duration,
 }
 

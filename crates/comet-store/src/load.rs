@@ -151,6 +151,15 @@ fn restore(db: &Database, hub: &Hub, loaded: &mut Loaded) -> Result<(), redb::Er
             let (k, v) = entry?;
             (k.value().to_owned(), v.value())
         };
+        // The row's offset is as of its epoch's start or the last trimming pass; the newest
+        // message's key is the newest offset (writer.rs).
+        let head = match messages
+            .range((name.as_str(), 0)..=(name.as_str(), u64::MAX))?
+            .next_back()
+        {
+            Some(last) => last?.0.value().1.max(head),
+            None => head,
+        };
         let Ok(channel) = ChannelName::new(&name) else {
             loaded.dropped += 1;
             continue;

@@ -54,12 +54,17 @@ pub(crate) struct Writer {
     broker: Arc<MemoryBroker>,
     jobs: Receiver<Job>,
     last_sync: Instant,
+    /// How long the last durable commit of publishes took.
+    last_commit: Duration,
     last_maintenance: Instant,
     last_trim: Instant,
     /// The empty epochs' value last saved.
     saved_epochs: Vec<u8>,
     /// Commits not yet durable (under [`Fsync::Never`]).
     unsynced: bool,
+    /// Commits of publishes, and the publishes they held (for the log at close).
+    commits: u64,
+    committed: u64,
 }
 
 impl Writer {
@@ -75,10 +80,13 @@ impl Writer {
             broker,
             jobs,
             last_sync: long_ago,
+            last_commit: Duration::ZERO,
             last_maintenance: long_ago,
             last_trim: long_ago,
             saved_epochs: Vec::new(),
             unsynced: false,
+            commits: 0,
+            committed: 0,
         }
     }
 
@@ -106,22 +114,34 @@ impl Writer {
         self.close();
     }
 
-    /// The publishes to commit with `first`: under `batch`, what arrives until a window has
-    /// passed since the last fsync; under `never`, what is already waiting; under `always`,
-    /// none.
+    /// The publishes to commit with `first`. Under `batch`: what is already waiting (what
+    /// arrived during the last commit: group commit), and what arrives while the writer lingers
+    /// for more, as long as the last durable commit took and at most `fsync_window_ms`, so a
+    /// fast disk adds little latency and a slow one gathers more per fsync. Under `never`: what
+    /// is already waiting. Under `always`: none.
     fn gather(&mut self, first: Job) -> Vec<Job> {
         let mut bytes = first.data.len();
         let mut batch = vec![first];
         if self.config.fsync == Fsync::Always {
             return batch;
         }
-        let until = self.last_sync + self.config.fsync_window;
+        let linger = if self.config.fsync == Fsync::Batch {
+            self.last_commit.min(self.config.fsync_window)
+        } else {
+            Duration::ZERO
+        };
+        let until = Instant::now() + linger;
         while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-            let now = Instant::now();
-            let next = if self.config.fsync == Fsync::Batch && now < until {
-                self.jobs.recv_timeout(until - now).ok()
-            } else {
-                self.jobs.try_recv().ok()
+            let next = match self.jobs.try_recv() {
+                Ok(job) => Some(job),
+                Err(_) => {
+                    let now = Instant::now();
+                    if now >= until {
+                        None
+                    } else {
+                        self.jobs.recv_timeout(until - now).ok()
+                    }
+                }
             };
             let Some(job) = next else { break };
             bytes += job.data.len();
@@ -175,6 +195,7 @@ impl Writer {
 
     fn write(&mut self, batch: &[Job], outcomes: &mut Vec<Outcome>) -> Result<(), redb::Error> {
         let durable = self.config.fsync != Fsync::Never;
+        let started = Instant::now();
         let db = self.db()?;
         let mut txn = db.begin_write()?;
         if !durable {
@@ -210,7 +231,12 @@ impl Writer {
                     job.data.as_ref(),
                 );
                 messages.insert((name, cursor.offset), value.as_slice())?;
-                channels.insert(name, (cursor.epoch, cursor.offset, msg.published_at))?;
+                // The channel's row changes only with its epoch: its newest offset is its newest
+                // message's key (the trimming pass writes it before removing that message), so a
+                // publish dirties the pages of one table, not two.
+                if held.is_none_or(|(epoch, ..)| epoch != cursor.epoch) {
+                    channels.insert(name, (cursor.epoch, cursor.offset, msg.published_at))?;
+                }
                 let keep = self.hub().config().history_for(&msg.channel).max_messages.max(1) as u64;
                 if cursor.offset > keep {
                     messages.remove((name, cursor.offset - keep))?;
@@ -223,8 +249,11 @@ impl Writer {
             }
         }
         txn.commit()?;
+        self.commits += 1;
+        self.committed += batch.len() as u64;
         if durable {
             self.last_sync = Instant::now();
+            self.last_commit = started.elapsed();
         } else {
             self.unsynced = true;
         }
@@ -286,19 +315,33 @@ impl Writer {
             let mut channels = txn.open_table(CHANNELS)?;
             let mut messages = txn.open_table(MESSAGES)?;
             let mut keys = txn.open_table(KEYS)?;
-            let all: Vec<(String, u64, u64)> = channels
+            let all: Vec<(String, u64, u64, u64)> = channels
                 .iter()?
-                .map(|e| e.map(|(k, v)| (k.value().to_owned(), v.value().1, v.value().2)))
+                .map(|e| e.map(|(k, v)| (k.value().to_owned(), v.value().0, v.value().1, v.value().2)))
                 .collect::<Result<_, _>>()?;
             let forget_before = now.saturating_sub(TOMBSTONE_TTL.as_millis() as u64);
-            for (name, head, last) in all {
+            for (name, epoch, head, last) in all {
                 let Ok(channel) = ChannelName::new(&name) else {
                     continue;
+                };
+                let n = name.as_str();
+                // The row's offset and time as of the newest message, before anything goes.
+                let newest = messages
+                    .range((n, 0)..=(n, u64::MAX))?
+                    .next_back()
+                    .transpose()?
+                    .map(|(k, v)| (k.value().1, published_at(v.value()).unwrap_or(last)));
+                let (head, last) = match newest {
+                    Some((offset, time)) if offset > head => {
+                        channels.insert(n, (epoch, offset, time))?;
+                        changed = true;
+                        (offset, time)
+                    }
+                    _ => (head, last),
                 };
                 let limits = hub.config().history_for(&channel);
                 let oldest_kept = now.saturating_sub(u64::try_from(limits.max_age.as_millis()).unwrap_or(u64::MAX));
                 let keep_from = head.saturating_sub(limits.max_messages.max(1) as u64) + 1;
-                let n = name.as_str();
                 // By size: only left over when `history_size` was lowered (a publish trims).
                 messages.retain_in((n, 0)..(n, keep_from), |_, _| {
                     changed = true;
@@ -357,7 +400,12 @@ impl Writer {
             Ok(())
         })();
         match result {
-            Ok(()) => tracing::info!(file = %self.path.display(), "durable history closed"),
+            Ok(()) => tracing::info!(
+                file = %self.path.display(),
+                commits = self.commits,
+                publishes = self.committed,
+                "durable history closed"
+            ),
             Err(e) => tracing::error!(error = %e, file = %self.path.display(), "durable history not closed cleanly"),
         }
     }

@@ -49,13 +49,14 @@ pub struct Config {
     /// "Durability"). Defaults to empty: history in memory only.
     pub data_dir: String,
     /// When a publish's data is made durable with `data_dir`: `"batch"` (the default; group
-    /// commit, at most one fsync per `fsync_window_ms`), `"always"` (one fsync per publish) or
+    /// commit: one fsync for the publishes that arrive together), `"always"` (one fsync per publish) or
     /// `"never"` (acknowledged before it is on disk; a crash may lose the last second, and
     /// every channel then starts a new epoch). Under `batch` and `always` a publish is
     /// acknowledged only once it is on disk.
     pub fsync: String,
-    /// Under `fsync = "batch"`, the least time between two fsyncs, in milliseconds: the
-    /// publishes that arrive meanwhile share the next one. Defaults to 5.
+    /// Under `fsync = "batch"`, the most time, in milliseconds, a commit waits to gather more
+    /// publishes: it waits as long as the last commit took, but never more than this. Defaults
+    /// to 5.
     pub fsync_window_ms: u64,
     /// Largest message a publisher may send, in bytes (HTTP body, batch item or WebSocket
     /// `publish` data). Larger is `413 too_large`. Defaults to 65,536 (64 KiB).
