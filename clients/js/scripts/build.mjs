@@ -53,7 +53,15 @@ const common = {
   logLevel: 'warning',
 };
 await esbuild.build({ ...common, format: 'esm', outfile: join(out, 'comet.mjs') });
-await esbuild.build({ ...common, format: 'iife', globalName: 'Comet', outfile: join(out, 'comet.js') });
+// The IIFE has no `import.meta`: src/shared/tab.ts reads the bundle's URL from
+// `document.currentScript` there, and expects `import.meta.url` to be empty.
+await esbuild.build({
+  ...common,
+  format: 'iife',
+  globalName: 'Comet',
+  outfile: join(out, 'comet.js'),
+  logOverride: { 'empty-import-meta': 'silent' },
+});
 const tsc = join(root, 'node_modules/.bin/tsc');
 execFileSync(tsc, ['-p', join(root, 'tsconfig.build.json'), '--outDir', join(out, 'types')], { stdio: 'inherit' });
 

@@ -11,6 +11,8 @@ import { longpoll, poll } from './transports/polling.js';
 import { sse } from './transports/sse.js';
 import { stream } from './transports/stream.js';
 import { websocket } from './transports/websocket.js';
+import { TabLink, type ShareMode } from './shared/tab.js';
+import type { SharedOptions } from './shared/wire.js';
 import {
   ALL_TRANSPORTS,
   type ClientEvents,
@@ -37,6 +39,8 @@ export const FACTORIES: Record<TransportName, TransportFactory> = { websocket, s
 const STABLE_MS = 5000;
 /** The server's batch size: a poll answer this long means more is waiting. */
 const FULL_BATCH = 256;
+/** The version of this client; tabs share a connection only with the same version. */
+export const VERSION = '0.1.0';
 
 interface Channel {
   subs: Set<Subscription>;
@@ -138,6 +142,13 @@ export class Client extends Emitter<ClientEvents> {
   private readonly repairing = new Map<string, Envelope[]>();
   /** Channels whose repair found nothing: their offsets are not contiguous; do not retry. */
   private readonly noRepair = new Set<string>();
+  /** With `shared: true`: this tab's membership in the group sharing one connection. The hub
+   *  then stands in for the transport, and its states are this client's. */
+  private readonly link: TabLink | null;
+  /** The hub's last state (shared clients). */
+  private hubState: StateChange | null = null;
+  /** Whether the shared connection was ever open (its `connecting` is then a `reconnecting`). */
+  private hubOpened = false;
 
   constructor(url?: string, options: ClientOptions = {}) {
     super();
@@ -152,7 +163,32 @@ export class Client extends Emitter<ClientEvents> {
     }
     const f = options.fetch ?? (typeof fetch === 'function' ? fetch : undefined);
     this.fetch = f ? (input, init) => f(input, init) : () => Promise.reject(new Error('fetch is not available'));
+    this.link = options.shared && !options.fetch ? this.joinShared(options) : null;
     this.listenToPage();
+  }
+
+  private joinShared(o: ClientOptions): TabLink | null {
+    const shared: SharedOptions = { url: this.url, transports: this.order };
+    for (const k of ['token', 'pollInterval', 'longpollTimeout', 'heartbeatTimeout', 'connectTimeout', 'backoff'] as const) {
+      if (o[k] !== undefined) (shared as unknown as Record<string, unknown>)[k] = o[k];
+    }
+    return TabLink.create(shared, VERSION, o.sharedWorkerUrl, (so) => new Client(so.url, { ...so }), {
+      state: (s) => this.setState(s, true),
+      frame: (fr) => this.emit('frame', fr),
+    });
+  }
+
+  /** How this client shares its connection: `"worker"` (a SharedWorker), `"locks"` (the tab
+   *  holding a Web Lock), `"alone"` (the SharedWorker failed and there are no Web Locks: its own
+   *  connection), or `null` (unshared, or not decided yet: sharing starts with the first
+   *  subscription). */
+  get sharing(): ShareMode | null {
+    return this.link?.mode ?? null;
+  }
+
+  override on<K extends keyof ClientEvents>(type: K, fn: (value: ClientEvents[K]) => void): () => void {
+    if (type === 'frame') this.link?.wantFrames();
+    return super.on(type, fn);
   }
 
   /** The current state. */
@@ -254,6 +290,7 @@ export class Client extends Emitter<ClientEvents> {
     this.closed = true;
     clearTimeout(this.timer);
     this.stopTransport();
+    this.link?.close();
     for (const off of this.unlisten.splice(0)) off();
     this.setState(reason ? { state: 'closed', transport: null, reason } : { state: 'closed', transport: null });
   }
@@ -311,6 +348,9 @@ export class Client extends Emitter<ClientEvents> {
       });
       return;
     }
+    // A transport that can change channels in place is still opening: leave it; `opened` syncs
+    // again (a shared connection's tabs arrive one by one, each with its channels).
+    if (t?.update && !this.transportOpen && want.length) return;
     this.connect();
   }
 
@@ -324,10 +364,13 @@ export class Client extends Emitter<ClientEvents> {
     const channels = [...this.channels.keys()];
     this.connected = channels;
     const gen = ++this.gen;
-    if (!channels.length) return this.setState({ state: 'idle', transport: null });
-    if (this.offline()) return this.waitOnline();
+    if (!channels.length) {
+      this.link?.idle();
+      return this.setState({ state: 'idle', transport: null });
+    }
+    if (!this.link && this.offline()) return this.waitOnline();
     const name = this.order[this.idx]!;
-    const factory = FACTORIES[name];
+    const factory = this.link ? this.link.factory(name, (c) => this.book.get(c)) : FACTORIES[name];
     const why = factory.unavailable(this.url);
     if (why) return this.failedToOpen(name, why);
     this.setState({ state: this.everOpened ? 'reconnecting' : 'connecting', transport: name, reason });
@@ -381,7 +424,9 @@ export class Client extends Emitter<ClientEvents> {
       base: this.url,
       token: this.opts.token,
       channels,
-      position: () => this.book.position(channels),
+      // The current channel set, not the attempt's first one: a channel the WebSocket adds in place
+      // (`update`) is subscribed from its cursor too.
+      position: () => this.book.position(gen === this.gen ? this.connected : channels),
       events: this.eventNames(),
       options: {
         pollInterval: this.opts.pollInterval ?? 2000,
@@ -565,7 +610,23 @@ export class Client extends Emitter<ClientEvents> {
 
   // ------------------------------------------------------------------ state, frames, page life
 
-  private setState(s: StateChange): void {
+  private setState(s: StateChange, fromHub = false): void {
+    if (this.link) {
+      // A shared client's connection is the hub's: its states are this client's while the link
+      // is up and the client has channels. Its own only say where the link stands.
+      if (fromHub) {
+        if (s.state === 'idle' || s.state === 'closed') return;
+        if (s.state === 'connecting' && this.hubOpened) s = { ...s, state: 'reconnecting' };
+        if (s.state === 'open') this.hubOpened = true;
+        this.hubState = s;
+        if (!this.transportOpen || this.closed || !this.channels.size) return;
+      } else if (s.state === 'open') {
+        if (!this.hubState) return;
+        s = this.hubState;
+      } else if (s.state === 'connecting' || s.state === 'reconnecting') {
+        s = { ...s, transport: null };
+      }
+    }
     this.current = s;
     this.emit('state', s);
   }
@@ -590,6 +651,13 @@ export class Client extends Emitter<ClientEvents> {
       target.addEventListener(type, fn);
       this.unlisten.push(() => target.removeEventListener(type, fn));
     };
+    // Restored from the back/forward cache: the old connection is gone (a shared client tells
+    // the hub again what it wants).
+    on(globalThis as unknown as EventTarget, 'pageshow', (e) => {
+      if ((e as PageTransitionEvent).persisted && this.channels.size) this.connect('page restored');
+    });
+    // A shared client's connection is the hub's, and it watches the network itself.
+    if (this.link) return;
     // The network came back: reconnect now rather than at the end of a long backoff.
     on(globalThis as unknown as EventTarget, 'online', () => {
       if (this.transportOpen || !this.channels.size) return;
@@ -602,10 +670,6 @@ export class Client extends Emitter<ClientEvents> {
       if (!this.channels.size) return;
       this.stopTransport();
       this.waitOnline();
-    });
-    // Restored from the back/forward cache: the old connection is gone.
-    on(globalThis as unknown as EventTarget, 'pageshow', (e) => {
-      if ((e as PageTransitionEvent).persisted && this.channels.size) this.connect('page restored');
     });
     if (typeof document !== 'undefined') {
       // Visible again: hidden tabs' timers are throttled, so do not sit out a stretched backoff;

@@ -2,7 +2,10 @@
 // Events, HTTP streaming, hidden-iframe streaming, long polling, short polling) with fallback,
 // resume by cursor and de-duplication. The wire protocol is docs/protocol.md.
 
-export { Client, Subscription } from './client.js';
+import { Client } from './client.js';
+import { serveSharedWorker } from './shared/worker.js';
+
+export { Client, Subscription, VERSION } from './client.js';
 export { CometError } from './http.js';
 export { backoffDelay } from './backoff.js';
 export { ALL_TRANSPORTS } from './types.js';
@@ -22,5 +25,5 @@ export type {
 } from './types.js';
 export type { BackoffOptions } from './backoff.js';
 
-/** The version of this client. */
-export const VERSION = '0.1.0';
+// Loaded as a SharedWorker's script (`shared: true`), the bundle serves the tabs' shared connection.
+serveSharedWorker((o) => new Client(o.url, { ...o }));

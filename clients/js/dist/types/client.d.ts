@@ -1,7 +1,10 @@
 import { Emitter } from './emitter.js';
+import { type ShareMode } from './shared/tab.js';
 import { type ClientEvents, type ClientOptions, type ConnectionState, type PresenceEntry, type PublishResult, type SubscribeOptions, type TransportFactory, type TransportName } from './types.js';
 /** The transport implementations, by name (replaceable in tests). */
 export declare const FACTORIES: Record<TransportName, TransportFactory>;
+/** The version of this client; tabs share a connection only with the same version. */
+export declare const VERSION = "0.1.0";
 /** One application subscription to one channel. Several may share a channel and a connection. */
 export declare class Subscription {
     private readonly options;
@@ -50,7 +53,21 @@ export declare class Client extends Emitter<ClientEvents> {
     private readonly repairing;
     /** Channels whose repair found nothing: their offsets are not contiguous; do not retry. */
     private readonly noRepair;
+    /** With `shared: true`: this tab's membership in the group sharing one connection. The hub
+     *  then stands in for the transport, and its states are this client's. */
+    private readonly link;
+    /** The hub's last state (shared clients). */
+    private hubState;
+    /** Whether the shared connection was ever open (its `connecting` is then a `reconnecting`). */
+    private hubOpened;
     constructor(url?: string, options?: ClientOptions);
+    private joinShared;
+    /** How this client shares its connection: `"worker"` (a SharedWorker), `"locks"` (the tab
+     *  holding a Web Lock), `"alone"` (the SharedWorker failed and there are no Web Locks: its own
+     *  connection), or `null` (unshared, or not decided yet: sharing starts with the first
+     *  subscription). */
+    get sharing(): ShareMode | null;
+    on<K extends keyof ClientEvents>(type: K, fn: (value: ClientEvents[K]) => void): () => void;
     /** The current state. */
     get state(): ConnectionState;
     /** The transport in use (or being tried). */

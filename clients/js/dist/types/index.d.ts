@@ -1,8 +1,6 @@
-export { Client, Subscription } from './client.js';
+export { Client, Subscription, VERSION } from './client.js';
 export { CometError } from './http.js';
 export { backoffDelay } from './backoff.js';
 export { ALL_TRANSPORTS } from './types.js';
 export type { ClientEvents, ClientOptions, ConnectionState, Frame, GapInfo, Message, PresenceEntry, PresenceEvent, PublishResult, StateChange, SubscribeOptions, TransportName, } from './types.js';
 export type { BackoffOptions } from './backoff.js';
-/** The version of this client. */
-export declare const VERSION = "0.1.0";

@@ -119,8 +119,17 @@ export interface ClientOptions {
     backoff?: BackoffOptions;
     /** Event names to listen for on the `sse` transport (see [`SubscribeOptions.events`]). */
     events?: string[];
-    /** The `fetch` to use (tests, or to add headers). Defaults to the global one. */
+    /** The `fetch` to use (tests, or to add headers). Defaults to the global one. A client with its
+     *  own `fetch` is not shared (a function cannot be handed to another tab or a worker). */
     fetch?: typeof fetch;
+    /** Share one connection among the tabs of this origin whose clients have the same `url`,
+     *  `transports`, `token` and tuning options: a SharedWorker where the browser has one, else the
+     *  tab that wins a Web Lock, else (neither) an unshared connection. See README, "Sharing one
+     *  connection between tabs". Defaults to false. */
+    shared?: boolean;
+    /** The SharedWorker script: a same-origin URL of comet.js (it serves as its own worker). Defaults
+     *  to the URL this bundle was loaded from; `.mjs` URLs start a module worker. */
+    sharedWorkerUrl?: string;
 }
 /** The events of a [`Client`]. */
 export interface ClientEvents {
