@@ -107,7 +107,11 @@ impl RedisServer {
 
     /// A server with more arguments.
     pub fn with_args(persistence: Persistence, extra: &[&str]) -> Self {
-        let port = free_port();
+        Self::on_port(free_port(), persistence, extra)
+    }
+
+    /// A server on `port` with more arguments.
+    pub fn on_port(port: u16, persistence: Persistence, extra: &[&str]) -> Self {
         let mut redis = Self {
             port,
             dir: scratch_dir("redis"),
@@ -218,6 +222,149 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.child.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster on 127.0.0.1: `masters` masters with `replicas` replicas each (Redis 7,
+/// `redis-cli --cluster create`), quick to fail over (`cluster-node-timeout` 1 s); every server
+/// stopped by PID when dropped.
+#[derive(Debug)]
+pub struct RedisCluster {
+    /// Every server, masters first as created (a failover changes who is master).
+    pub servers: Vec<RedisServer>,
+}
+
+/// A port whose cluster bus port (the port + 10,000) is free too.
+fn cluster_port() -> u16 {
+    for _ in 0..1000 {
+        let port = free_port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+        let low = 20_000 + (rand::random::<u16>() % 30_000);
+        if std::net::TcpListener::bind(("127.0.0.1", low)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", low + 10_000)).is_ok()
+        {
+            return low;
+        }
+    }
+    panic!("no free port pair for a cluster node");
+}
+
+impl RedisCluster {
+    /// Starts the servers, joins them into a cluster and waits until every node says
+    /// `cluster_state:ok`.
+    ///
+    /// # Panics
+    /// When a server does not start or the cluster does not form within 30 s.
+    pub fn start(masters: usize, replicas: usize) -> Self {
+        let args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "1000",
+            // A replica syncs at once (not after the default 5 s), so it can take over.
+            "--repl-diskless-sync-delay",
+            "0",
+        ];
+        let servers: Vec<RedisServer> = (0..masters * (1 + replicas))
+            .map(|_| RedisServer::on_port(cluster_port(), Persistence::None, &args))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(servers.iter().map(|s| format!("127.0.0.1:{}", s.port)))
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be installed");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = Self { servers };
+        cluster.wait_ok(Duration::from_secs(30));
+        cluster
+    }
+
+    /// Waits until every running server says `cluster_state:ok`, and every replica has synced
+    /// with its master (else it could not take over).
+    ///
+    /// # Panics
+    /// After `limit`.
+    pub fn wait_ok(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let ok = self.servers.iter().filter(|s| s.is_running()).all(|s| {
+                s.cli(&["CLUSTER", "INFO"])
+                    .is_some_and(|i| i.contains("cluster_state:ok"))
+                    && s.cli(&["INFO", "replication"])
+                        .is_some_and(|i| i.contains("role:master") || i.contains("master_link_status:up"))
+            });
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis+cluster://` with every master's address as a seed.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self.servers.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    /// The index in [`servers`](Self::servers) of the master that owns `key`'s slot now.
+    pub fn master_of(&self, key: &str) -> Option<usize> {
+        let any = self.servers.iter().find(|s| s.is_running())?;
+        let slot: u16 = any.cli(&["CLUSTER", "KEYSLOT", key])?.trim().parse().ok()?;
+        let nodes = any.cli(&["CLUSTER", "NODES"])?;
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let owns = fields[8..].iter().any(|range| match range.split_once('-') {
+                Some((a, b)) => a.parse::<u16>().ok() <= Some(slot) && Some(slot) <= b.parse::<u16>().ok(),
+                None => range.parse::<u16>().ok() == Some(slot),
+            });
+            if owns {
+                let port: u16 = fields[1].split('@').next()?.rsplit_once(':')?.1.parse().ok()?;
+                return self.servers.iter().position(|s| s.port == port);
+            }
+        }
+        None
+    }
+
+    /// Waits until a running server other than `old` owns `key`'s slot as its master.
+    ///
+    /// # Panics
+    /// After `limit`.
+    pub fn wait_failover(&self, key: &str, old: usize, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(new) = self
+                .master_of(key)
+                .filter(|&i| i != old && self.servers[i].is_running())
+            {
+                return new;
+            }
+            if Instant::now() > deadline {
+                let nodes = self
+                    .servers
+                    .iter()
+                    .find(|s| s.is_running())
+                    .and_then(|s| s.cli(&["CLUSTER", "NODES"]));
+                panic!(
+                    "no replica took over {key}'s slot; CLUSTER NODES:\n{}",
+                    nodes.unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 

@@ -34,10 +34,9 @@ use comet_core::{
     Transition, now_millis,
 };
 use redis::RedisError;
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::link::{DataLink, Source};
+use crate::link::{Conn, DataLink, Source};
 
 /// Settings of a [`RedisBroker`].
 #[derive(Debug, Clone)]
@@ -45,7 +44,9 @@ pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]`, or with Redis Sentinel
     /// `redis+sentinel://[[user]:password@]HOST:PORT[,HOST:PORT…]/MASTER_NAME[/db]` (the
     /// sentinels' addresses; the password is the master's): connections go to the master the
-    /// sentinels name, and follow it after a failover.
+    /// sentinels name, and follow it after a failover; or with Redis Cluster (7 or newer)
+    /// `redis+cluster://[[user]:password@]HOST:PORT[,HOST:PORT…]` (seed nodes): commands go to
+    /// the master of each channel's slot, notifications by sharded pub/sub.
     pub url: String,
     /// Prefix of every key and pub/sub channel. Defaults to `comet`.
     pub prefix: String,
@@ -170,6 +171,8 @@ pub(crate) struct Shared {
     pub(crate) durable: AtomicBool,
     /// The broker follows a master that Sentinel names.
     pub(crate) sentinel: bool,
+    /// The broker is on Redis Cluster: notifications are sharded (`SPUBLISH`, `SSUBSCRIBE`).
+    pub(crate) cluster: bool,
     /// This broker's id among the nodes: 16 random hex digits, drawn at connection. Names its
     /// subscriber counts (`Keys::counts`), the presence notices and the broadcasts it publishes.
     pub(crate) node: String,
@@ -195,7 +198,8 @@ impl std::fmt::Debug for Shared {
 
 impl Shared {
     pub(crate) fn store_durable(&self, durable: bool) {
-        self.durable.store(durable && !self.sentinel, Ordering::Relaxed);
+        self.durable
+            .store(durable && !self.sentinel && !self.cluster, Ordering::Relaxed);
     }
 
     /// After a connection failed, Redis may come back restarted with another `appendfsync`:
@@ -222,7 +226,10 @@ pub struct RedisBroker {
 
 /// Reads `appendonly` and `appendfsync`: whether a restart keeps every acknowledged write.
 /// `false` when Redis does not say (a managed Redis may refuse `CONFIG`).
-pub(crate) async fn read_durable(con: &mut ConnectionManager) -> bool {
+pub(crate) async fn read_durable(con: &mut Conn) -> bool {
+    if con.is_cluster() {
+        return false; // a master with replicas: see `scripts`, "Why the life"
+    }
     let get = |name: &'static str| {
         let mut con = con.clone();
         async move {
@@ -250,6 +257,7 @@ impl RedisBroker {
         let pubsub_source = Source::open(&config.url, true).map_err(|e| unavailable(&e))?;
         let shared = Arc::new(Shared {
             sentinel: config.url.starts_with("redis+sentinel://"),
+            cluster: config.url.starts_with("redis+cluster://"),
             node: format!("{:016x}", rand::random::<u64>()),
             ..Shared::default()
         });
@@ -272,6 +280,7 @@ impl RedisBroker {
             config.presence_ttl,
             Arc::clone(&hub),
             data.clone(),
+            shared.cluster,
         );
         tokio::spawn(presence::maintain_every_third(
             Arc::downgrade(&presence),
@@ -282,7 +291,7 @@ impl RedisBroker {
             presence,
             data,
             requests,
-            publish: redis::Script::new(&scripts::publish()),
+            publish: redis::Script::new(&scripts::publish(shared.cluster)),
             shared,
             config,
         })
@@ -456,33 +465,23 @@ impl RedisBroker {
             .into_iter()
             .map(|(name, _)| name)
             .collect();
-        let mut con = self.data.get();
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut con)
-                .await
-                .map_err(|e| self.data.failed(&e))?;
-            for key in keys {
-                let name = key
-                    .strip_prefix(p.as_str())
-                    .and_then(|k| k.strip_prefix(":{"))
-                    .and_then(|k| k.strip_suffix("}:n"));
-                if let Some(channel) = name.and_then(|n| ChannelName::new(n).ok())
-                    && channel.as_str().starts_with(prefix)
-                    && after.is_none_or(|after| channel.as_str() > after)
-                {
-                    names.insert(channel);
-                }
-            }
-            cursor = next;
-            if cursor == 0 || names.len() >= MAX_LISTED {
-                break;
+        // Every master's keys on a cluster (a channel's keys live on its slot's master).
+        let keys = self
+            .data
+            .get()
+            .scan(&pattern, MAX_LISTED)
+            .await
+            .map_err(|e| self.data.failed(&e))?;
+        for key in keys {
+            let name = key
+                .strip_prefix(p.as_str())
+                .and_then(|k| k.strip_prefix(":{"))
+                .and_then(|k| k.strip_suffix("}:n"));
+            if let Some(channel) = name.and_then(|n| ChannelName::new(n).ok())
+                && channel.as_str().starts_with(prefix)
+                && after.is_none_or(|after| channel.as_str() > after)
+            {
+                names.insert(channel);
             }
         }
         let mut out = Vec::with_capacity(limit.min(names.len()));

@@ -256,7 +256,15 @@ impl Drop for Release {
 }
 
 impl RedisPresence {
-    pub(crate) fn new(prefix: &str, node: &str, ttl: Duration, hub: Arc<Hub>, data: DataLink) -> Arc<Self> {
+    /// `sharded`: on Redis Cluster, notices go by `SPUBLISH` (see `scripts::sharded_if`).
+    pub(crate) fn new(
+        prefix: &str,
+        node: &str,
+        ttl: Duration,
+        hub: Arc<Hub>,
+        data: DataLink,
+        sharded: bool,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             me: me.clone(),
             prefix: prefix.to_owned(),
@@ -264,7 +272,7 @@ impl RedisPresence {
             ttl: ttl.max(Duration::from_secs(1)),
             hub,
             data,
-            script: redis::Script::new(SCRIPT),
+            script: redis::Script::new(&crate::scripts::sharded_if(SCRIPT.to_owned(), sharded)),
             index_script: redis::Script::new(INDEX),
             local: Mutex::default(),
             sink: Mutex::default(),

@@ -16,11 +16,10 @@ use std::time::{Duration, Instant};
 use comet_core::{
     Append, BrokerError, ChannelName, Cursor, EventName, Hub, Message, PresenceEntry, PresenceNotice, Since,
 };
-use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, RedisError, Value};
 use tokio::sync::mpsc;
 
-use crate::link::{DataLink, RESPONSE_TIMEOUT, Source, manager_config};
+use crate::link::{Conn, DataLink, RESPONSE_TIMEOUT, Source};
 use crate::{Keys, RedisConfig, Request, Shared, new_epoch, read_durable, scripts, unavailable};
 
 /// A channel subscribed in Redis, and since when it has had no local subscriber.
@@ -42,7 +41,7 @@ pub(crate) struct Reader {
     hub: Arc<Hub>,
     data: DataLink,
     pubsub_source: Source,
-    pubsub: ConnectionManager,
+    pubsub: Conn,
     pushes: mpsc::UnboundedReceiver<PushInfo>,
     config: RedisConfig,
     shared: Arc<Shared>,
@@ -58,15 +57,10 @@ pub(crate) struct Reader {
     last_counts: Instant,
 }
 
-async fn pubsub_connect(source: &Source) -> Result<(ConnectionManager, mpsc::UnboundedReceiver<PushInfo>), RedisError> {
-    let client = source.client().await?;
+async fn pubsub_connect(source: &Source) -> Result<(Conn, mpsc::UnboundedReceiver<PushInfo>), RedisError> {
     let (push_tx, push_rx) = mpsc::unbounded_channel();
-    let manager = ConnectionManager::new_with_config(
-        client,
-        manager_config().set_push_sender(push_tx).set_automatic_resubscription(),
-    )
-    .await?;
-    Ok((manager, push_rx))
+    let con = source.connect(Some(push_tx)).await?;
+    Ok((con, push_rx))
 }
 
 impl Reader {
@@ -78,7 +72,7 @@ impl Reader {
         shared: Arc<Shared>,
     ) -> Result<Self, RedisError> {
         let (mut pubsub, pushes) = pubsub_connect(&pubsub_source).await?;
-        pubsub.subscribe(crate::control_channel(&config.prefix)).await?;
+        pubsub.subscribe(&crate::control_channel(&config.prefix)).await?;
         shared.link_up.store(true, Ordering::Relaxed);
         Ok(Self {
             hub,
@@ -150,14 +144,18 @@ impl Reader {
         let ttl = self.config.presence_ttl.max(Duration::from_secs(1));
         let deadline = comet_core::now_millis() + ttl.as_millis() as u64;
         let node = self.shared.node.as_str();
-        let mut pipe = redis::pipe();
-        let mut written = 0;
+        // One pipeline; on a cluster one per channel (a pipeline goes to one slot's node).
+        let mut pipes: Vec<redis::Pipeline> = Vec::new();
         for (channel, sub) in &mut self.channels {
             let count = self.hub.subscribers(channel);
             let due = sub.written_at.is_none_or(|at| now.duration_since(at) >= ttl / 3);
             if count == sub.count_written && (count == 0 || !due) {
                 continue;
             }
+            if pipes.is_empty() || self.shared.cluster {
+                pipes.push(redis::pipe());
+            }
+            let pipe = pipes.last_mut().expect("just pushed");
             let key = Keys::counts(&self.config.prefix, channel);
             if count == 0 {
                 pipe.hdel(&key, node).ignore();
@@ -169,20 +167,19 @@ impl Reader {
             }
             sub.count_written = count;
             sub.written_at = Some(now);
-            written += 1;
-        }
-        if written == 0 {
-            return;
         }
         let mut con = self.data.get();
-        if let Err(e) = tokio::time::timeout(RESPONSE_TIMEOUT, pipe.query_async::<()>(&mut con))
-            .await
-            .unwrap_or_else(|_| Err(RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))))
-        {
-            self.data.note(&e);
-            tracing::debug!(error = %e, "subscriber counts not written; trying again");
-            for sub in self.channels.values_mut() {
-                sub.count_written = usize::MAX; // written again next time
+        for pipe in pipes {
+            if let Err(e) = tokio::time::timeout(RESPONSE_TIMEOUT, pipe.query_async::<()>(&mut con))
+                .await
+                .unwrap_or_else(|_| Err(RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))))
+            {
+                self.data.note(&e);
+                tracing::debug!(error = %e, "subscriber counts not written; trying again");
+                for sub in self.channels.values_mut() {
+                    sub.count_written = usize::MAX; // written again next time
+                }
+                return;
             }
         }
     }
@@ -216,7 +213,7 @@ impl Reader {
         }
         for channel in self.channels.keys() {
             let keys = Keys::new(&self.config.prefix, channel);
-            let subscribe = tokio::time::timeout(RESPONSE_TIMEOUT, self.pubsub.subscribe(&keys.notify));
+            let subscribe = tokio::time::timeout(RESPONSE_TIMEOUT, self.pubsub.subscribe_notify(&keys.notify));
             if !matches!(subscribe.await, Ok(Ok(()))) {
                 return; // a new connection at the next tick
             }
@@ -286,9 +283,12 @@ impl Reader {
         let keys = Keys::new(&self.config.prefix, channel);
         // Subscribe first, then read: a message published in between is both in the stream and
         // notified, and the hub drops the duplicate.
-        self.pubsub.subscribe(&keys.notify).await.map_err(|e| unavailable(&e))?;
+        self.pubsub
+            .subscribe_notify(&keys.notify)
+            .await
+            .map_err(|e| unavailable(&e))?;
         if let Err(e) = self.read_stream(channel).await {
-            let _ = self.pubsub.unsubscribe(&keys.notify).await;
+            let _ = self.pubsub.unsubscribe_notify(&keys.notify).await;
             return Err(e);
         }
         self.channels.insert(
@@ -419,7 +419,7 @@ impl Reader {
     async fn on_push(&mut self, push: PushInfo) {
         match push.kind {
             PushKind::Message if self.on_broadcast(&push.data) => {}
-            PushKind::Message => {
+            PushKind::Message | PushKind::SMessage => {
                 if let Some((channel, mine, joined, entry)) = self.parse_presence_notice(&push.data) {
                     // The notices of this node's scripts were pushed when they ran.
                     if !mine {
@@ -523,7 +523,7 @@ impl Reader {
             // Subscribed again by hand: the connection manager's own resubscription after a
             // reconnection ignores its errors.
             let keys = Keys::new(&self.config.prefix, &channel);
-            let subscribe = tokio::time::timeout(RESPONSE_TIMEOUT, self.pubsub.subscribe(&keys.notify));
+            let subscribe = tokio::time::timeout(RESPONSE_TIMEOUT, self.pubsub.subscribe_notify(&keys.notify));
             if !matches!(subscribe.await, Ok(Ok(()))) {
                 return; // the link is not back yet
             }
@@ -569,7 +569,7 @@ impl Reader {
                     }
                 }
                 let keys = Keys::new(&self.config.prefix, &channel);
-                if let Err(e) = self.pubsub.unsubscribe(&keys.notify).await {
+                if let Err(e) = self.pubsub.unsubscribe_notify(&keys.notify).await {
                     tracing::debug!(%channel, error = %e, "unsubscribe failed");
                 }
             }

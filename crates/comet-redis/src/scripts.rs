@@ -93,9 +93,11 @@ end
 /// Publish: KEYS = meta, stream, idempotency key; ARGV = fresh epoch, max length, history TTL
 /// seconds (0 = none), meta TTL seconds (0 = none), time, event, data, notification channel,
 /// durable (`1`/`0`), key window seconds. Returns `{epoch, offset, duplicate (0/1)}`: for a key
-/// already used, the first publish's cursor and 1, and nothing is published.
-pub(crate) fn publish() -> String {
-    format!(
+/// already used, the first publish's cursor and 1, and nothing is published. On a cluster
+/// (`sharded`) the notification is an `SPUBLISH`: it goes only to the nodes subscribed at the
+/// channel's shard.
+pub(crate) fn publish(sharded: bool) -> String {
+    let script = format!(
         "{LIFE}{MASTER_ONLY}{}",
         r"
 local first = redis.call('GET', KEYS[3])
@@ -114,7 +116,17 @@ redis.call('SET', KEYS[3], e .. ' ' .. o, 'EX', ARGV[10])
 redis.call('PUBLISH', ARGV[8], e .. ' ' .. o .. ' ' .. ARGV[5] .. ' ' .. ARGV[6] .. '\n' .. ARGV[7])
 return {e, o, 0}
 "
-    )
+    );
+    sharded_if(script, sharded)
+}
+
+/// `script` with its notifications sent by `SPUBLISH` when `sharded` (Redis Cluster).
+pub(crate) fn sharded_if(script: String, sharded: bool) -> String {
+    if sharded {
+        script.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+    } else {
+        script
+    }
 }
 
 /// Sync: KEYS = meta, stream; ARGV = fresh epoch, how many of the newest entries, meta TTL

@@ -41,7 +41,8 @@ pub struct Config {
     /// Where messages live: `memory` (this node only; the default), a Redis URL
     /// `redis://host:port[/db]` shared by several nodes, or Redis with Sentinel
     /// `redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER_NAME` (the nodes follow the master the
-    /// sentinels name).
+    /// sentinels name), or Redis Cluster `redis+cluster://HOST:PORT[,HOST:PORT…]` (seed nodes;
+    /// notifications by sharded pub/sub, Redis 7).
     pub broker: String,
     /// A directory where the embedded broker (`broker = "memory"`) keeps every channel's
     /// history, epoch and offset on disk (`comet.redb`), so that a restart loses no

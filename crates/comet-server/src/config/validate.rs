@@ -81,7 +81,7 @@ impl Config {
             ));
         }
         if self.broker != "memory"
-            && !["redis://", "redis+sentinel://"]
+            && !["redis://", "redis+sentinel://", "redis+cluster://"]
                 .iter()
                 .any(|scheme| self.broker.starts_with(scheme))
         {
@@ -91,7 +91,8 @@ impl Config {
                 None => format!("{:?}", self.broker),
             };
             return Err(ConfigError::Invalid(format!(
-                "broker must be \"memory\", a redis:// URL or a redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER_NAME URL, got {shown}"
+                "broker must be \"memory\", a redis:// URL, a redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER_NAME URL or a \
+                 redis+cluster://HOST:PORT[,HOST:PORT…] URL, got {shown}"
             )));
         }
         if self.ws_max_message_size < self.max_message_size.saturating_add(1024) {
