@@ -1127,6 +1127,18 @@ async fn credentials_never_reach_the_logs() {
         "unauthorized",
     )
     .await;
+    // A streaming subscription (served on a connection of its own, conn/h1.rs) is logged in
+    // the same redacted `request` span.
+    expect_error(
+        http()
+            .get(server.url(&format!("/sub/chat:a?transport=sse&token={expired}")))
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
     let res = http()
         .post(server.url("/pub/chat:a"))
         .bearer_auth(&header_token)
@@ -1166,6 +1178,10 @@ async fn credentials_never_reach_the_logs() {
         "the request trace logs redacted URIs:\n{text}"
     );
     assert!(text.contains("credential refused"), "auth failures are logged:\n{text}");
+    assert!(
+        text.contains("/sub/chat:a?transport=sse&token=[redacted]"),
+        "a streaming subscription's request span is logged redacted:\n{text}"
+    );
     for (what, secret) in [
         ("query token", query_token.as_str()),
         ("header token", &header_token),

@@ -101,7 +101,8 @@ where
     // holds across an `.await` stays in every idle subscriber's task (bench/RESULTS.md, S1).
     // The router's future is boxed too: it is large, and done with once it answers.
     let (mut body, exact) = {
-        let response = match Box::pin(router.oneshot(*request)).await {
+        let span = crate::http::request_span(&request);
+        let response = match Box::pin(tracing::Instrument::instrument(router.oneshot(*request), span)).await {
             Ok(response) => response,
             Err(never) => match never {},
         };

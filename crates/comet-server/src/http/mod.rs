@@ -84,6 +84,28 @@ pub fn app(state: AppState) -> Router {
         }))
 }
 
+/// The router of the streaming subscriptions (stream, iframe, SSE) that the connection layer
+/// serves on a connection of their own (conn/h1.rs, [`takeover`]): `GET /sub/{channels}` alone,
+/// with CORS, and the request's `request` span (as [`app`]'s trace layer makes it) around the
+/// handler only. [`app`]'s trace layer would wrap the response body too, so every chunk of a
+/// long-lived stream went through it, and its per-request work is a fifth of a connect storm's
+/// user-space CPU (bench/RESULTS.md, S5). The handler, its extractors and its answers are
+/// [`app`]'s: a request is answered the same by either.
+pub(crate) fn stream_app(state: AppState) -> Router {
+    let cors = cors::cors_layer(&state.config);
+    Router::new()
+        .route("/sub/{channels}", get(transport::subscribe))
+        .fallback(|| async { ApiError::not_found("no such route; see docs/protocol.md") })
+        .with_state(state)
+        .layer(cors)
+}
+
+/// The `request` span of `req` (DEBUG: method, redacted URI, kind of credential), as [`app`]'s
+/// trace layer makes it; conn/h1.rs puts [`stream_app`]'s handler in it.
+pub(crate) fn request_span(req: &http::Request<axum::body::Body>) -> tracing::Span {
+    redact::make_span(req)
+}
+
 /// The operators' routes: `/metrics`, `GET /channels/{channel}`, and the server API
 /// (admin.rs, behind `admin_api_key`).
 fn operator_routes(state: &AppState) -> Router<AppState> {

@@ -68,7 +68,7 @@ pub(crate) fn trace_layer() -> TraceLayer<SharedClassifier<ServerErrorsAsFailure
     TraceLayer::new_for_http().make_span_with(make_span as MakeSpan)
 }
 
-fn make_span(req: &Request<Body>) -> tracing::Span {
+pub(crate) fn make_span(req: &Request<Body>) -> tracing::Span {
     tracing::debug_span!(
         "request",
         method = %req.method(),
