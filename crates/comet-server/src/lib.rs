@@ -63,4 +63,4 @@ pub use config::{Config, ConfigError};
 pub use conn::tls::{self, Tls, TlsError};
 pub use conn::{bind, raise_fd_limit, serve, serve_with_tls};
 pub use error::ApiError;
-pub use state::AppState;
+pub use state::{AppState, Services};

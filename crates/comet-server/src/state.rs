@@ -14,9 +14,23 @@ use crate::metrics::Metrics;
 use crate::nodes::{NodeStatsBroadcast, Nodes};
 use crate::webhooks::Webhooks;
 
-/// Shared by every request handler. Cheap to clone.
+/// Shared by every request handler: its parts are [`Services`]' fields, reached through
+/// `Deref`. One `Arc`, so a clone (axum makes one per request, and each long-lived response
+/// keeps one) is one atomic increment, not one per part (bench/RESULTS.md, S5).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// What an [`AppState`] holds.
+#[derive(Debug)]
+pub struct Services {
     /// Where messages are published and subscribed.
     pub broker: Arc<dyn Broker>,
     /// The settings.
@@ -81,7 +95,7 @@ impl AppState {
                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed broadcast from another node"),
             }
         }));
-        Self {
+        Self(Arc::new(Services {
             internal: Arc::default(),
             orders,
             limits: Arc::new(Limits::new(&config.limits(), Arc::clone(&metrics))),
@@ -95,7 +109,7 @@ impl AppState {
             config: Arc::new(config),
             generation: Arc::new(Mutex::new(shutdown.child_token())),
             shutdown,
-        }
+        }))
     }
 
     /// The token a new long-lived response watches: cancelled on shutdown or by
