@@ -45,7 +45,7 @@ pub struct Services {
     /// The back-end hooks (`connect_hook_url`, …; docs/protocol.md "Hooks").
     pub hooks: Arc<Hooks>,
     /// The nodes' samples the admin console shows: this node's, taken by
-    /// [`report_nodes`](Self::report_nodes), and those the other nodes broadcast.
+    /// [`report_nodes`](AppState::report_nodes), and those the other nodes broadcast.
     pub nodes: Arc<Nodes>,
     /// What pollers keep between their requests (their presence entries).
     pub(crate) leases: Arc<crate::io::lease::Leases>,
@@ -59,7 +59,7 @@ pub struct Services {
     /// long-poll, WebSocket) watches it and ends itself, or graceful shutdown would hang.
     pub shutdown: CancellationToken,
     /// The current generation of subscriber connections: a child of `shutdown`, cancelled and
-    /// replaced by [`disconnect_all`](Self::disconnect_all). Long-lived responses watch the
+    /// replaced by [`disconnect_all`](AppState::disconnect_all). Long-lived responses watch the
     /// generation they started in. (A `std` mutex: held only to clone or swap the token.)
     generation: Arc<Mutex<CancellationToken>>,
 }
