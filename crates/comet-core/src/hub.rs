@@ -82,6 +82,13 @@ impl EmptyEpochs {
         }
     }
 
+    /// Starts a new current empty epoch now (the older ones stay for offset-0 cursors).
+    fn renew(&mut self, now: Instant) {
+        self.epochs.push_front(new_epoch());
+        self.epochs.truncate(EMPTY_EPOCHS);
+        self.since = now;
+    }
+
     /// Moves on by as many periods as have passed (at most [`EMPTY_EPOCHS`]: older ones are
     /// dropped anyway).
     fn rotate(&mut self, now: Instant) {
@@ -788,6 +795,9 @@ impl Hub {
         // At least one per shard: a cap below SHARDS keeps up to SHARDS.
         let max_tombstones = (self.config.max_idle_channels / SHARDS).max(1);
         let mut remaining = 0;
+        // A channel forgotten in the current empty epoch would be made again in it, and hand out
+        // its cursors a second time: then the empty epoch changes now.
+        let mut renew = false;
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let Shard { logs, tombstones } = &mut *shard;
@@ -812,11 +822,14 @@ impl Hub {
             });
             tombstones.retain(|_, (_, _, at)| now.saturating_duration_since(*at) < TOMBSTONE_TTL);
             if tombstones.len() > max_tombstones {
-                forget_oldest(tombstones, max_tombstones);
+                renew |= forget_oldest(tombstones, max_tombstones, empty[0]);
             }
             shrink(logs);
             shrink(tombstones);
             remaining += logs.len();
+        }
+        if renew {
+            self.empty_now().renew(Instant::now());
         }
         remaining
     }
@@ -868,22 +881,26 @@ impl Hub {
     }
 }
 
-/// Drops the oldest entries of `tombstones` until `keep` are left.
-fn forget_oldest(tombstones: &mut HashMap<ChannelName, (u64, u64, Instant)>, keep: usize) {
+/// Drops the oldest entries of `tombstones` until `keep` are left; returns whether one it
+/// dropped was in epoch `current`.
+fn forget_oldest(tombstones: &mut HashMap<ChannelName, (u64, u64, Instant)>, keep: usize, current: u64) -> bool {
     let mut times: Vec<Instant> = tombstones.values().map(|(_, _, at)| *at).collect();
     let excess = times.len() - keep;
     let (_, cut, _) = times.select_nth_unstable(excess - 1);
     let cut = *cut;
     let mut dropped = 0;
+    let mut in_current = false;
     // Everything older than the cut goes; of those forgotten at the cut itself, as many as needed.
-    tombstones.retain(|_, (_, _, at)| {
+    tombstones.retain(|_, (epoch, _, at)| {
         if *at < cut || (*at == cut && dropped < excess) {
             dropped += 1;
+            in_current |= *epoch == current;
             false
         } else {
             true
         }
     });
+    in_current
 }
 
 /// Gives memory back once a map uses less than a quarter of its room (a burst of channels

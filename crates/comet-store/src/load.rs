@@ -134,15 +134,14 @@ fn restore(db: &Database, hub: &Hub, loaded: &mut Loaded) -> Result<(), redb::Er
     let txn = db.begin_read()?;
     let meta = txn.open_table(META)?;
     let now = now_millis();
-    if let Some((mut epochs, began)) = meta.get(EMPTY_EPOCHS)?.and_then(|v| decode_epochs(v.value())) {
-        let mut age = Duration::from_millis(now.saturating_sub(began));
-        if loaded.lossy {
-            // A channel first published after the last durable commit is not in the file: it
-            // must not come back in the epoch it had, whose cursors subscribers may hold.
-            epochs.insert(0, new_epoch());
-            age = Duration::ZERO;
-        }
-        hub.restore_empty_epochs(&epochs, age);
+    if loaded.lossy {
+        // Acknowledged messages may be lost, in channels the file has or not: no old empty
+        // epoch is kept, so a cursor `<old empty epoch>-0` (a subscriber that joined a channel
+        // before it had messages, which may now be lost) gets a gap notice, and a channel first
+        // published after the last durable commit does not come back in the epoch it had.
+        hub.restore_empty_epochs(&[new_epoch()], Duration::ZERO);
+    } else if let Some((epochs, began)) = meta.get(EMPTY_EPOCHS)?.and_then(|v| decode_epochs(v.value())) {
+        hub.restore_empty_epochs(&epochs, Duration::from_millis(now.saturating_sub(began)));
     }
     let channels = txn.open_table(CHANNELS)?;
     let messages = txn.open_table(MESSAGES)?;

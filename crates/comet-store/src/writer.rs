@@ -58,10 +58,16 @@ pub(crate) struct Writer {
     last_commit: Duration,
     last_maintenance: Instant,
     last_trim: Instant,
-    /// The empty epochs' value last saved.
-    saved_epochs: Vec<u8>,
+    /// The empty epochs last saved.
+    saved_epochs: Vec<u64>,
     /// Commits not yet durable (under [`Fsync::Never`]).
     unsynced: bool,
+    /// Such commits were lost (the file reopened after an I/O error): the close leaves the file
+    /// marked open, so the next start treats it as a crash.
+    lost: bool,
+    /// Idempotency keys written by a commit that failed: it may have reached the disk all the
+    /// same, so the next commit removes them (their cursors are handed out again).
+    failed_keys: Vec<(ChannelName, String)>,
     /// Commits of publishes, and the publishes they held (for the log at close).
     commits: u64,
     committed: u64,
@@ -85,6 +91,8 @@ impl Writer {
             last_trim: long_ago,
             saved_epochs: Vec::new(),
             unsynced: false,
+            lost: false,
+            failed_keys: Vec::new(),
             commits: 0,
             committed: 0,
         }
@@ -169,6 +177,9 @@ impl Writer {
             Err(e) => {
                 for job in &batch {
                     self.hub().release(&job.channel);
+                    if let Some(key) = &job.key {
+                        self.failed_keys.push((job.channel.clone(), key.key().to_owned()));
+                    }
                 }
                 let err = self.broker_error(&e);
                 tracing::error!(error = %e, file = %self.path.display(), "a publish could not be written");
@@ -183,6 +194,11 @@ impl Writer {
     fn make_visible(&self, msg: &Arc<Message>) {
         match self.hub().append(Arc::clone(msg)) {
             Append::Appended => {}
+            Append::Duplicate => {
+                // Cannot happen while this thread is the only one to publish; the hub's head is
+                // not lowered.
+                tracing::error!(channel = %msg.channel, cursor = %msg.cursor, "a committed message is already in history");
+            }
             other => {
                 // Cannot happen while this thread is the only one to publish: say so loudly,
                 // and keep history honest (the channel restarts its history at this message).
@@ -206,21 +222,35 @@ impl Writer {
             let mut channels = txn.open_table(CHANNELS)?;
             let mut messages = txn.open_table(MESSAGES)?;
             let mut keys = txn.open_table(KEYS)?;
-            for job in batch {
-                let reservation =
-                    self.broker
-                        .hub()
-                        .reserve(&job.channel, job.event.clone(), job.data.clone(), job.key.as_ref());
-                let msg = match reservation {
-                    Reservation::Repeat(cursor) => {
-                        outcomes.push(Outcome::Repeat(cursor));
+            for (channel, key) in &self.failed_keys {
+                keys.remove((channel.as_str(), key.as_str()))?;
+            }
+            'jobs: for job in batch {
+                let hub = self.broker.hub();
+                let (msg, held) = loop {
+                    let reservation = hub.reserve(&job.channel, job.event.clone(), job.data.clone(), job.key.as_ref());
+                    let msg = match reservation {
+                        Reservation::Repeat(cursor) => {
+                            outcomes.push(Outcome::Repeat(cursor));
+                            continue 'jobs;
+                        }
+                        Reservation::New(msg) => msg,
+                    };
+                    let held = channels.get(msg.channel.as_str())?.map(|v| v.value());
+                    // The hub forgot the channel (its tombstone evicted, past
+                    // `max_idle_channels`) and made it again in the current empty epoch, in
+                    // which the file already has its messages: the cursor would name two. A new
+                    // epoch instead (its subscribers get a gap notice).
+                    if held.is_some_and(|(epoch, head, _)| epoch == msg.cursor.epoch && head >= msg.cursor.offset) {
+                        tracing::warn!(channel = %msg.channel, cursor = %msg.cursor, "a channel the hub forgot is older on disk; moving it to a new epoch");
+                        hub.release(&job.channel);
+                        hub.replace(&job.channel, crate::load::new_epoch(), 0, Vec::new());
                         continue;
                     }
-                    Reservation::New(msg) => msg,
+                    break (msg, held);
                 };
                 let name = msg.channel.as_str();
                 let cursor = msg.cursor;
-                let held = channels.get(name)?.map(|v| v.value());
                 if held.is_some_and(|(epoch, ..)| epoch != cursor.epoch) {
                     // The channel was forgotten and begins a new epoch: its old messages go.
                     messages.retain_in((name, 0)..=(name, u64::MAX), |_, _| false)?;
@@ -249,6 +279,7 @@ impl Writer {
             }
         }
         txn.commit()?;
+        self.failed_keys.clear();
         self.commits += 1;
         self.committed += batch.len() as u64;
         if durable {
@@ -263,6 +294,14 @@ impl Writer {
     /// The open database, reopened (which repairs it) after an I/O error left it unusable.
     fn db(&mut self) -> Result<&Database, redb::Error> {
         if self.db.is_none() {
+            if self.unsynced {
+                // Reopening rolls back the commits not yet durable (`never`): acknowledged
+                // messages that subscribers saw. The file stays marked open, so the next start
+                // treats it as a crash under `never` (every channel in a new epoch).
+                self.lost = true;
+                self.unsynced = false;
+                tracing::error!(file = %self.path.display(), "publishes acknowledged under fsync = \"never\" were lost with an I/O error; the next start moves every channel to a new epoch");
+            }
             self.db = Some(Database::create(&self.path).map_err(redb::Error::from)?);
         }
         Ok(self.db.as_ref().expect("just set"))
@@ -291,7 +330,10 @@ impl Writer {
     fn maintain(&mut self) {
         self.last_maintenance = Instant::now();
         let trim = self.last_trim.elapsed() >= TRIM_EVERY;
-        if !trim && !self.unsynced {
+        // A new empty epoch (hourly) is saved within a second: a cursor `<it>-0` handed out
+        // before a crash must resume after it.
+        let epochs_changed = self.hub().empty_epochs().0 != self.saved_epochs;
+        if !trim && !self.unsynced && !epochs_changed {
             return;
         }
         if let Err(e) = self.trim(trim) {
@@ -304,13 +346,17 @@ impl Writer {
 
     fn trim(&mut self, trim: bool) -> Result<(), redb::Error> {
         let now = now_millis();
-        let epochs = empty_epochs_value(self.hub());
-        let save_epochs = trim && epochs != self.saved_epochs;
+        let epochs = self.hub().empty_epochs().0;
+        let save_epochs = epochs != self.saved_epochs;
+        let epochs_value = empty_epochs_value(self.hub());
         let broker = Arc::clone(&self.broker);
         let hub = broker.hub();
         let db = self.db()?;
         let txn = db.begin_write()?;
         let mut changed = save_epochs;
+        if save_epochs {
+            txn.open_table(META)?.insert(EMPTY_EPOCHS, epochs_value.as_slice())?;
+        }
         if trim {
             let mut channels = txn.open_table(CHANNELS)?;
             let mut messages = txn.open_table(MESSAGES)?;
@@ -371,9 +417,6 @@ impl Writer {
                 changed |= expires <= now;
                 expires > now
             })?;
-            if save_epochs {
-                txn.open_table(META)?.insert(EMPTY_EPOCHS, epochs.as_slice())?;
-            }
             self.last_trim = Instant::now();
         }
         if !changed && !self.unsynced {
@@ -393,9 +436,12 @@ impl Writer {
     fn close(mut self) {
         self.last_trim = Instant::now().checked_sub(TRIM_EVERY).unwrap_or_else(Instant::now);
         self.maintain();
+        let lost = self.lost;
         let result = (|| -> Result<(), redb::Error> {
             let txn = self.db()?.begin_write()?;
-            txn.open_table(META)?.remove(RUNNING)?;
+            if !lost {
+                txn.open_table(META)?.remove(RUNNING)?;
+            }
             txn.commit()?;
             Ok(())
         })();

@@ -103,6 +103,15 @@ async fn under_fsync_never_a_crash_gives_an_honest_gap_notice_never_a_reused_cur
     let dir = scratch_dir("durable-never");
     let toml = format!("data_dir = {:?}\nfsync = \"never\"\n", dir.join("data"));
     let mut serve = Serve::start(&dir, &toml, None);
+    // A subscriber that joined news:y while it was empty holds `<empty epoch>-0`.
+    let empty = get_json(&format!("{}/sub/news:y?transport=poll", serve.url()), 200).await["cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(empty.ends_with("-0"), "{empty}");
+    for i in 0..2 {
+        assert_eq!(publish(&serve.url(), "news:y", format!("y{i}")).await.status(), 201);
+    }
     let mut last = String::new();
     for i in 0..5 {
         let res = publish(&serve.url(), "news:x", format!("before {i}")).await;
@@ -126,6 +135,12 @@ async fn under_fsync_never_a_crash_gives_an_honest_gap_notice_never_a_reused_cur
     assert_eq!(answer["gap"], true, "{answer}");
     assert_eq!(messages.last().unwrap()["data"], "after", "{answer}");
     assert!(serve.log_text().contains("new epoch"), "{}", serve.log_text());
+    // What was published to news:y may be lost: its old empty epoch is not resumed either.
+    let answer = poll(&serve.url(), "news:y", &empty).await;
+    assert_eq!(
+        answer["gap"], true,
+        "a cursor of the old empty epoch resumed silently: {answer}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

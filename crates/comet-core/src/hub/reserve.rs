@@ -228,4 +228,37 @@ mod tests {
         let (epochs, _) = hub.empty_epochs();
         assert_eq!(&epochs[1..], [5, 4, 3]);
     }
+
+    #[test]
+    fn a_channel_forgotten_past_the_tombstone_cap_never_reuses_a_cursor() {
+        use crate::history::HistoryLimits;
+        let hub = Hub::new(HubConfig {
+            history: HistoryLimits {
+                max_messages: 10,
+                max_age: Duration::from_millis(1),
+            },
+            max_idle_channels: 1,
+            ..HubConfig::default()
+        });
+        let names: Vec<ChannelName> = (0..200)
+            .map(|i| ChannelName::new(&format!("idle:{i}")).unwrap())
+            .collect();
+        let old: Vec<Cursor> = names
+            .iter()
+            .map(|n| hub.publish(n, None, b"old").unwrap().cursor)
+            .collect();
+        std::thread::sleep(Duration::from_millis(5));
+        hub.sweep(); // history expired: tombstones, most of them forgotten past the cap
+        assert!(
+            hub.tombstone_count() < names.len(),
+            "nothing was forgotten: the test tests nothing"
+        );
+        for (name, old) in names.iter().zip(old) {
+            let new = hub.publish(name, None, b"new").unwrap().cursor;
+            assert_ne!(new, old, "{name}: a cursor handed out twice");
+            if new.epoch == old.epoch {
+                assert_eq!(new.offset, old.offset + 1, "{name}");
+            }
+        }
+    }
 }
