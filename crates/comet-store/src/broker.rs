@@ -14,7 +14,7 @@ use crate::{StoreConfig, StoreError, load};
 
 /// Most publishes waiting for the writer; past it a publish is refused with
 /// [`BrokerError::Unavailable`] (`503`, retry) rather than queued without bound.
-const MAX_WAITING: usize = 16_384;
+const MAX_WAITING: usize = 4_096;
 
 /// The embedded broker with its history on disk (see the crate's documentation). Everything
 /// but publishing is the [`MemoryBroker`]'s: subscribers read the same in-memory history, which

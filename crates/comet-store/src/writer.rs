@@ -65,6 +65,8 @@ pub(crate) struct Writer {
     /// Such commits were lost (the file reopened after an I/O error): the close leaves the file
     /// marked open, so the next start treats it as a crash.
     lost: bool,
+    /// After a failed commit: until when the file is not reopened, and the answer meanwhile.
+    failing: Option<(Instant, BrokerError)>,
     /// Idempotency keys written by a commit that failed: it may have reached the disk all the
     /// same, so the next commit removes them (their cursors are handed out again).
     failed_keys: Vec<(ChannelName, String)>,
@@ -92,6 +94,7 @@ impl Writer {
             saved_epochs: Vec::new(),
             unsynced: false,
             lost: false,
+            failing: None,
             failed_keys: Vec::new(),
             commits: 0,
             committed: 0,
@@ -161,6 +164,17 @@ impl Writer {
     /// Reserves each publish's cursor, writes them in one transaction and commits; then puts
     /// them in history and answers. On failure, hands the cursors back and answers the error.
     fn commit(&mut self, batch: Vec<Job>) {
+        // After an I/O error the file is reopened (which rebuilds redb's allocator state, a
+        // pass over the file) at most once a second; meanwhile publishes get the same answer.
+        if let Some((until, err)) = &self.failing
+            && self.db.is_none()
+            && Instant::now() < *until
+        {
+            for job in batch {
+                let _ = job.reply.send(Err(err.clone()));
+            }
+            return;
+        }
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
         let result = self.write(&batch, &mut outcomes);
         match result {
@@ -182,6 +196,7 @@ impl Writer {
                     }
                 }
                 let err = self.broker_error(&e);
+                self.failing = Some((Instant::now() + Duration::from_secs(1), err.clone()));
                 tracing::error!(error = %e, file = %self.path.display(), "a publish could not be written");
                 for job in batch {
                     let _ = job.reply.send(Err(err.clone()));
