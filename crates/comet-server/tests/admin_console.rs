@@ -352,17 +352,7 @@ async fn with_internal_listen_the_console_is_served_there_only() {
         ..config()
     })
     .await;
-    let deadline = tokio::time::Instant::now() + SOON;
-    let internal = loop {
-        if let Some(addr) = server.state.internal_addr() {
-            break addr;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the internal listener was never bound"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let internal = server.internal_addr().await; // the server task binds it as it starts
     for path in ["/admin", "/admin/admin.js", "/admin/nodes"] {
         let res = send(get(&server, path)).await;
         expect_error(res, 404, "not_found", path).await;

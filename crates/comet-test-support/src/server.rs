@@ -29,6 +29,22 @@ impl TestServer {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Where `internal_listen` is bound, once the server task has bound it (within
+    /// [`SOON`](crate::SOON)).
+    ///
+    /// # Panics
+    /// When it is not bound by then.
+    pub async fn internal_addr(&self) -> SocketAddr {
+        let deadline = Instant::now() + SOON;
+        loop {
+            if let Some(addr) = self.state.internal_addr() {
+                return addr;
+            }
+            assert!(Instant::now() < deadline, "the internal listener was never bound");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// `ws://` + the address + `path`.
     pub fn ws_url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
