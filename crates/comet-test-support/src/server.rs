@@ -30,7 +30,7 @@ impl TestServer {
     }
 
     /// Where `internal_listen` is bound, once the server task has bound it (within
-    /// [`SOON`](crate::SOON)).
+    /// [`SOON`]).
     ///
     /// # Panics
     /// When it is not bound by then.
