@@ -85,7 +85,7 @@
           panels.forEach(function (p) {
             p.channels.forEach(function (c) {
               if (!c.members) return;
-              client.presence(c.name).then(function (list) { c.members.set(list); }, function () {});
+              c.members.load(client.presence(c.name));
             });
           });
         }, 500);

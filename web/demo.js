@@ -70,18 +70,42 @@
   // ---------------------------------------------------------------- who is online
   // The demo namespace tracks presence (comet serve --demo): each chat panel lists the
   // connections in its channel, from the presence listing and then join and leave events.
+  // A listing and the events travel separately (a fetch beside the stream; on a WebSocket the
+  // listing is read while events keep coming), so a join can arrive before a listing taken
+  // earlier. Events seen while a listing is on its way are kept and replayed over it: for a set,
+  // replaying every event since some point over a snapshot taken after that point gives the
+  // current members (each client's last event decides).
   function membersView(line) {
     var ids = new Set();
+    var asked = 0; // listings on their way
+    var seen = []; // [kind, client] since the oldest of them was asked
     function render() {
       line.textContent = '';
       line.appendChild(el('b', null, String(ids.size)));
       line.appendChild(document.createTextNode(' online'));
       line.setAttribute('data-count', String(ids.size));
     }
+    function event(kind, client) {
+      if (kind === 'join') ids.add(client); else ids.delete(client);
+      if (asked > 0) seen.push([kind, client]);
+      render();
+    }
+    function answered() {
+      if (--asked === 0) seen = [];
+    }
     return {
-      set: function (clients) { ids = new Set(clients.map(function (c) { return c.client; })); render(); },
-      join: function (client) { ids.add(client); render(); },
-      leave: function (client) { ids.delete(client); render(); }
+      // Takes a promise of the listing ([{client}, …]); asked right before the request goes out.
+      load: function (listing) {
+        asked++;
+        listing.then(function (clients) {
+          ids = new Set(clients.map(function (c) { return c.client; }));
+          seen.forEach(function (e) { if (e[0] === 'join') ids.add(e[1]); else ids.delete(e[1]); });
+          answered();
+          render();
+        }, answered);
+      },
+      join: function (client) { event('join', client); },
+      leave: function (client) { event('leave', client); }
     };
   }
 
@@ -264,6 +288,7 @@
   function chatByWebSocket() {
     var kit = panelKit('p-ws');
     var members = membersView(kit.find('.members'));
+    var listing = null; // the pending presence answer's { resolve, reject }
     var ws = null;
     var lastId = null;
     var ref = 0;
@@ -297,9 +322,11 @@
           lastId = f.id;
         } else if (f.type === 'subscribed') {
           if (f.recovered === false) kit.note('gap: history no longer reached our last message');
+          members.load(new Promise(function (resolve, reject) { listing = { resolve: resolve, reject: reject }; }));
           ws.send(JSON.stringify({ type: 'presence', channel: 'demo:chat', ref: 'members' }));
         } else if (f.type === 'presence' && f.channel === 'demo:chat') {
-          members.set(f.clients);
+          if (listing) listing.resolve(f.clients);
+          listing = null;
         } else if ((f.type === 'join' || f.type === 'leave') && f.channel === 'demo:chat') {
           members[f.type](f.client);
         } else if (f.type === 'error') {
@@ -309,6 +336,8 @@
       };
       ws.onclose = function (e) {
         kit.status('error', 'closed ' + e.code + ', retrying');
+        if (listing) listing.reject(new Error('closed'));
+        listing = null;
         setTimeout(function () { connect(false); }, retry + Math.random() * 1000);
         retry = Math.min(retry * 2, 4000); // 1–5 s between attempts
       };
@@ -348,10 +377,9 @@
       var es = new EventSource(url);
       es.onopen = function () {
         kit.status('open');
-        fetch('/channels/demo:chat2/presence', { cache: 'no-store' })
+        members.load(fetch('/channels/demo:chat2/presence', { cache: 'no-store' })
           .then(function (r) { return r.json(); })
-          .then(function (p) { members.set(p.clients || []); })
-          .catch(function () {});
+          .then(function (p) { return p.clients || []; }));
       };
       // Joins and leaves carry no id: the stream's last event ID stays the last message's.
       ['join', 'leave'].forEach(function (kind) {

@@ -36,8 +36,11 @@ test('the chats show who is online, and follow a second page coming and going', 
     return { context, page, errors };
   };
   // Each page is two connections in each chat channel: a raw panel's and the comet.js client's.
+  // On a timeout the error says what each chat showed.
   const every = (page, n) =>
-    waitIn(page, `${n} online in every chat`, ({ ids, n }) => ids.every((id) => document.querySelector(`#${id} .members`).getAttribute('data-count') === n), { ids: chats, n: String(n) });
+    waitIn(page, `${n} online in every chat`, ({ ids, n }) => ids.every((id) => document.querySelector(`#${id} .members`).getAttribute('data-count') === n), { ids: chats, n: String(n) }).catch(async (e) => {
+      throw new Error(`${e.message}; the chats ${chats.join(', ')} showed ${(await counts(page)).join(', ')}`);
+    });
   const a = await open();
   try {
     await every(a.page, 2);
