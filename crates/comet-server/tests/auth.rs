@@ -976,6 +976,22 @@ async fn cors_answers_preflights_and_requests_from_the_allow_list() {
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["access-control-allow-origin"], "https://good.example");
+    // The streaming transports' heads are written by the connection layer (conn/h1.rs), not by
+    // hyper's CORS layer: the same fields as the long poll's.
+    let poll = res.headers().clone();
+    for transport in ["sse", "stream", "iframe"] {
+        let res = http()
+            .get(server.url(&format!("/sub/news?transport={transport}")))
+            .header("origin", "https://good.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{transport}");
+        for name in ["access-control-allow-origin", "access-control-allow-credentials", "vary"] {
+            assert!(poll.contains_key(name), "{name}");
+            assert_eq!(res.headers().get(name), poll.get(name), "{transport}: {name}");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ pub(super) struct Shared {
     /// The streaming subscriptions' router (`crate::http::stream_app`): their route alone,
     /// without the request-trace layer, which would also wrap every chunk they send.
     pub(super) stream_router: Router,
+    /// The CORS fields h1.rs writes into the streaming subscriptions' heads.
+    pub(super) stream_cors: crate::http::SimpleCors,
     pub(super) limits: Arc<Limits>,
     /// Protocol detection (plain TCP), then HTTP/1.1 only and HTTP/2 only (over TLS, ALPN has
     /// already chosen: skipping detection, which has no timeout, lets HTTP/1.1's header-read
@@ -130,7 +132,14 @@ async fn serve<IO: Io>(
         Head::Gone => Ok(()),
         Head::Stream(mut request) => {
             request.extensions_mut().insert(ConnectInfo(peer));
-            h1::serve_stream(io, request, shared.stream_router.clone(), shared.stall).await;
+            h1::serve_stream(
+                io,
+                request,
+                shared.stream_router.clone(),
+                &shared.stream_cors,
+                shared.stall,
+            )
+            .await;
             Ok(())
         }
         Head::Upgrade(mut request) => {

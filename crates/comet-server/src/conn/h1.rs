@@ -25,13 +25,14 @@ use axum::Router;
 use axum::body::Body;
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::{Request, Response, header};
+use http::{HeaderValue, Request, Response, header};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tower::ServiceExt;
 
 use super::head::MAX_HEAD;
+use crate::http::SimpleCors;
 use crate::io::gate::ReadGate;
 use crate::io::joined::{JOIN_BELOW, with_joined};
 use crate::io::stall::WriteStall;
@@ -67,7 +68,8 @@ pub(crate) async fn serve_upgrade(mut io: TcpStream, mut request: Box<Request<Bo
     };
     let body = body.to_bytes();
     let response = Response::from_parts(parts, Body::from(body.clone()));
-    let (head, _) = response_head(&response);
+    // The router's CORS layer has added its fields.
+    let (head, _) = response_head(&response, None);
     if io.write_all(&head).await.is_ok() && io.write_all(&body).await.is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
     }
@@ -92,8 +94,13 @@ fn upgrade_head(response: &Response<Body>) -> Vec<u8> {
 /// vectored write. Returns when the body ends, the client goes away (EOF, error, or more than
 /// [`MAX_HEAD`] bytes sent after its request), a write fails, or a write stays blocked for
 /// `stall` (`write_stall_timeout_secs`: the client reads nothing); then closes `io`.
-pub(crate) async fn serve_stream<IO>(io: IO, request: Box<Request<Body>>, router: Router, stall: Duration)
-where
+pub(crate) async fn serve_stream<IO>(
+    io: IO,
+    request: Box<Request<Body>>,
+    router: Router,
+    cors: &SimpleCors,
+    stall: Duration,
+) where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let mut io = WriteStall::new(io, stall);
@@ -102,11 +109,12 @@ where
     // The router's future is boxed too: it is large, and done with once it answers.
     let (mut body, exact) = {
         let span = crate::http::request_span(&request);
+        let origin = request.headers().get(header::ORIGIN).cloned();
         let response = match Box::pin(tracing::Instrument::instrument(router.oneshot(*request), span)).await {
             Ok(response) => response,
             Err(never) => match never {},
         };
-        let (head, exact) = response_head(&response);
+        let (head, exact) = response_head(&response, Some((cors, origin.as_ref())));
         let mut body = response.into_body();
         // The head goes out with the body's first frame when that frame is ready at once (an
         // SSE stream's `retry:` field, a replay): one send, and one read for the client, per
@@ -187,9 +195,12 @@ async fn write_frame<W: AsyncWrite + Unpin>(
     written.map(|()| more).map_err(|_| ())
 }
 
-/// The status line and headers of `response` (hop-by-hop ones replaced by ours), and the body
-/// length if known.
-fn response_head(response: &Response<Body>) -> (Vec<u8>, Option<u64>) {
+/// The status line and headers of `response` (hop-by-hop ones replaced by ours), with `cors`'s
+/// fields for the request's `Origin` when given, and the body length if known.
+fn response_head(
+    response: &Response<Body>,
+    cors: Option<(&SimpleCors, Option<&HeaderValue>)>,
+) -> (Vec<u8>, Option<u64>) {
     let exact = http_body::Body::size_hint(response.body()).exact();
     let mut head = Vec::with_capacity(512);
     let status = response.status();
@@ -206,6 +217,9 @@ fn response_head(response: &Response<Body>) -> (Vec<u8>, Option<u64>) {
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
+    }
+    if let Some((cors, origin)) = cors {
+        cors.write(origin, &mut head);
     }
     if !response.headers().contains_key(header::DATE) {
         // RFC 9110 §6.6.1: an origin server with a clock sends Date.

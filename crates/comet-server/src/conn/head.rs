@@ -57,10 +57,14 @@ pub(crate) async fn read_head<IO: AsyncRead + Unpin>(io: &mut IO, timeout: Durat
         match parsed.parse(&buf) {
             Ok(httparse::Status::Partial) => {}
             Ok(httparse::Status::Complete(len)) if len == buf.len() => {
-                return match own_request(&parsed, upgrades) {
+                let Some(fields) = Fields::of(&parsed, &buf) else {
+                    return Head::Other(buf.into());
+                };
+                let buf = Bytes::from(buf);
+                return match own_request(&fields, &buf, upgrades) {
                     Some((request, false)) => Head::Stream(Box::new(request)),
                     Some((request, true)) => Head::Upgrade(Box::new(request)),
-                    None => Head::Other(buf.into()),
+                    None => Head::Other(buf),
                 };
             }
             // Pipelined bytes after the head, or a head httparse refuses (HTTP/2's preface
@@ -70,21 +74,45 @@ pub(crate) async fn read_head<IO: AsyncRead + Unpin>(io: &mut IO, timeout: Durat
     }
 }
 
-/// The request, if `parsed` is an HTTP/1.1 `GET` without a body that the router takes on a
+/// A parsed `GET` head of HTTP/1.1 as places in the bytes read: the request is then built
+/// from one shared buffer (`Bytes::slice`), its URI and field values pointing into it rather than
+/// each copied (S5 in bench/RESULTS.md: a connect storm counts every allocation).
+struct Fields {
+    path: std::ops::Range<usize>,
+    headers: [(std::ops::Range<usize>, std::ops::Range<usize>); MAX_HEADERS],
+    count: usize,
+}
+
+impl Fields {
+    /// The places of `parsed`'s path and fields in `buf`, if it is an HTTP/1.1 `GET`.
+    fn of(parsed: &httparse::Request<'_, '_>, buf: &[u8]) -> Option<Self> {
+        if parsed.method? != "GET" || parsed.version? != 1 {
+            return None;
+        }
+        let at = |piece: &[u8]| {
+            let start = piece.as_ptr() as usize - buf.as_ptr() as usize;
+            start..start + piece.len()
+        };
+        let mut fields = Self {
+            path: at(parsed.path?.as_bytes()),
+            headers: std::array::from_fn(|_| (0..0, 0..0)),
+            count: parsed.headers.len(),
+        };
+        for (place, h) in fields.headers.iter_mut().zip(parsed.headers.iter()) {
+            *place = (at(h.name.as_bytes()), at(h.value));
+        }
+        Some(fields)
+    }
+}
+
+/// The request, if `fields` (of `buf`) is a `GET` without a body that the router takes on a
 /// connection of its own ([`crate::http::takeover`]: a streaming subscription, or when
 /// `upgrades` a WebSocket upgrade), and whether it is the upgrade.
-fn own_request(parsed: &httparse::Request<'_, '_>, upgrades: bool) -> Option<(Request<Body>, bool)> {
-    let path = parsed.path?;
-    if parsed.method? != "GET" || parsed.version? != 1 {
-        return None;
-    }
-    let mut builder = Request::builder()
-        .method(http::Method::GET)
-        .uri(path)
-        .version(http::Version::HTTP_11);
-    for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        let value = HeaderValue::from_bytes(h.value).ok()?;
+fn own_request(fields: &Fields, buf: &Bytes, upgrades: bool) -> Option<(Request<Body>, bool)> {
+    let mut headers = http::HeaderMap::with_capacity(fields.count);
+    for (name, value) in &fields.headers[..fields.count] {
+        let name = HeaderName::from_bytes(&buf[name.clone()]).ok()?;
+        let value = HeaderValue::from_maybe_shared(buf.slice(value.clone())).ok()?;
         // Another upgrade (h2c), a body, or `Expect`: hyper's.
         if (name == header::UPGRADE && !value.as_bytes().eq_ignore_ascii_case(b"websocket"))
             || name == header::TRANSFER_ENCODING
@@ -93,9 +121,13 @@ fn own_request(parsed: &httparse::Request<'_, '_>, upgrades: bool) -> Option<(Re
         {
             return None;
         }
-        builder = builder.header(name, value);
+        headers.append(name, value);
     }
-    let request = builder.body(Body::empty()).ok()?;
+    let mut request = Request::new(Body::empty());
+    *request.method_mut() = http::Method::GET;
+    *request.version_mut() = http::Version::HTTP_11;
+    *request.uri_mut() = http::Uri::from_maybe_shared(buf.slice(fields.path.clone())).ok()?;
+    *request.headers_mut() = headers;
     match crate::http::takeover(&request)? {
         Takeover::Stream => Some((request, false)),
         Takeover::Upgrade if upgrades => Some((request, true)),

@@ -140,6 +140,7 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
     let shared = Arc::new(Shared {
         router: crate::http::app(state.clone()),
         stream_router: crate::http::stream_app(state.clone()),
+        stream_cors: crate::http::SimpleCors::new(&config),
         limits: Arc::clone(&state.limits),
         http1: builder.clone().http1_only(),
         http2: builder.clone().http2_only(),

@@ -10,6 +10,7 @@
 mod admin;
 mod console;
 mod cors;
+pub(crate) use cors::SimpleCors;
 pub mod demo;
 mod identity;
 mod publish;
@@ -85,19 +86,19 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// The router of the streaming subscriptions (stream, iframe, SSE) that the connection layer
-/// serves on a connection of their own (conn/h1.rs, [`takeover`]): `GET /sub/{channels}` alone,
-/// with CORS, and the request's `request` span (as [`app`]'s trace layer makes it) around the
-/// handler only. [`app`]'s trace layer would wrap the response body too, so every chunk of a
-/// long-lived stream went through it, and its per-request work is a fifth of a connect storm's
-/// user-space CPU (bench/RESULTS.md, S5). The handler, its extractors and its answers are
-/// [`app`]'s: a request is answered the same by either.
+/// serves on a connection of their own (conn/h1.rs, [`takeover`]): `GET /sub/{channels}` alone.
+/// The request's `request` span (as [`app`]'s trace layer makes it) is put around the handler
+/// only, and the CORS fields are written by conn/h1.rs from [`SimpleCors`] (the same as
+/// [`app`]'s CORS layer adds). [`app`]'s trace layer would wrap the response body too, so every
+/// chunk of a long-lived stream went through it, and its per-request work was a fifth of a
+/// connect storm's user-space CPU; the CORS layer's, nine allocations per request of about
+/// seventy (bench/RESULTS.md, S5). The handler, its extractors and its answers are [`app`]'s: a
+/// request is answered the same by either.
 pub(crate) fn stream_app(state: AppState) -> Router {
-    let cors = cors::cors_layer(&state.config);
     Router::new()
         .route("/sub/{channels}", get(transport::subscribe))
         .fallback(|| async { ApiError::not_found("no such route; see docs/protocol.md") })
         .with_state(state)
-        .layer(cors)
 }
 
 /// The `request` span of `req` (DEBUG: method, redacted URI, kind of credential), as [`app`]'s
