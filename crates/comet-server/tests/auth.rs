@@ -987,7 +987,11 @@ async fn cors_answers_preflights_and_requests_from_the_allow_list() {
             .await
             .unwrap();
         assert_eq!(res.status(), 200, "{transport}");
-        for name in ["access-control-allow-origin", "access-control-allow-credentials", "vary"] {
+        for name in [
+            "access-control-allow-origin",
+            "access-control-allow-credentials",
+            "vary",
+        ] {
             assert!(poll.contains_key(name), "{name}");
             assert_eq!(res.headers().get(name), poll.get(name), "{transport}: {name}");
         }
