@@ -186,8 +186,12 @@ async fn a_full_disk_refuses_publishes_with_507_and_keeps_serving_subscribers() 
     assert_eq!(ready.status(), 200, "readyz after the disk filled");
     // The live subscriber got exactly the acknowledged messages, in order.
     let last = acked.last().unwrap().clone();
-    sse.until("every acknowledged message", |b| b.contains(&format!("id: {last}\n")))
-        .await;
+    // Whole: a 60 KB event's `id:` line can arrive before the rest of it.
+    let marker = format!("id: {last}\n");
+    sse.until("every acknowledged message", |b| {
+        b.find(&marker).is_some_and(|at| b[at..].contains("\n\n"))
+    })
+    .await;
     let ids: Vec<String> = sse
         .sse_events()
         .into_iter()
