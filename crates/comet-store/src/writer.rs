@@ -2,6 +2,7 @@
 //! (group commit), and makes each visible and acknowledged only after its commit; every few
 //! seconds it trims history on disk and saves what else must survive a restart.
 
+use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -25,8 +26,23 @@ const MAX_BATCH: usize = 1024;
 const MAX_BATCH_BYTES: usize = 8 << 20;
 /// How often, under [`Fsync::Never`], what was committed is made durable.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(1);
-/// How often history on disk is trimmed by age and expired keys are dropped.
+/// How often a sweep of the file starts: history on disk trimmed by size and age, channels
+/// forgotten long ago dropped, then expired idempotency keys dropped.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
+/// Rows (channels, then keys) one step of a sweep looks at. The writer holds publishes while it
+/// sweeps, so a sweep goes in steps of about a millisecond: one pass over 10,000 channels at once
+/// held them 27 ms every 5 s, and was most of the publish latency's p99 (bench/RESULTS.md,
+/// "Durable history").
+const SWEEP_STEP: usize = 256;
+/// The pause between two steps of a sweep, in which publishes are written.
+const SWEEP_STEP_EVERY: Duration = Duration::from_millis(10);
+
+/// Where a sweep stands: the last channel or key it looked at (`None`: it starts).
+#[derive(Debug)]
+enum Sweep {
+    Channels(Option<String>),
+    Keys(Option<(String, String)>),
+}
 
 /// A publish handed to the writer.
 pub(crate) struct Job {
@@ -57,7 +73,10 @@ pub(crate) struct Writer {
     /// How long the last durable commit of publishes took.
     last_commit: Duration,
     last_maintenance: Instant,
+    /// When the last sweep started.
     last_trim: Instant,
+    /// The sweep in progress, if any.
+    sweep: Option<Sweep>,
     /// The empty epochs last saved.
     saved_epochs: Vec<u64>,
     /// Commits not yet durable (under [`Fsync::Never`]).
@@ -91,6 +110,7 @@ impl Writer {
             last_commit: Duration::ZERO,
             last_maintenance: long_ago,
             last_trim: long_ago,
+            sweep: None,
             saved_epochs: Vec::new(),
             unsynced: false,
             lost: false,
@@ -109,13 +129,18 @@ impl Writer {
     /// closed cleanly.
     pub(crate) fn run(mut self) {
         loop {
-            let wait = MAINTENANCE_EVERY.saturating_sub(self.last_maintenance.elapsed());
+            let every = if self.sweep.is_some() {
+                SWEEP_STEP_EVERY
+            } else {
+                MAINTENANCE_EVERY
+            };
+            let wait = every.saturating_sub(self.last_maintenance.elapsed());
             let first = match self.jobs.recv_timeout(wait) {
                 Ok(job) => Some(job),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            if self.last_maintenance.elapsed() >= MAINTENANCE_EVERY {
+            if self.last_maintenance.elapsed() >= every {
                 self.maintain();
             }
             let Some(first) = first else { continue };
@@ -339,108 +364,80 @@ impl Writer {
         }
     }
 
-    /// Every second: makes earlier commits durable (under [`Fsync::Never`]); every
-    /// [`TRIM_EVERY`]: trims history on disk by size and age, drops expired keys and channels
-    /// forgotten long ago, and saves the empty epochs.
+    /// Every second: makes earlier commits durable (under [`Fsync::Never`]) and saves the empty
+    /// epochs when they changed; every [`TRIM_EVERY`] starts a sweep, which then goes on one
+    /// step of [`SWEEP_STEP`] rows every [`SWEEP_STEP_EVERY`] until it has seen every row.
     fn maintain(&mut self) {
         self.last_maintenance = Instant::now();
-        let trim = self.last_trim.elapsed() >= TRIM_EVERY;
+        if self.sweep.is_none() && self.last_trim.elapsed() >= TRIM_EVERY {
+            self.sweep = Some(Sweep::Channels(None));
+            self.last_trim = Instant::now();
+        }
         // A new empty epoch (hourly) is saved within a second: a cursor `<it>-0` handed out
         // before a crash must resume after it.
         let epochs_changed = self.hub().empty_epochs().0 != self.saved_epochs;
-        if !trim && !self.unsynced && !epochs_changed {
+        let sync_due = self.unsynced && self.last_sync.elapsed() >= MAINTENANCE_EVERY;
+        if self.sweep.is_none() && !sync_due && !epochs_changed {
             return;
         }
-        if let Err(e) = self.trim(trim) {
+        if let Err(e) = self.step(sync_due) {
             tracing::warn!(error = %e, file = %self.path.display(), "the durable history could not be trimmed");
+            self.sweep = None;
             if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) {
                 self.db = None;
             }
         }
     }
 
-    fn trim(&mut self, trim: bool) -> Result<(), redb::Error> {
+    /// One step of the sweep in progress (if any), the empty epochs saved if they changed, in
+    /// one commit: durable when `sync` asks it (earlier commits under [`Fsync::Never`]), when
+    /// the epochs are saved, or at the sweep's end; else left for the next durable commit.
+    fn step(&mut self, sync: bool) -> Result<(), redb::Error> {
         let now = now_millis();
         let epochs = self.hub().empty_epochs().0;
         let save_epochs = epochs != self.saved_epochs;
         let epochs_value = empty_epochs_value(self.hub());
         let broker = Arc::clone(&self.broker);
         let hub = broker.hub();
+        let sweep = self.sweep.take();
         let db = self.db()?;
-        let txn = db.begin_write()?;
+        let mut txn = db.begin_write()?;
         let mut changed = save_epochs;
         if save_epochs {
             txn.open_table(META)?.insert(EMPTY_EPOCHS, epochs_value.as_slice())?;
         }
-        if trim {
-            let mut channels = txn.open_table(CHANNELS)?;
-            let mut messages = txn.open_table(MESSAGES)?;
-            let mut keys = txn.open_table(KEYS)?;
-            let all: Vec<(String, u64, u64, u64)> = channels
-                .iter()?
-                .map(|e| e.map(|(k, v)| (k.value().to_owned(), v.value().0, v.value().1, v.value().2)))
-                .collect::<Result<_, _>>()?;
-            let forget_before = now.saturating_sub(TOMBSTONE_TTL.as_millis() as u64);
-            for (name, epoch, head, last) in all {
-                let Ok(channel) = ChannelName::new(&name) else {
-                    continue;
-                };
-                let n = name.as_str();
-                // The row's offset and time as of the newest message, before anything goes.
-                let newest = messages
-                    .range((n, 0)..=(n, u64::MAX))?
-                    .next_back()
-                    .transpose()?
-                    .map(|(k, v)| (k.value().1, published_at(v.value()).unwrap_or(last)));
-                let (head, last) = match newest {
-                    Some((offset, time)) if offset > head => {
-                        channels.insert(n, (epoch, offset, time))?;
-                        changed = true;
-                        (offset, time)
-                    }
-                    _ => (head, last),
-                };
-                let limits = hub.config().history_for(&channel);
-                let oldest_kept = now.saturating_sub(u64::try_from(limits.max_age.as_millis()).unwrap_or(u64::MAX));
-                let keep_from = head.saturating_sub(limits.max_messages.max(1) as u64) + 1;
-                // By size: only left over when `history_size` was lowered (a publish trims).
-                messages.retain_in((n, 0)..(n, keep_from), |_, _| {
-                    changed = true;
-                    false
-                })?;
-                // By age: from the oldest, up to the first young one.
-                let mut old: Vec<u64> = Vec::new();
-                let mut left = false;
-                for m in messages.range((n, keep_from)..=(n, u64::MAX))? {
-                    let (k, v) = m?;
-                    if published_at(v.value()).is_some_and(|t| t >= oldest_kept) {
-                        left = true;
-                        break;
-                    }
-                    old.push(k.value().1);
-                }
-                for offset in old {
-                    messages.remove((n, offset))?;
-                    changed = true;
-                }
-                if !left && last < forget_before && hub.pending(&channel).is_none() && !hub.holds(&channel) {
-                    channels.remove(n)?;
-                    changed = true;
-                }
+        let keys_step = matches!(sweep, Some(Sweep::Keys(_)));
+        let next = match sweep {
+            None => None,
+            Some(Sweep::Channels(after)) => {
+                let (last, more) = sweep_channels(&txn, hub, after.as_deref(), now, &mut changed)?;
+                Some(if more { Sweep::Channels(last) } else { Sweep::Keys(None) })
             }
-            keys.retain(|_, (_, _, expires)| {
-                changed |= expires <= now;
-                expires > now
-            })?;
-            self.last_trim = Instant::now();
-        }
-        if !changed && !self.unsynced {
+            Some(Sweep::Keys(after)) => {
+                let (last, more) = sweep_keys(&txn, after.as_ref(), now, &mut changed)?;
+                more.then_some(Sweep::Keys(last))
+            }
+        };
+        // The end of a sweep is made durable: what it freed can be reused from then on.
+        let ended = keys_step && next.is_none();
+        let durable = sync || save_epochs || ended;
+        if !changed && !sync {
             txn.abort()?;
+            self.sweep = next;
             return Ok(());
         }
+        if !durable {
+            txn.set_durability(Durability::None)
+                .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+        }
         txn.commit()?;
-        self.last_sync = Instant::now();
-        self.unsynced = false;
+        self.sweep = next;
+        // A step that is not durable holds no publish: losing it (a crash, a reopen) loses
+        // nothing the next sweep does not do again.
+        if durable {
+            self.last_sync = Instant::now();
+            self.unsynced = false;
+        }
         if save_epochs {
             self.saved_epochs = epochs;
         }
@@ -449,8 +446,17 @@ impl Writer {
 
     /// Saves what is left and marks the file closed cleanly.
     fn close(mut self) {
-        self.last_trim = Instant::now().checked_sub(TRIM_EVERY).unwrap_or_else(Instant::now);
-        self.maintain();
+        // A whole sweep, step by step; then the close mark, in a durable commit that makes
+        // every earlier commit durable too.
+        if self.sweep.is_none() {
+            self.sweep = Some(Sweep::Channels(None));
+        }
+        while self.sweep.is_some() {
+            if let Err(e) = self.step(false) {
+                tracing::warn!(error = %e, file = %self.path.display(), "the durable history could not be trimmed");
+                self.sweep = None;
+            }
+        }
         let lost = self.lost;
         let result = (|| -> Result<(), redb::Error> {
             let txn = self.db()?.begin_write()?;
@@ -470,4 +476,117 @@ impl Writer {
             Err(e) => tracing::error!(error = %e, file = %self.path.display(), "durable history not closed cleanly"),
         }
     }
+}
+
+/// One step of a sweep's first part: up to [`SWEEP_STEP`] channel rows after `after`. Each row is
+/// brought up to its newest message, its history on disk trimmed by size (left over when
+/// `history_size` was lowered: a publish trims) and by age, and the row dropped when its channel
+/// was forgotten long ago ([`TOMBSTONE_TTL`]) and holds nothing. Returns the last row looked at,
+/// and whether rows may follow.
+fn sweep_channels(
+    txn: &redb::WriteTransaction,
+    hub: &Hub,
+    after: Option<&str>,
+    now: u64,
+    changed: &mut bool,
+) -> Result<(Option<String>, bool), redb::Error> {
+    let mut channels = txn.open_table(CHANNELS)?;
+    let mut messages = txn.open_table(MESSAGES)?;
+    let rows: Vec<(String, u64, u64, u64)> = {
+        let range = match after {
+            Some(after) => channels.range((Bound::Excluded(after), Bound::<&str>::Unbounded))?,
+            None => channels.range(..)?,
+        };
+        range
+            .take(SWEEP_STEP)
+            .map(|e| e.map(|(k, v)| (k.value().to_owned(), v.value().0, v.value().1, v.value().2)))
+            .collect::<Result<_, _>>()?
+    };
+    let more = rows.len() == SWEEP_STEP;
+    let last = rows.last().map(|row| row.0.clone());
+    let forget_before = now.saturating_sub(TOMBSTONE_TTL.as_millis() as u64);
+    for (name, epoch, head, last_time) in rows {
+        let Ok(channel) = ChannelName::new(&name) else {
+            continue;
+        };
+        let n = name.as_str();
+        // The row's offset and time as of the newest message, before anything goes.
+        let newest = messages
+            .range((n, 0)..=(n, u64::MAX))?
+            .next_back()
+            .transpose()?
+            .map(|(k, v)| (k.value().1, published_at(v.value()).unwrap_or(last_time)));
+        let (head, last_time) = match newest {
+            Some((offset, time)) if offset > head => {
+                channels.insert(n, (epoch, offset, time))?;
+                *changed = true;
+                (offset, time)
+            }
+            _ => (head, last_time),
+        };
+        let limits = hub.config().history_for(&channel);
+        let oldest_kept = now.saturating_sub(u64::try_from(limits.max_age.as_millis()).unwrap_or(u64::MAX));
+        let keep_from = head.saturating_sub(limits.max_messages.max(1) as u64) + 1;
+        messages.retain_in((n, 0)..(n, keep_from), |_, _| {
+            *changed = true;
+            false
+        })?;
+        // By age: from the oldest, up to the first young one.
+        let mut old: Vec<u64> = Vec::new();
+        let mut left = false;
+        for m in messages.range((n, keep_from)..=(n, u64::MAX))? {
+            let (k, v) = m?;
+            if published_at(v.value()).is_some_and(|t| t >= oldest_kept) {
+                left = true;
+                break;
+            }
+            old.push(k.value().1);
+        }
+        for offset in old {
+            messages.remove((n, offset))?;
+            *changed = true;
+        }
+        if !left && last_time < forget_before && hub.pending(&channel).is_none() && !hub.holds(&channel) {
+            channels.remove(n)?;
+            *changed = true;
+        }
+    }
+    Ok((last, more))
+}
+
+/// One step of a sweep's second part: up to [`SWEEP_STEP`] idempotency keys after `after`, the
+/// expired ones dropped. Returns the last key looked at, and whether keys may follow.
+fn sweep_keys(
+    txn: &redb::WriteTransaction,
+    after: Option<&(String, String)>,
+    now: u64,
+    changed: &mut bool,
+) -> Result<(Option<(String, String)>, bool), redb::Error> {
+    let mut keys = txn.open_table(KEYS)?;
+    let rows: Vec<((String, String), u64)> = {
+        let range = match after {
+            Some((channel, key)) => keys.range((
+                Bound::Excluded((channel.as_str(), key.as_str())),
+                Bound::<(&str, &str)>::Unbounded,
+            ))?,
+            None => keys.range(..)?,
+        };
+        range
+            .take(SWEEP_STEP)
+            .map(|e| {
+                e.map(|(k, v)| {
+                    let (channel, key) = k.value();
+                    ((channel.to_owned(), key.to_owned()), v.value().2)
+                })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let more = rows.len() == SWEEP_STEP;
+    for ((channel, key), expires) in &rows {
+        if *expires <= now {
+            keys.remove((channel.as_str(), key.as_str()))?;
+            *changed = true;
+        }
+    }
+    Ok((rows.into_iter().last().map(|row| row.0), more))
 }
