@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use futures_util::FutureExt;
 use futures_util::future::Either;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
 use hyper_util::service::TowerToHyperService;
@@ -50,6 +51,35 @@ pub(super) struct Shared {
     pub(super) stall: Duration,
 }
 
+impl Shared {
+    /// What the connections of `state`'s server share.
+    pub(super) fn new(state: &crate::state::AppState) -> Self {
+        let config = &state.config;
+        let head_timeout = Duration::from_secs(config.header_read_timeout_secs);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(head_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(20)))
+            .enable_connect_protocol();
+        Self {
+            router: crate::http::app(state.clone()),
+            stream_router: crate::http::stream_app(state.clone()),
+            stream_cors: crate::http::SimpleCors::new(config),
+            limits: Arc::clone(&state.limits),
+            http1: builder.clone().http1_only(),
+            http2: builder.clone().http2_only(),
+            auto: builder,
+            head_timeout,
+            stall: config.write_stall(),
+        }
+    }
+}
+
 /// A connection's transport: plain TCP, or TLS over it.
 trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// The TCP connection itself, to hand a WebSocket upgrade to without hyper; `None` over TLS
@@ -74,52 +104,93 @@ impl Io for TlsStream<TcpStream> {
 
 /// Serves one accepted connection until it ends; `hold` (its places in the connection limits)
 /// is given back when it and every WebSocket session upgraded from it are done.
-pub(super) async fn run(
+///
+/// In two steps. The first, boxed, serves everything but a plain streaming response: the TLS
+/// handshake, the first request head, hyper's connections, WebSocket upgrades, and a stream up to
+/// its written head. The task then keeps only the open stream: its allocation is 512 bytes
+/// where it was 1,920 with the first step inline, in every idle subscriber (S1 and S5 in
+/// bench/RESULTS.md).
+pub(super) fn run(
     stream: TcpStream,
     peer: SocketAddr,
     hold: ConnectionHold,
     shared: Arc<Shared>,
     watcher: Watcher,
     tls: Option<tokio_rustls::TlsAcceptor>,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
+    Box::pin(start(stream, peer, hold, shared, watcher, tls)).then(|open| match open {
+        Some(open) => Either::Left(open.serve()),
+        None => Either::Right(std::future::ready(())),
+    })
+}
+
+/// [`run`]'s first step: the connection served whole, or a plain streaming response whose head
+/// is written, holding the connection's `hold`.
+async fn start(
+    stream: TcpStream,
+    peer: SocketAddr,
+    hold: ConnectionHold,
+    shared: Arc<Shared>,
+    watcher: Watcher,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Option<h1::Open<TcpStream>> {
     let served = match tls {
-        None => serve(stream, peer, &hold, &shared, &shared.auto, watcher).await,
+        None => match serve(stream, peer, &hold, &shared, &shared.auto, watcher).await {
+            Ok(Some(open)) => return Some(open.holding(hold)),
+            served => served.map(drop),
+        },
         // In this task, so a slow handshake holds up no one; bounded like a request head.
-        // Boxed, as hyper's future is: the task of every plain streaming connection would
-        // otherwise be sized for it.
-        Some(tls) => {
-            Box::pin(async {
-                match tokio::time::timeout(shared.head_timeout, tls.accept(stream)).await {
-                    // ALPN has chosen the protocol: no detection step.
-                    Ok(Ok(stream)) => {
-                        let builder = match stream.get_ref().1.alpn_protocol() {
-                            Some(b"h2") => &shared.http2,
-                            _ => &shared.http1,
-                        };
-                        serve(stream, peer, &hold, &shared, builder, watcher).await
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        Ok(())
-                    }
-                    Err(_) => {
-                        let handshake = shared.head_timeout;
-                        tracing::debug!(%peer, ?handshake, "TLS handshake not finished in time; dropped");
-                        Ok(())
-                    }
-                }
-            })
-            .await
-        }
+        // Boxed: a TLS connection's state is several KB, which every plain one would otherwise
+        // reserve while it starts.
+        Some(tls) => Box::pin(serve_tls(stream, peer, &hold, &shared, watcher, tls)).await,
     };
     if let Err(e) = served {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
     drop(hold);
+    None
+}
+
+/// A TLS connection served whole: the handshake (within the header-read timeout), then
+/// [`serve`] over HTTP/1.1 or HTTP/2, as ALPN chose.
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    hold: &ConnectionHold,
+    shared: &Shared,
+    watcher: Watcher,
+    tls: tokio_rustls::TlsAcceptor,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    match tokio::time::timeout(shared.head_timeout, tls.accept(stream)).await {
+        // ALPN has chosen the protocol: no detection step.
+        Ok(Ok(stream)) => {
+            let builder = match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => &shared.http2,
+                _ => &shared.http1,
+            };
+            match serve(stream, peer, hold, shared, builder, watcher).await {
+                Ok(Some(open)) => {
+                    open.serve().await;
+                    Ok(())
+                }
+                served => served.map(drop),
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            Ok(())
+        }
+        Err(_) => {
+            let handshake = shared.head_timeout;
+            tracing::debug!(%peer, ?handshake, "TLS handshake not finished in time; dropped");
+            Ok(())
+        }
+    }
 }
 
 /// Reads the first request head of `io` and serves the connection: a streaming subscription
-/// or a plain-TCP WebSocket upgrade on its own (h1.rs), anything else through hyper.
+/// (opened here, its head written, and returned for the caller to serve) or a plain-TCP
+/// WebSocket upgrade on its own (h1.rs), anything else through hyper.
 async fn serve<IO: Io>(
     mut io: IO,
     peer: SocketAddr,
@@ -127,20 +198,13 @@ async fn serve<IO: Io>(
     shared: &Shared,
     builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<Option<h1::Open<IO>>, Box<dyn std::error::Error + Send + Sync>> {
     match head::read_head(&mut io, shared.head_timeout, IO::PLAIN).await {
-        Head::Gone => Ok(()),
+        Head::Gone => Ok(None),
         Head::Stream(mut request) => {
             request.extensions_mut().insert(ConnectInfo(peer));
-            h1::serve_stream(
-                io,
-                request,
-                shared.stream_router.clone(),
-                &shared.stream_cors,
-                shared.stall,
-            )
-            .await;
-            Ok(())
+            let router = shared.stream_router.clone();
+            Ok(h1::open(io, request, router, &shared.stream_cors, shared.stall).await)
         }
         Head::Upgrade(mut request) => {
             // Only asked for on plain TCP.
@@ -148,10 +212,9 @@ async fn serve<IO: Io>(
                 request.extensions_mut().insert(ConnectInfo(peer));
                 // The WebSocket session keeps the connection counted.
                 request.extensions_mut().insert(hold.clone());
-                // Boxed: the task of every streaming connection would be sized for it.
-                Box::pin(h1::serve_upgrade(tcp, request, shared.router.clone())).await;
+                h1::serve_upgrade(tcp, request, shared.router.clone()).await;
             }
-            Ok(())
+            Ok(None)
         }
         Head::Other(prefix) => {
             // Set by the connection's first request: one that sends none within the header-read
@@ -170,10 +233,10 @@ async fn serve<IO: Io>(
                 }
             };
             tokio::select! {
-                served = conn => served,
+                served = conn => served.map(|()| None),
                 () = first_request => {
                     tracing::debug!(%peer, "no request within header_read_timeout_secs; dropped");
-                    Ok(())
+                    Ok(None)
                 }
             }
         }

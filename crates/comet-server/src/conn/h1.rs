@@ -6,7 +6,7 @@
 //! (bench/RESULTS.md, S1). So the connection layer reads each new connection's first request head
 //! itself (head.rs) and, when it is a `GET /sub/…` that will stream (as the dispatcher decides,
 //! transport/mod.rs `choose`), runs the router on it and writes the response here
-//! ([`serve_stream`]): the head, then each body chunk in one vectored write
+//! ([`open`], then [`Open::serve`]): the head, then each body chunk in one write
 //! (RFC 9112 §7.1 chunked coding), with `Connection: close`. Between chunks it watches the
 //! socket, so a client that goes away is noticed at once, not at the next heartbeat.
 //!
@@ -18,7 +18,7 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -34,6 +34,7 @@ use tower::ServiceExt;
 use super::head::MAX_HEAD;
 use crate::http::SimpleCors;
 use crate::io::gate::ReadGate;
+use crate::io::hold::ConnectionHold;
 use crate::io::joined::{JOIN_BELOW, with_joined};
 use crate::io::stall::WriteStall;
 use crate::io::upgrade::DirectUpgrade;
@@ -89,81 +90,128 @@ fn upgrade_head(response: &Response<Body>) -> Vec<u8> {
     head
 }
 
-/// Runs `router` on `request` and writes the response to `io` as HTTP/1.1 with
-/// `Connection: close`: a body of known length as is, any other chunked, each chunk in one
-/// vectored write. Returns when the body ends, the client goes away (EOF, error, or more than
-/// [`MAX_HEAD`] bytes sent after its request), a write fails, or a write stays blocked for
-/// `stall` (`write_stall_timeout_secs`: the client reads nothing); then closes `io`.
-pub(crate) async fn serve_stream<IO>(
+/// A streaming response whose head is written ([`open`]): what an idle subscriber's task holds
+/// while [`Open::serve`] writes the rest.
+pub(crate) struct Open<IO> {
+    io: WriteStall<IO>,
+    body: Body,
+    /// The body's length is known (written as is, not chunked).
+    exact: bool,
+    /// The connection's places in the connection limits, given back when the stream ends.
+    hold: Option<ConnectionHold>,
+}
+
+/// Runs `router` on `request` and writes the response head as HTTP/1.1 with
+/// `Connection: close` (with the body's first frame when it is ready at once); [`Open::serve`]
+/// writes the rest. A body of known length goes as is, any other chunked. `None` when the
+/// response is over already (written whole, or the client is gone). `stall`
+/// (`write_stall_timeout_secs`) bounds how long any write may stay blocked.
+///
+/// The connection layer runs this in a box of its own: the router's call and the head's write
+/// would otherwise size the task that every open stream keeps for its whole life (S1 and S5 in
+/// bench/RESULTS.md: that task was 1.9 KB of a subscriber's 4.1).
+pub(crate) async fn open<IO>(
     io: IO,
     request: Box<Request<Body>>,
     router: Router,
     cors: &SimpleCors,
     stall: Duration,
-) where
+) -> Option<Open<IO>>
+where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let mut io = WriteStall::new(io, stall);
-    // The request comes boxed and the response is taken apart in blocks: whatever this future
-    // holds across an `.await` stays in every idle subscriber's task (bench/RESULTS.md, S1).
-    // The router's future is boxed too: it is large, and done with once it answers.
-    let (mut body, exact) = {
-        let span = crate::http::request_span(&request);
-        let origin = request.headers().get(header::ORIGIN).cloned();
-        let response = match Box::pin(tracing::Instrument::instrument(router.oneshot(*request), span)).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
-        let (head, exact) = response_head(&response, Some((cors, origin.as_ref())));
-        let mut body = response.into_body();
-        // The head goes out with the body's first frame when that frame is ready at once (an
-        // SSE stream's `retry:` field, a replay): one send, and one read for the client, per
-        // connection instead of two (S5, bench/RESULTS.md).
-        let first = body.frame().now_or_never();
-        match first {
-            Some(frame) => match write_frame(&mut io, &head, frame, exact.is_some()).await {
-                Ok(true) => {}
-                Ok(false) => return shut(io).await,
-                Err(()) => return,
-            },
-            None => {
-                if io.write_all(&head).await.is_err() {
+    // Out of its box, which is then freed with this future rather than kept by the stream.
+    let request = *request;
+    let span = crate::http::request_span(&request);
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let response = match tracing::Instrument::instrument(router.oneshot(request), span).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    let (head, exact) = response_head(&response, Some((cors, origin.as_ref())));
+    let mut body = response.into_body();
+    let exact = exact.is_some();
+    // The head goes out with the body's first frame when that frame is ready at once (an SSE
+    // stream's `retry:` field, a replay): one send, and one read for the client, per connection
+    // instead of two (S5, bench/RESULTS.md).
+    let (mut out, more) = match body.frame().now_or_never() {
+        Some(frame) => Outgoing::of(head, frame, exact).ok()?,
+        None => (Outgoing::head(head), true),
+    };
+    std::future::poll_fn(|cx| out.poll_write(cx, &mut io)).await.ok()?;
+    if !more {
+        shut(io).await;
+        return None;
+    }
+    Some(Open {
+        io,
+        body,
+        exact,
+        hold: None,
+    })
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Open<IO> {
+    /// Keeps `hold` until the stream ends.
+    pub(crate) fn holding(mut self, hold: ConnectionHold) -> Self {
+        self.hold = Some(hold);
+        self
+    }
+
+    /// Writes the body's frames as they come, each in one write, watching the socket between
+    /// them; returns when the body ends, the client goes away (EOF, error, or more than
+    /// [`MAX_HEAD`] bytes sent after its request), a write fails, or a write stays blocked for
+    /// the stall limit; then closes the connection.
+    ///
+    /// Not an `async fn`: one would keep a second copy of `self` in its state.
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn serve(mut self) -> impl Future<Output = ()> {
+        async move {
+            let mut sink = [0u8; 64];
+            let mut ignored = 0usize;
+            // The task wakes for every message; the socket is read only when it woke it (gate.rs).
+            let mut gate = ReadGate::new();
+            loop {
+                let io = &mut self.io;
+                let read = std::future::poll_fn(|cx| {
+                    gate.poll(cx, |cx| {
+                        let mut buf = ReadBuf::new(&mut sink);
+                        Pin::new(&mut *io)
+                            .poll_read(cx, &mut buf)
+                            .map_ok(|()| buf.filled().len())
+                    })
+                });
+                let frame = tokio::select! {
+                    frame = self.body.frame() => frame,
+                    read = read => match read {
+                        Ok(n) if n > 0 && ignored + n <= MAX_HEAD => {
+                            ignored += n;
+                            continue;
+                        }
+                        _ => return,
+                    },
+                };
+                let Ok((mut out, more)) = Outgoing::of(Vec::new(), frame, self.exact) else {
+                    return;
+                };
+                if std::future::poll_fn(|cx| out.poll_write(cx, &mut self.io))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
-            }
-        }
-        (body, exact)
-    };
-    let mut sink = [0u8; 64];
-    let mut ignored = 0usize;
-    // The task wakes for every message; the socket is read only when it woke it (gate.rs).
-    let mut gate = ReadGate::new();
-    loop {
-        let read = std::future::poll_fn(|cx| {
-            gate.poll(cx, |cx| {
-                let mut buf = ReadBuf::new(&mut sink);
-                Pin::new(&mut io)
-                    .poll_read(cx, &mut buf)
-                    .map_ok(|()| buf.filled().len())
-            })
-        });
-        let frame = tokio::select! {
-            frame = body.frame() => frame,
-            read = read => match read {
-                Ok(n) if n > 0 && ignored + n <= MAX_HEAD => {
-                    ignored += n;
-                    continue;
+                if !more {
+                    break;
                 }
-                _ => return,
-            },
-        };
-        match write_frame(&mut io, &[], frame, exact.is_some()).await {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(()) => return,
+            }
+            // Boxed: its timer would size every open stream's task for a moment at its end.
+            Box::pin(shut(self.io)).await;
+            // Named here so that the block owns it (a block captures only the fields it names):
+            // the connection is counted until its stream ends.
+            drop(self.hold);
         }
     }
-    shut(io).await
 }
 
 /// Closes `io` after the last byte, waiting at most a second for the client's side.
@@ -171,28 +219,98 @@ async fn shut<IO: AsyncWrite + Unpin>(mut io: IO) {
     let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
 }
 
-/// Writes `before` (a response head, or nothing) and then one body frame: its data as is when
-/// the body's length is `exact`, else as one chunk; the last chunk when the body ended.
-/// `Ok(true)`: more frames may follow; `Ok(false)`: the body ended and is written; `Err`: the
-/// body failed or the client went away.
-async fn write_frame<W: AsyncWrite + Unpin>(
-    io: &mut W,
-    before: &[u8],
-    frame: Option<Result<http_body::Frame<Bytes>, axum::Error>>,
-    exact: bool,
-) -> Result<bool, ()> {
-    let (written, more) = match frame {
-        Some(Ok(frame)) => match frame.into_data() {
-            Ok(data) if data.is_empty() => (write_parts(io, [before, &[], &[], &[]]).await, true),
-            Ok(data) if exact => (write_parts(io, [before, &[], &data, &[]]).await, true),
-            Ok(data) => (write_chunk(io, before, &data).await, true),
-            Err(_trailers) => (write_parts(io, [before, &[], &[], &[]]).await, true),
-        },
-        Some(Err(_)) => return Err(()),
-        None if exact => (write_parts(io, [before, &[], &[], &[]]).await, false),
-        None => (write_parts(io, [before, b"0\r\n\r\n", &[], &[]]).await, false),
-    };
-    written.map(|()| more).map_err(|_| ())
+/// What one body frame puts on the socket, and how much of it is written: a response head (or
+/// nothing), then the frame's data as is when the body's length is known, else as one chunk
+/// (RFC 9112 §7.1: size line, data, CRLF), or the last chunk when the body ended. Written by
+/// [`Outgoing::poll_write`] without a future of its own, so the stream's task holds no more than
+/// this while a write waits.
+struct Outgoing {
+    head: Vec<u8>,
+    size: [u8; 18],
+    size_len: u8,
+    data: Bytes,
+    tail: &'static [u8],
+    written: usize,
+}
+
+impl Outgoing {
+    /// A head alone.
+    fn head(head: Vec<u8>) -> Self {
+        Self {
+            head,
+            size: [0; 18],
+            size_len: 0,
+            data: Bytes::new(),
+            tail: &[],
+            written: 0,
+        }
+    }
+
+    /// `head` (or nothing) and then `frame`, and whether more frames may follow; `Err` when the
+    /// body failed.
+    fn of(
+        head: Vec<u8>,
+        frame: Option<Result<http_body::Frame<Bytes>, axum::Error>>,
+        exact: bool,
+    ) -> Result<(Self, bool), ()> {
+        let mut out = Self::head(head);
+        let more = match frame {
+            Some(Ok(frame)) => {
+                // Trailers are not written (a stream has none); empty data writes nothing.
+                if let Ok(data) = frame.into_data()
+                    && !data.is_empty()
+                {
+                    if !exact {
+                        out.size_len = chunk_size_line(data.len(), &mut out.size) as u8;
+                        out.tail = b"\r\n";
+                    }
+                    out.data = data;
+                }
+                true
+            }
+            Some(Err(_)) => return Err(()),
+            None => {
+                if !exact {
+                    out.tail = b"0\r\n\r\n";
+                }
+                false
+            }
+        };
+        Ok((out, more))
+    }
+
+    /// Writes what is left, in one write when the socket takes it all (copied together when
+    /// small, see joined.rs; else vectored).
+    fn poll_write<W: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, io: &mut W) -> Poll<io::Result<()>> {
+        loop {
+            let pieces = [
+                &self.head[..],
+                &self.size[..usize::from(self.size_len)],
+                &self.data[..],
+                self.tail,
+            ];
+            let total: usize = pieces.iter().map(|piece| piece.len()).sum();
+            if self.written >= total {
+                return Poll::Ready(Ok(()));
+            }
+            let polled = if total <= JOIN_BELOW {
+                with_joined(pieces, |joined| {
+                    Pin::new(&mut *io).poll_write(cx, &joined[self.written..])
+                })
+            } else {
+                let mut parts = pieces.map(IoSlice::new);
+                let mut parts: &mut [IoSlice<'_>] = &mut parts;
+                IoSlice::advance_slices(&mut parts, self.written);
+                Pin::new(&mut *io).poll_write_vectored(cx, parts)
+            };
+            match polled {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 /// The status line and headers of `response` (hop-by-hop ones replaced by ours), with `cors`'s
@@ -237,45 +355,6 @@ fn response_head(
         None => head.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n"),
     }
     (head, exact)
-}
-
-/// Writes `before` (a response head, or nothing) and then `data` as one chunk (RFC 9112 §7.1):
-/// size line, data, CRLF.
-async fn write_chunk<W: AsyncWrite + Unpin>(io: &mut W, before: &[u8], data: &[u8]) -> io::Result<()> {
-    let mut size = [0u8; 18];
-    let size_len = chunk_size_line(data.len(), &mut size);
-    write_parts(io, [before, &size[..size_len], data, b"\r\n"]).await
-}
-
-/// Writes the four pieces in order, in one write when the socket takes it all (copied together
-/// when small, see joined.rs; else vectored).
-async fn write_parts<W: AsyncWrite + Unpin>(io: &mut W, pieces: [&[u8]; 4]) -> io::Result<()> {
-    let total: usize = pieces.iter().map(|piece| piece.len()).sum();
-    if total == 0 {
-        return Ok(());
-    }
-    let mut parts = pieces.map(IoSlice::new);
-    let mut parts: &mut [IoSlice<'_>] = &mut parts;
-    if total <= JOIN_BELOW {
-        // Copied within one poll, so no buffer is part of this future (which every idle
-        // stream's task holds): what the socket does not take at once goes vectored.
-        let written = std::future::poll_fn(|cx| {
-            with_joined(pieces, |joined| match Pin::new(&mut *io).poll_write(cx, joined) {
-                Poll::Pending => Poll::Ready(Ok(0)),
-                done => done,
-            })
-        })
-        .await?;
-        IoSlice::advance_slices(&mut parts, written);
-    }
-    while !parts.is_empty() {
-        let n = io.write_vectored(parts).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut parts, n);
-    }
-    Ok(())
 }
 
 /// Writes `len` in hex plus CRLF into `out`; returns the length written.

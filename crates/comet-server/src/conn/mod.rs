@@ -29,8 +29,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
@@ -126,28 +124,8 @@ pub async fn serve_with_tls(listener: TcpListener, state: AppState, tls: Option<
     if !config.internal_listen.is_empty() {
         serve_internal(&state).await?;
     }
-    let head_timeout = Duration::from_secs(config.header_read_timeout_secs);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(head_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(20)))
-        .enable_connect_protocol();
-    let shared = Arc::new(Shared {
-        router: crate::http::app(state.clone()),
-        stream_router: crate::http::stream_app(state.clone()),
-        stream_cors: crate::http::SimpleCors::new(&config),
-        limits: Arc::clone(&state.limits),
-        http1: builder.clone().http1_only(),
-        http2: builder.clone().http2_only(),
-        auto: builder,
-        head_timeout,
-        stall: config.write_stall(),
-    });
+    let shared = Arc::new(Shared::new(&state));
+    let head_timeout = shared.head_timeout;
     let graceful = GracefulShutdown::new();
     let connections = Arc::clone(&state.metrics.connections);
     let spares = Spares::default();
@@ -262,6 +240,11 @@ async fn sweep(state: AppState, spares: Spares) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use crate::io::hold::ConnectionHold;
+    use crate::state::AppState;
+
     /// The accept loop skips `set_nodelay` when the listener's TCP_NODELAY is inherited: each
     /// connection [`bind`](super::bind) accepts must have it (else a reply written in two
     /// pieces waits for the client's delayed ACK).
@@ -277,6 +260,32 @@ mod tests {
                 "Linux copies TCP_NODELAY from the listener"
             );
         }
+        drop(client);
+    }
+
+    /// What every open stream keeps for its life is its connection's task: the connection's
+    /// first step (the head read, the router's call, the head written) is boxed and freed once
+    /// the stream is open (connection.rs `run`). With that step inline the task was 1,784 bytes
+    /// (this debug build), half of an idle subscriber's memory (S1 in bench/RESULTS.md).
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        use std::sync::atomic::AtomicI64;
+
+        let config = crate::config::Config::default();
+        let broker = Arc::new(comet_core::MemoryBroker::new(config.hub_config()));
+        let state = AppState::new(broker, config);
+        let shared = Arc::new(super::Shared::new(&state));
+        let listener = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let hold = ConnectionHold::new(super::ConnectionCount::enter(&Arc::new(AtomicI64::new(0))));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let task = super::connection::run(stream, peer, hold, shared, graceful.watcher(), None);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 512, "a connection's task is {size} bytes");
+        drop(task);
         drop(client);
     }
 }

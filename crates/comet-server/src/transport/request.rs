@@ -98,7 +98,7 @@ pub(crate) fn cursor_text<'a>(headers: &'a HeaderMap, query: &'a SubQuery) -> Re
 /// # Errors
 /// The broker's error (e.g. `503` when its store is down).
 pub(crate) async fn open(state: &AppState, req: &SubRequest) -> Result<SubscriptionSet, ApiError> {
-    let mut set = SubscriptionSet::new();
+    let mut set = SubscriptionSet::with_capacity(req.channels.len());
     for (channel, since) in req.channels.iter().zip(&req.since) {
         let mut sub = state.broker.subscribe(channel.clone(), *since).await?;
         if let Some(member) = &req.member {
