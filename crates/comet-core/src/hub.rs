@@ -1129,8 +1129,8 @@ impl SubscriptionSet {
     }
 
     /// An empty set with room for `channels` subscriptions. A connection keeps its set for as
-    /// long as it is open: one subscription in room for four (what a `Vec` grows to first) would
-    /// be 480 bytes of every single-channel subscriber spent on nothing (S1 in bench/RESULTS.md).
+    /// long as it is open: one subscription in room for four (what a `Vec` grows to first) is
+    /// 480 bytes of every single-channel subscriber spent on nothing (S1 in bench/RESULTS.md).
     pub fn with_capacity(channels: usize) -> Self {
         Self {
             members: Vec::with_capacity(channels),
@@ -1142,7 +1142,14 @@ impl SubscriptionSet {
     pub fn insert(&mut self, sub: ChannelSubscription) {
         match self.members.iter_mut().find(|m| m.channel() == sub.channel()) {
             Some(slot) => *slot = sub,
-            None => self.members.push(sub),
+            None => {
+                // Room for one at first, not the four a `Vec` would make: most connections
+                // subscribe to one channel, and keep the set for as long as they are open.
+                if self.members.capacity() == 0 {
+                    self.members.reserve_exact(1);
+                }
+                self.members.push(sub);
+            }
         }
     }
 
@@ -1306,6 +1313,24 @@ mod tests {
         assert!(set.remove(&c));
         assert_eq!(log.slots().len(), 0);
         assert_eq!(hub.subscribers(&c), 0);
+    }
+
+    /// A set keeps room for what it holds: one subscription in room for one (a connection keeps
+    /// its set while it is open), and more as channels are added.
+    #[test]
+    fn a_set_makes_room_for_its_channels_only() {
+        let hub = Hub::new(HubConfig::default());
+        let names: Vec<_> = (0..3).map(|i| ChannelName::new(&format!("c{i}")).unwrap()).collect();
+        let mut set = SubscriptionSet::new();
+        set.insert(hub.subscribe(&names[0], Since::Live));
+        assert_eq!(set.members.capacity(), 1);
+        set.insert(hub.subscribe(&names[0], Since::Live));
+        assert_eq!(set.members.capacity(), 1, "a replaced subscription takes no room");
+        set.insert(hub.subscribe(&names[1], Since::Live));
+        set.insert(hub.subscribe(&names[2], Since::Live));
+        assert_eq!(set.len(), 3);
+        let set = SubscriptionSet::with_capacity(2);
+        assert_eq!(set.members.capacity(), 2);
     }
 
     /// A replay of large messages goes out a few at a time: a read stops once its data reaches
