@@ -47,6 +47,11 @@ pub struct Metrics {
     /// iframe response, and per held long poll.
     connections_open: Family<TransportLabel, Gauge>,
     opened: Family<TransportLabel, Counter>,
+    /// Each transport's series of the three families above, by [`Kind::ALL`]'s order: taken
+    /// from the families at a transport's first subscriber (so `/metrics` still lists only the
+    /// transports used) and kept, so that a subscribe does not hash its label three times and
+    /// take three locks (S5 in bench/RESULTS.md).
+    by_kind: [std::sync::OnceLock<KindSeries>; Kind::ALL.len()],
     publish_seconds: Histogram,
     limit_refusals: Family<LimitLabel, Counter>,
     hook_calls: Family<HookLabel, Counter>,
@@ -61,6 +66,15 @@ pub struct Metrics {
     pub(crate) webhook_deliveries: Counter,
     pub(crate) webhook_failures: Counter,
     pub(crate) webhook_dropped: Counter,
+}
+
+/// One transport's subscriber series (see [`Metrics::by_kind`](Metrics)).
+#[derive(Debug)]
+struct KindSeries {
+    opened: Counter,
+    open: Gauge,
+    /// `None` for short polls, which hold no connection open.
+    connections_open: Option<Gauge>,
 }
 
 /// Exports the broker's own counters at scrape time.
@@ -215,6 +229,7 @@ impl Metrics {
             open,
             connections_open,
             opened,
+            by_kind: Default::default(),
             publish_seconds,
             limit_refusals,
             hook_calls,
@@ -228,13 +243,25 @@ impl Metrics {
         }
     }
 
+    /// `kind`'s series, made at its first use.
+    fn series(&self, kind: Kind) -> &KindSeries {
+        self.by_kind[kind as usize].get_or_init(|| {
+            let label = TransportLabel { transport: kind.name() };
+            KindSeries {
+                opened: self.opened.get_or_create(&label).clone(),
+                open: self.open.get_or_create(&label).clone(),
+                connections_open: (kind != Kind::Poll).then(|| self.connections_open.get_or_create(&label).clone()),
+            }
+        })
+    }
+
     /// Counts a subscriber connection of `kind` open until the guard is dropped.
     pub fn subscriber(self: &Arc<Self>, kind: Kind) -> SubscriberGuard {
-        let label = TransportLabel { transport: kind.name() };
-        self.opened.get_or_create(&label).inc();
-        self.open.get_or_create(&label).inc();
-        if kind != Kind::Poll {
-            self.connections_open.get_or_create(&label).inc();
+        let series = self.series(kind);
+        series.opened.inc();
+        series.open.inc();
+        if let Some(connections) = &series.connections_open {
+            connections.inc();
         }
         SubscriberGuard {
             metrics: Arc::clone(self),
@@ -338,12 +365,51 @@ pub struct SubscriberGuard {
 
 impl Drop for SubscriberGuard {
     fn drop(&mut self) {
-        let label = TransportLabel {
-            transport: self.kind.name(),
-        };
-        self.metrics.open.get_or_create(&label).dec();
-        if self.kind != Kind::Poll {
-            self.metrics.connections_open.get_or_create(&label).dec();
+        let series = self.metrics.series(self.kind);
+        series.open.dec();
+        if let Some(connections) = &series.connections_open {
+            connections.dec();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{Kind, Metrics};
+
+    /// The series kept per transport are the families' own: a subscriber counts in
+    /// `/metrics` while it lives, a transport nobody used has no series, and every transport
+    /// lands on its own label.
+    #[test]
+    fn subscribers_count_under_their_own_transport() {
+        let config = crate::config::Config::default();
+        let broker = Arc::new(comet_core::MemoryBroker::new(config.hub_config()));
+        let metrics = Arc::new(Metrics::new(broker));
+        let sse = metrics.subscriber(Kind::Sse);
+        let polls: Vec<_> = (0..2).map(|_| metrics.subscriber(Kind::Poll)).collect();
+        let text = metrics.encode();
+        for line in [
+            "comet_subscribers_open{transport=\"sse\"} 1",
+            "comet_connections_open{transport=\"sse\"} 1",
+            "comet_subscribers_opened_total{transport=\"sse\"} 1",
+            "comet_subscribers_open{transport=\"poll\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(!text.contains("connections_open{transport=\"poll\"}"), "{text}");
+        assert!(!text.contains("transport=\"ws\""), "{text}");
+        assert_eq!(metrics.subscribers_open(), 3);
+        drop(sse);
+        drop(polls);
+        let text = metrics.encode();
+        assert!(text.contains("comet_subscribers_open{transport=\"sse\"} 0"), "{text}");
+        assert!(text.contains("comet_connections_open{transport=\"sse\"} 0"), "{text}");
+        assert!(
+            text.contains("comet_subscribers_opened_total{transport=\"sse\"} 1"),
+            "{text}"
+        );
+        assert_eq!(metrics.subscribers_open(), 0);
     }
 }
