@@ -280,7 +280,8 @@ impl Outgoing {
     }
 
     /// Writes what is left, in one write when the socket takes it all (copied together when
-    /// small, see joined.rs; else vectored).
+    /// small, see joined.rs; else vectored). What a first write leaves goes vectored, so nothing
+    /// is copied twice.
     fn poll_write<W: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, io: &mut W) -> Poll<io::Result<()>> {
         loop {
             let pieces = [
@@ -293,7 +294,7 @@ impl Outgoing {
             if self.written >= total {
                 return Poll::Ready(Ok(()));
             }
-            let polled = if total <= JOIN_BELOW {
+            let polled = if self.written == 0 && total <= JOIN_BELOW {
                 with_joined(pieces, |joined| {
                     Pin::new(&mut *io).poll_write(cx, &joined[self.written..])
                 })
