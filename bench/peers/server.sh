@@ -5,6 +5,8 @@
 #   bench/peers/server.sh start comet|nchan|pushpin DIR   # prints the PIDs to measure (DIR/measure.pids)
 #   bench/peers/server.sh stop DIR
 #
+# COMET_BIN=PATH runs another comet binary; NCHAN_DEFERRED=1 gives nginx's listener `deferred`.
+#
 # Ports: comet 127.0.0.1:18080, nchan 127.0.0.1:18090, pushpin 127.0.0.1:7999 (control API 5561,
 # origin 8091, ZMQ 5560/5562/5563: fixed by pushpin.conf).
 set -euo pipefail
@@ -38,7 +40,12 @@ start() {
         ;;
     nchan)
         mkdir -p "$dir/logs" "$dir/tmp"/{body,proxy,fastcgi,uwsgi,scgi}
-        sed -e "s#@PREFIX@#$dir#g" -e "s#@PORT@#18090#g" "$HERE/nchan.conf" >"$dir/nginx.conf"
+        # NCHAN_DEFERRED=1: nginx's `listen ... deferred` (TCP_DEFER_ACCEPT, as Comet's listener
+        # has), for a like-for-like connect storm (S5 in bench/RESULTS.md).
+        local deferred=""
+        if [ "${NCHAN_DEFERRED:-0}" = 1 ]; then deferred=" deferred"; fi
+        sed -e "s#@PREFIX@#$dir#g" -e "s#@PORT@#18090#g" -e "s#backlog=4096;#backlog=4096$deferred;#" \
+            "$HERE/nchan.conf" >"$dir/nginx.conf"
         nginx -p "$dir" -c "$dir/nginx.conf" >"$dir/nginx.out" 2>&1 &
         echo $! | tee -a "$dir/all.pids" >"$dir/measure.pids"
         wait_port 127.0.0.1 18090 20

@@ -61,6 +61,6 @@ pub mod webhooks;
 pub use self::http::{app, demo};
 pub use config::{Config, ConfigError};
 pub use conn::tls::{self, Tls, TlsError};
-pub use conn::{bind, raise_fd_limit, serve, serve_with_tls};
+pub use conn::{DEFER_ACCEPT, bind, raise_fd_limit, serve, serve_with_tls};
 pub use error::ApiError;
 pub use state::{AppState, Services};

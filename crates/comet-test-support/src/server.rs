@@ -96,7 +96,8 @@ pub async fn start_server_with(config: Config) -> TestServer {
 /// Starts a server on `broker` (the memory broker, Redis, …) with `config` (its `listen` is
 /// ignored) on a free loopback port.
 pub async fn start_server_on(broker: Arc<dyn Broker>, config: Config) -> TestServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    // Bound as `comet serve` binds (backlog, TCP_NODELAY, TCP_DEFER_ACCEPT).
+    let listener = comet_server::bind(([127, 0, 0, 1], 0).into()).expect("bind");
     let state = AppState::new(broker, config);
     let addr = listener.local_addr().expect("addr");
     // `serve`, as `comet serve` does: TLS when the configuration names its files.

@@ -171,7 +171,12 @@ async fn slow_bodies_get_408_and_clients_still_sending_read_their_413_or_429() {
         ..unlimited()
     })
     .await;
-    let held = connect(refusing.addr).await;
+    // The held connection sends its request: a listener accepts a connection once its first
+    // bytes are in (TCP_DEFER_ACCEPT), so until then it holds no place.
+    let mut held = connect(refusing.addr).await;
+    held.write_all(&head("GET", "/sub/held?transport=sse", &["Accept: text/event-stream"]))
+        .await
+        .expect("write");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let request = head("POST", "/pub/x", &[&format!("Content-Length: {}", body.len())]);
     let (answer, wrote_all) = send_all_then_read(refusing.addr, request, &body).await;
