@@ -35,6 +35,9 @@ pub(super) struct Shared {
     /// The streaming subscriptions' router (`crate::http::stream_app`): their route alone,
     /// without the request-trace layer, which would also wrap every chunk they send.
     pub(super) stream_router: Router,
+    /// The server's state, for the streaming subscriptions h1.rs serves without the router
+    /// (`crate::transport::subscribe_direct`).
+    pub(super) state: crate::state::AppState,
     /// The CORS fields h1.rs writes into the streaming subscriptions' heads.
     pub(super) stream_cors: crate::http::SimpleCors,
     pub(super) limits: Arc<Limits>,
@@ -69,6 +72,7 @@ impl Shared {
         Self {
             router: crate::http::app(state.clone()),
             stream_router: crate::http::stream_app(state.clone()),
+            state: state.clone(),
             stream_cors: crate::http::SimpleCors::new(config),
             limits: Arc::clone(&state.limits),
             http1: builder.clone().http1_only(),
@@ -203,8 +207,15 @@ async fn serve<IO: Io>(
         Head::Gone => Ok(None),
         Head::Stream(mut request) => {
             request.extensions_mut().insert(ConnectInfo(peer));
-            let router = shared.stream_router.clone();
-            Ok(h1::open(io, request, router, &shared.stream_cors, shared.stall).await)
+            Ok(h1::open(
+                io,
+                request,
+                &shared.state,
+                &shared.stream_router,
+                &shared.stream_cors,
+                shared.stall,
+            )
+            .await)
         }
         Head::Upgrade(mut request) => {
             // Only asked for on plain TCP.

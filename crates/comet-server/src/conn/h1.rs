@@ -38,6 +38,7 @@ use crate::io::hold::ConnectionHold;
 use crate::io::joined::{JOIN_BELOW, with_joined};
 use crate::io::stall::WriteStall;
 use crate::io::upgrade::DirectUpgrade;
+use crate::state::AppState;
 
 /// How long an answer other than `101` to an upgrade may take to produce its body.
 const UPGRADE_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -113,7 +114,8 @@ pub(crate) struct Open<IO> {
 pub(crate) async fn open<IO>(
     io: IO,
     request: Box<Request<Body>>,
-    router: Router,
+    state: &AppState,
+    router: &Router,
     cors: &SimpleCors,
     stall: Duration,
 ) -> Option<Open<IO>>
@@ -121,13 +123,16 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let mut io = WriteStall::new(io, stall);
-    // Out of its box, which is then freed with this future rather than kept by the stream.
-    let request = *request;
     let span = crate::http::request_span(&request);
     let origin = request.headers().get(header::ORIGIN).cloned();
-    let response = match tracing::Instrument::instrument(router.oneshot(request), span).await {
-        Ok(response) => response,
-        Err(never) => match never {},
+    // `GET /sub/{channels}` without the router's per-request work; anything else through it.
+    // Either way the request's box is freed with this future rather than kept by the stream.
+    let response = match crate::transport::subscribe_direct(state.clone(), request) {
+        Ok(direct) => tracing::Instrument::instrument(direct, span).await,
+        Err(request) => match tracing::Instrument::instrument(router.clone().oneshot(*request), span).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
     };
     let (head, exact) = response_head(&response, Some((cors, origin.as_ref())));
     let mut body = response.into_body();

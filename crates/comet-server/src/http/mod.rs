@@ -93,7 +93,9 @@ pub fn app(state: AppState) -> Router {
 /// chunk of a long-lived stream went through it, and its per-request work was a fifth of a
 /// connect storm's user-space CPU; the CORS layer's, nine allocations per request of about
 /// seventy (bench/RESULTS.md, S5). The handler, its extractors and its answers are [`app`]'s: a
-/// request is answered the same by either.
+/// request is answered the same by either. conn/h1.rs calls the route's handler directly
+/// (`transport::subscribe_direct`, which answers as this router does) and this router for
+/// anything else that reaches it.
 pub(crate) fn stream_app(state: AppState) -> Router {
     Router::new()
         .route("/sub/{channels}", get(transport::subscribe))

@@ -74,13 +74,72 @@ pub(crate) async fn subscribe(
     identity: Identity,
     req: Request,
 ) -> Response {
+    let list = path.map(|Path(list)| list).map_err(|e| e.body_text());
+    let query = query.map(|Query(query)| query).map_err(|e| e.body_text());
+    subscribe_with(state, list, query, identity, req).await
+}
+
+/// The name of `GET /sub/{channels}`'s parameter, in [`subscribe_direct`]'s error text.
+const CHANNELS_PARAM: &str = "channels";
+
+/// [`subscribe`] without the router, for a streaming subscription the connection layer serves
+/// on a connection of its own (conn/h1.rs): the same extractors in the same order and the same
+/// answers, without the router's per-request work (its path match, URL parameters, request
+/// extensions and boxed futures: 6,200 of a connect's 45,300 user-space instructions, and 11 of
+/// its 42 allocations; S5 in bench/RESULTS.md).
+/// `Err` gives `req` back when it is not exactly that route (another method, or a path that is
+/// not `/sub/` and one non-empty segment), for the router to answer.
+pub(crate) fn subscribe_direct(
+    state: AppState,
+    req: Box<Request>,
+) -> Result<std::pin::Pin<Box<dyn Future<Output = Response> + Send>>, Box<Request>> {
+    let segment = req
+        .uri()
+        .path()
+        .strip_prefix("/sub/")
+        .filter(|rest| !rest.is_empty() && !rest.contains('/'));
+    if req.method() != Method::GET || segment.is_none() {
+        return Err(req);
+    }
+    // Boxed, as the router boxes its handlers' futures: inline, this one would size the
+    // connection's first step, which is moved whole into a box of its own (conn/connection.rs).
+    Ok(Box::pin(async move {
+        let (mut parts, body) = (*req).into_parts();
+        let segment = parts.uri.path().strip_prefix("/sub/").unwrap_or_default();
+        // As the router's `Path<String>`: percent-decoded, and UTF-8 or refused in its words.
+        let list = percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .map(std::borrow::Cow::into_owned)
+            .map_err(|_| format!("Invalid URL: Invalid UTF-8 in `{CHANNELS_PARAM}`"));
+        let query = Query::<SubQuery>::try_from_uri(&parts.uri)
+            .map(|Query(query)| query)
+            .map_err(|e| e.body_text());
+        let identity =
+            match <Identity as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await
+            {
+                Ok(identity) => identity,
+                Err(rejection) => return rejection.into_response(),
+            };
+        subscribe_with(state, list, query, identity, Request::from_parts(parts, body)).await
+    }))
+}
+
+/// [`subscribe`]'s work once its parameters are extracted: `list` is the path's channel list
+/// (percent-decoded) and `query` the query string, each or the text of why it could not be read.
+async fn subscribe_with(
+    state: AppState,
+    list: Result<String, String>,
+    query: Result<SubQuery, String>,
+    identity: Identity,
+    req: Request,
+) -> Response {
     let hooks_on = state.hooks.on();
     // In parts while the checks run: the body is not `Sync`, so a future holding `&Request`
     // across the hooks' awaits would not be `Send`.
     let (parts, body) = req.into_parts();
     let result = async {
-        let Path(list) = path.map_err(|e| ApiError::bad_request("bad_channel", e.body_text()))?;
-        let Query(query) = query.map_err(|e| ApiError::bad_request("bad_request", e.body_text()))?;
+        let list = list.map_err(|text| ApiError::bad_request("bad_channel", text))?;
+        let query = query.map_err(|text| ApiError::bad_request("bad_request", text))?;
         let channels = parse_channels(&list, state.config.max_channels_per_connection)?;
         if !hooks_on {
             identity.authorize_all(state.auth.config(), &channels, false)?;
@@ -286,7 +345,103 @@ pub(crate) async fn ws_bare(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
     use super::*;
+    use crate::config::Config;
+
+    fn request(target: &str, headers: &[(&str, &str)]) -> Request {
+        let mut req = http::Request::get(target);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let mut req = req.body(Body::empty()).unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                9,
+            ))));
+        req
+    }
+
+    /// Status, headers, and the body's first frame (a stream's first bytes, an error's JSON).
+    async fn answer(response: Response) -> (http::StatusCode, HeaderMap, String) {
+        let (mut parts, mut body) = response.into_parts();
+        // The router adds a known length's field; h1.rs `response_head` writes its own instead
+        // (from the body's size) whether or not one is there.
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        // A stream with nothing to say yet (no `retry:` field, no replay) writes nothing.
+        let first = match tokio::time::timeout(std::time::Duration::from_millis(300), body.frame()).await {
+            Ok(Some(Ok(frame))) => frame
+                .into_data()
+                .map(|d| String::from_utf8_lossy(&d).into_owned())
+                .unwrap_or_default(),
+            Ok(other) => panic!("no first frame: {other:?}"),
+            Err(_) => "(nothing yet)".to_owned(),
+        };
+        (parts.status, parts.headers, first)
+    }
+
+    /// conn/h1.rs serves `GET /sub/{channels}` through `subscribe_direct`, without the router:
+    /// every answer, good or bad, must be the router's (`crate::http::stream_app`), byte for byte.
+    #[tokio::test]
+    async fn the_direct_path_answers_as_the_router_does() {
+        let open = Config::default();
+        let open = AppState::new(Arc::new(comet_core::MemoryBroker::new(open.hub_config())), open);
+        let tokens = Config {
+            jwt_secret: "a secret of enough length for HS256 tokens".into(),
+            ..Config::default()
+        };
+        let tokens = AppState::new(Arc::new(comet_core::MemoryBroker::new(tokens.hub_config())), tokens);
+        let sse = ("accept", "text/event-stream");
+        let cases: &[(&str, &[(&str, &str)])] = &[
+            ("/sub/a?transport=sse", &[sse]),
+            ("/sub/a,b%2Cc?transport=stream", &[]),
+            ("/sub/a?transport=iframe&callback=cb", &[]),
+            ("/sub/a?transport=sse&since=0-1", &[sse]),
+            ("/sub/%FF?transport=sse", &[sse]),
+            ("/sub/%C3%28?transport=sse", &[sse]),
+            ("/sub/ok%?transport=sse", &[sse]),
+            ("/sub/a?transport=sse&since=nope", &[sse]),
+            ("/sub/a?transport=sse&transport=stream", &[sse]),
+            ("/sub/a?transport=iframe&callback=%3Cscript%3E", &[]),
+            ("/sub/a?transport=sse", &[sse, ("last-event-id", "garbage")]),
+            ("/sub/a?transport=sse", &[sse, ("authorization", "Bearer not-a-token")]),
+            ("/sub/a?transport=sse&token=nope", &[sse]),
+        ];
+        let mut statuses = std::collections::BTreeSet::new();
+        for state in [&open, &tokens] {
+            let router = crate::http::stream_app(state.clone());
+            for (target, headers) in cases {
+                let direct = subscribe_direct(state.clone(), Box::new(request(target, headers)))
+                    .unwrap_or_else(|_| panic!("{target}: not taken"));
+                let direct = answer(direct.await).await;
+                let routed = answer(router.clone().oneshot(request(target, headers)).await.unwrap()).await;
+                assert_eq!(direct, routed, "{target} {headers:?}");
+                statuses.insert(direct.0.as_u16());
+            }
+        }
+        // The cases reach the streams, the handler's refusals and the extractor's.
+        assert!(statuses.is_superset(&[200, 400, 401].into()), "{statuses:?}");
+        let state = open;
+        // What is not exactly the route goes back to the router.
+        for (method, target) in [
+            (Method::GET, "/sub/"),
+            (Method::GET, "/sub/a/b?transport=sse"),
+            (Method::GET, "/subscribe/a?transport=sse"),
+            (Method::HEAD, "/sub/a?transport=sse"),
+            (Method::POST, "/sub/a?transport=sse"),
+        ] {
+            let mut req = request(target, &[sse]);
+            *req.method_mut() = method.clone();
+            let back = subscribe_direct(state.clone(), Box::new(req));
+            assert!(back.is_err(), "{method} {target} was taken");
+        }
+    }
 
     #[test]
     fn transport_choice() {
