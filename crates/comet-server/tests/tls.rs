@@ -408,13 +408,16 @@ async fn an_unfinished_handshake_is_dropped_after_the_timeout() {
 
     // Meanwhile others are served: the handshakes do not hold up the accept loop. (Were they in
     // it, this client would be accepted only after both stalled ones had timed out and gone.)
-    // The silent one is not even accepted yet: the listener waits for a connection's first bytes
-    // (TCP_DEFER_ACCEPT, `comet_server::DEFER_ACCEPT`), and takes a silent one a second late.
+    // The silent one may not be accepted yet: the listener waits for a connection's first bytes
+    // (TCP_DEFER_ACCEPT, `comet_server::DEFER_ACCEPT`), and takes a silent one about a second
+    // late, so it is counted or not depending on how long the h2 client took. `partial` and the
+    // h2 client itself must be.
     let mut h2 = h2_connect(server.addr, &pki).await;
-    assert_eq!(
-        open_connections(&mut h2, server.addr).await,
-        if cfg!(target_os = "linux") { 2 } else { 3 },
-        "served while the stalled ones are still open (and counted once accepted)"
+    let open = open_connections(&mut h2, server.addr).await;
+    let expected = if cfg!(target_os = "linux") { 2..=3 } else { 3..=3 };
+    assert!(
+        expected.contains(&open),
+        "served while the stalled ones are still open (and counted once accepted): {open} open"
     );
 
     for (name, stream) in [("silent", &mut silent), ("partial", &mut partial)] {

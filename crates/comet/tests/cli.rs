@@ -226,10 +226,18 @@ fn survives_running_out_of_file_descriptors() {
         held.push(s);
     }
     assert!(refused > 0, "expected polite 503 refusals past the descriptor limit");
-    // Issue 16, point 6: refusals run in tasks of their own. Three clients that connect and
-    // say nothing (a refusal waits up to 500 ms for the request head) do not hold up the next
-    // one's 503: in the accept loop they did, one after the other (1.5 s).
-    let silent: Vec<TcpStream> = (0..3).filter_map(|_| TcpStream::connect(&served.addr).ok()).collect();
+    // Issue 16, point 6: refusals run in tasks of their own. Three clients that send the start of
+    // a request head and stop (a refusal waits up to 500 ms for the whole head) do not hold up the
+    // next one's 503: in the accept loop they did, one after the other (1.5 s). They send a first
+    // byte so that the listener takes them now: one that says nothing at all is accepted only a
+    // second later (TCP_DEFER_ACCEPT), after `next` has been answered, and would test nothing.
+    let silent: Vec<TcpStream> = (0..3)
+        .filter_map(|_| {
+            let mut s = TcpStream::connect(&served.addr).ok()?;
+            std::io::Write::write_all(&mut s, b"GET ").ok()?;
+            Some(s)
+        })
+        .collect();
     std::thread::sleep(Duration::from_millis(50));
     let started = Instant::now();
     let mut next = TcpStream::connect(&served.addr).expect("connect");

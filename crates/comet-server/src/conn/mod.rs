@@ -47,7 +47,9 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 
 /// How long the kernel holds a new connection that has sent nothing before handing it to
 /// `accept` anyway (`TCP_DEFER_ACCEPT`, tcp(7)): one second, then the header-read timeout
-/// (`header_read_timeout_secs`) applies to it as to any other.
+/// (`header_read_timeout_secs`) applies to it as to any other. The kernel hands it over when the
+/// client answers the SYN-ACK it repeats at that point; if that exchange is lost, at the next
+/// repeat (about 3 s after the handshake, then 7 s, …, `net.ipv4.tcp_synack_retries`).
 pub const DEFER_ACCEPT: Duration = Duration::from_secs(1);
 
 /// Binds `addr` with [`LISTEN_BACKLOG`], `SO_REUSEADDR` (a restarted server can bind while old
@@ -56,7 +58,7 @@ pub const DEFER_ACCEPT: Duration = Duration::from_secs(1);
 /// Linux `TCP_DEFER_ACCEPT` for [`DEFER_ACCEPT`]: a connection is accepted once its request (or
 /// TLS ClientHello) is in, so the server is woken once per connection instead of twice and its
 /// first read finds the request (S5: 6 % less time to 10,000 subscribers). Every client Comet
-/// serves speaks first; one that sends nothing is accepted a second late. Where the option
+/// serves speaks first; one that sends nothing is accepted about a second late. Where the option
 /// cannot be set, the listener works without it.
 ///
 /// # Errors
